@@ -1,0 +1,749 @@
+"""The on-disk collection: a manifest, immutable segments of codes, tombstones and a document store.
+
+Layout of a collection directory::
+
+    manifest.json            format version, dim, precision, ranges, model, segments + checksums, tombstones
+    segments/NNNNNN/         binary.npy (n, dim/8) uint8, int8.npy (n, dim) int8, float32.npy, seqs.npy
+    tombstones-NNNNNN.npy    sorted sequence numbers of deleted rows (until compaction)
+    docs.sqlite              seq -> id, text, metadata
+
+Every write goes to a temporary name, is fsynced, then renamed into place; the manifest's rename is
+the single commit point, so a process killed at any moment leaves the previous contents loadable.
+Opening loads the binary codes into RAM and memory-maps the int8 and float32 rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import (
+    CollectionError,
+    CorruptCollectionError,
+    DuplicateIdError,
+    FormatVersionError,
+    InvalidInputError,
+    UnknownIdError,
+)
+from .kernels import as_words
+from .quantize import _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
+from .store import DocId, DocStore, normalize_id
+
+__all__ = ["FORMAT_VERSION", "STAGE1_PRECISIONS", "CollectionFiles"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "bitsearch-collection"
+STAGE1_PRECISIONS = ("binary", "int8", "float32")
+MANIFEST = "manifest.json"
+DOCS = "docs.sqlite"
+_ARRAY_FILES = {"binary": "binary.npy", "int8": "int8.npy", "float32": "float32.npy"}
+_HASH_BLOCK = 1 << 22
+
+
+# ----------------------------------------------------------------------------- atomic file helpers
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
+    """Save an array as .npy (no pickle), fsync it, and return its size and sha256."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_npy(path: Path, info: dict[str, Any], *, mmap: bool, verify: bool) -> np.ndarray:
+    """Load (or memory-map) a segment array after checking its size, and its checksum if ``verify``."""
+    if not path.is_file():
+        raise CorruptCollectionError(f"collection file {path} is missing")
+    size = path.stat().st_size
+    if size != info["bytes"]:
+        raise CorruptCollectionError(f"collection file {path} has {size} bytes, the manifest says {info['bytes']}")
+    if verify and _sha256(path) != info["sha256"]:
+        raise CorruptCollectionError(f"collection file {path} fails its sha256 checksum")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise CorruptCollectionError(f"collection file {path} is not a valid .npy file: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- in-memory state
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One immutable segment as loaded: RAM codes live in the state; disk rows are memory-mapped."""
+
+    name: str
+    rows: int
+    seqs: np.ndarray  # (rows,) int64, memory-mapped, ascending
+    int8: np.ndarray | None  # (rows, dim) int8, memory-mapped
+    float32: np.ndarray | None  # (rows, dim) float32, memory-mapped
+
+
+@dataclass(frozen=True)
+class State:
+    """A consistent snapshot of a collection; writers build a new one and swap it in atomically."""
+
+    manifest: dict[str, Any]
+    segments: tuple[Segment, ...]
+    offsets: np.ndarray  # (nseg + 1,) first global row of each segment
+    words: np.ndarray | None  # binary stage: (N, W) uint64 in RAM
+    ram_rows: np.ndarray | None  # int8 / float32 stage-1 rows in RAM
+    deleted: np.ndarray  # (N,) bool
+    tombstones: np.ndarray  # sorted int64 seqs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def live(self) -> int:
+        return self.rows - int(self.tombstones.size)
+
+    def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map global row numbers to (segment index, row within segment)."""
+        seg = np.searchsorted(self.offsets, rows, side="right") - 1
+        return seg, rows - self.offsets[seg]
+
+    def gather(self, kind: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of ``kind`` ("int8", "float32" or "seqs") for global row numbers, in the given order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if kind != "seqs" and self.ram_rows is not None and self.manifest["precision"] == kind:
+            return self.ram_rows[rows]
+        seg, local = self.locate(rows)
+        first = getattr(self.segments[0], kind) if self.segments else None
+        shape = (rows.size,) + (() if first is None or kind == "seqs" else first.shape[1:])
+        dtype = np.int64 if kind == "seqs" else (np.int8 if kind == "int8" else np.float32)
+        out = np.empty(shape, dtype=dtype)
+        for s in np.unique(seg):
+            mask = seg == s
+            src = getattr(self.segments[int(s)], kind)
+            if src is None:
+                raise CollectionError(f"this collection keeps no {kind} rows")
+            li = local[mask]
+            order = np.argsort(li, kind="stable")  # sorted reads are kinder to the page cache
+            block = src[li[order]]
+            dest = np.flatnonzero(mask)[order]
+            out[dest] = block
+        return out
+
+
+# ----------------------------------------------------------------------------- the collection
+
+
+def _check_dim(dim: object) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+    return int(dim)
+
+
+class CollectionFiles:
+    """A collection on disk: create/open, add, delete, compact, stats. Search lives in ``Collection``."""
+
+    def __init__(self, path: Path, state: State, docs: DocStore) -> None:
+        self.path = path
+        self._state = state
+        self._docs = docs
+        self._write_lock = threading.RLock()
+
+    # -------------------------------------------------------------- create / open
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        dim: int,
+        *,
+        precision: str = "binary",
+        keep_int8: bool = True,
+        keep_float32: bool = False,
+        ranges: np.ndarray | None = None,
+        calibration_embeddings: np.ndarray | None = None,
+        model: dict[str, Any] | None = None,
+        truncate_dim: int | None = None,
+        exist_ok: bool = False,
+    ) -> CollectionFiles:
+        """Create an empty collection directory at ``path`` and open it.
+
+        ``precision`` is the stage-1 code kept in RAM ("binary", "int8" or "float32"); ``keep_int8`` /
+        ``keep_float32`` keep those rows on disk for rescoring. int8 ranges come from ``ranges``,
+        ``calibration_embeddings``, or else the first ``add``. With ``exist_ok`` an existing collection
+        is opened instead (its settings must match).
+        """
+        p = Path(path)
+        dim = _check_dim(dim)
+        if precision not in STAGE1_PRECISIONS:
+            raise InvalidInputError(
+                f"unknown collection precision {precision!r}; expected one of {', '.join(STAGE1_PRECISIONS)}"
+            )
+        if (p / MANIFEST).exists():
+            if not exist_ok:
+                raise CollectionError(f"a collection already exists at {p}")
+            col = cls.open(p)
+            m = col.manifest
+            if m["dim"] != dim or m["precision"] != precision:
+                raise CollectionError(
+                    f"existing collection at {p} has dim {m['dim']} and precision {m['precision']!r}, "
+                    f"not {dim} and {precision!r}"
+                )
+            return col
+        if p.exists() and any(p.iterdir()):
+            raise CollectionError(f"{p} exists and is not an empty directory or a collection")
+        if truncate_dim is not None and truncate_dim != dim:
+            raise InvalidInputError(f"truncate_dim {truncate_dim} differs from the collection dim {dim}")
+        keep_int8 = bool(keep_int8) or precision == "int8"
+        keep_float32 = bool(keep_float32) or precision == "float32"
+        if ranges is not None:
+            ranges = _valid_ranges(ranges, dim)
+        elif calibration_embeddings is not None:
+            ranges = calibrate_ranges(check_embeddings(calibration_embeddings, dim, name="calibration_embeddings"))
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "dim": dim,
+            "precision": precision,
+            "keep_int8": keep_int8,
+            "keep_float32": keep_float32,
+            "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist(),
+            "model": model,
+            "truncate_dim": truncate_dim,
+            "next_seq": 0,
+            "next_segment": 0,
+            "generation": 0,
+            "segments": [],
+            "tombstones": None,
+        }
+        p.mkdir(parents=True, exist_ok=True)
+        (p / "segments").mkdir(exist_ok=True)
+        DocStore(p / DOCS, create=True).close()
+        _write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
+        _fsync_dir(p)
+        return cls.open(p)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify: bool = False) -> CollectionFiles:
+        """Open the collection at ``path``: binary codes into RAM, other rows memory-mapped.
+
+        File sizes are always checked against the manifest; ``verify=True`` also checks every file's
+        sha256 (reads everything once).
+        """
+        p = Path(path)
+        manifest = _read_manifest(p)
+        state = _load_state(p, manifest, verify=verify)
+        return cls(p, state, DocStore(p / DOCS))
+
+    def refresh(self) -> None:
+        """Reload the manifest if another process has written to the collection since it was opened."""
+        manifest = _read_manifest(self.path)
+        if manifest["generation"] != self._state.manifest["generation"]:
+            self._state = _load_state(self.path, manifest, verify=False)
+
+    def verify(self) -> None:
+        """Check every file of the collection against its sha256 in the manifest."""
+        _load_state(self.path, _read_manifest(self.path), verify=True)
+
+    # -------------------------------------------------------------- properties
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A copy of the manifest (model, dim, precision, ranges, segments, ...)."""
+        return json.loads(json.dumps(self._state.manifest))
+
+    @property
+    def dim(self) -> int:
+        return int(self._state.manifest["dim"])
+
+    @property
+    def precision(self) -> str:
+        return str(self._state.manifest["precision"])
+
+    @property
+    def ranges(self) -> np.ndarray | None:
+        r = self._state.manifest["ranges"]
+        return None if r is None else np.asarray(r, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self._state.live
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}({str(self.path)!r}, documents={len(self)}, dim={self.dim}, precision={self.precision!r})"
+
+    def __contains__(self, doc_id: object) -> bool:
+        return bool(self.existing_ids([doc_id]))
+
+    def existing_ids(self, ids: Sequence[object]) -> list[DocId]:
+        """The subset of ``ids`` that are live documents of this collection (for resumable indexing)."""
+        norm = [normalize_id(i) for i in ids]
+        found = self._docs.find_existing(norm)
+        state = self._state
+        live = [i for i in norm if i in found and found[i] < state.manifest["next_seq"]]
+        if state.tombstones.size:
+            seqs = np.asarray([found[i] for i in live], dtype=np.int64)
+            dead = np.isin(seqs, state.tombstones)
+            live = [i for i, d in zip(live, dead, strict=True) if not d]
+        return live
+
+    # -------------------------------------------------------------- writes
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[State]:
+        """Hold the thread and process write locks, with the newest state and stale rows purged."""
+        with self._write_lock:
+            lockfile = open(self.path / ".lock", "a+b")  # noqa: SIM115 - held for the block
+            try:
+                fcntl.flock(lockfile, fcntl.LOCK_EX)
+                self.refresh()
+                state = self._state
+                # rows of adds that never committed, and segment dirs no manifest lists
+                self._docs.purge_from(state.manifest["next_seq"])
+                listed = {s["name"] for s in state.manifest["segments"]}
+                for d in (self.path / "segments").iterdir():
+                    if d.name not in listed:
+                        shutil.rmtree(d, ignore_errors=True)
+                for f in self.path.glob("tombstones-*.npy"):
+                    tomb = state.manifest["tombstones"]
+                    if tomb is None or f.name != tomb["file"]:
+                        f.unlink(missing_ok=True)
+                yield state
+            finally:
+                fcntl.flock(lockfile, fcntl.LOCK_UN)
+                lockfile.close()
+
+    def _commit(self, manifest: dict[str, Any]) -> None:
+        manifest["generation"] = int(manifest["generation"]) + 1
+        _write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+
+    def add(
+        self,
+        embeddings: np.ndarray,
+        ids: Sequence[object] | None = None,
+        texts: Sequence[str | None] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[DocId]:
+        """Add documents; returns their ids. Atomic: all are added or (on any error) none.
+
+        ``ids`` are unique str or int (default: consecutive ints from the collection's row counter);
+        a duplicate, in the call or already stored, is an error. ``texts`` and ``metadata`` (JSON
+        objects) are stored with the vectors and returned by search.
+        """
+        emb = check_embeddings(embeddings, self.dim)
+        n = emb.shape[0]
+        texts = _check_payload(texts, n, "texts", _check_text)
+        metadata = _check_payload(metadata, n, "metadata", _check_meta)
+        with self._writing() as state:
+            m = json.loads(json.dumps(state.manifest))
+            first_seq = int(m["next_seq"])
+            if ids is None:
+                doc_ids: list[DocId] = list(range(first_seq, first_seq + n))
+            else:
+                doc_ids = [normalize_id(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
+                if len(doc_ids) != n:
+                    raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
+            _check_unique(doc_ids)
+            existing = self._docs.find_existing(doc_ids)
+            if existing:
+                stale = [s for s in existing.values() if _is_tombstoned(state, s)]
+                if stale:  # left by a delete that committed before its rows were purged
+                    self._docs.purge_seqs(stale)
+                    existing = {i: s for i, s in existing.items() if s not in set(stale)}
+                if existing:
+                    shown = ", ".join(repr(i) for i in list(existing)[:5])
+                    raise DuplicateIdError(f"document id(s) already in the collection: {shown}")
+            ranges = None if m["ranges"] is None else np.asarray(m["ranges"], dtype=np.float32)
+            if m["keep_int8"] and ranges is None:
+                if n < 100:
+                    warnings.warn(
+                        f"int8 ranges calibrated on only {n} embeddings; pass `ranges` or "
+                        "`calibration_embeddings` to Collection.create for stable int8 codes",
+                        stacklevel=2,
+                    )
+                ranges = calibrate_ranges(emb)
+                m["ranges"] = ranges.tolist()
+            name = f"{int(m['next_segment']):06d}"
+            seg_info = self._write_segment(name, emb, np.arange(first_seq, first_seq + n, dtype=np.int64), m, ranges)
+            self._docs.insert(first_seq, doc_ids, texts, metadata)
+            m["segments"].append(seg_info)
+            m["next_seq"] = first_seq + n
+            m["next_segment"] = int(m["next_segment"]) + 1
+            self._commit(m)
+            self._state = _extend_state(state, m, self.path, seg_info)
+        return doc_ids
+
+    def _write_segment(
+        self,
+        name: str,
+        emb: np.ndarray,
+        seqs: np.ndarray,
+        manifest: dict[str, Any],
+        ranges: np.ndarray | None,
+    ) -> dict[str, Any]:
+        """Write a segment directory under a temporary name, fsync it, and rename it into place."""
+        arrays: dict[str, np.ndarray] = {"seqs.npy": seqs}
+        if manifest["precision"] == "binary":
+            arrays["binary.npy"] = quantize_embeddings(emb, "ubinary")
+        if manifest["keep_int8"]:
+            arrays["int8.npy"] = quantize_embeddings(emb, "int8", ranges=ranges)
+        if manifest["keep_float32"]:
+            arrays["float32.npy"] = emb.astype(np.float32)
+        return self._write_segment_arrays(name, arrays)
+
+    def _write_segment_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        segdir = self.path / "segments"
+        tmp = segdir / f".tmp-{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        files = {fname: _save_npy(tmp / fname, arr) for fname, arr in arrays.items()}
+        _fsync_dir(tmp)
+        final = segdir / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tmp, final)
+        _fsync_dir(segdir)
+        rows = int(arrays["seqs.npy"].shape[0])
+        return {"name": name, "rows": rows, "files": files}
+
+    def delete(self, ids: Sequence[object]) -> int:
+        """Delete documents by id (tombstones until ``compact``); returns how many were deleted.
+
+        An unknown or already deleted id is an error and nothing is deleted.
+        """
+        if isinstance(ids, (str, int, np.integer)):
+            ids = [ids]
+        norm = [normalize_id(i) for i in ids]
+        if not norm:
+            return 0
+        _check_unique(norm)
+        with self._writing() as state:
+            seqs = np.asarray(self._docs.seqs_for(norm), dtype=np.int64)
+            dead = np.isin(seqs, state.tombstones)
+            if dead.any():
+                raise UnknownIdError(f"document id {norm[int(np.argmax(dead))]!r} was already deleted")
+            tomb = np.union1d(state.tombstones, seqs).astype(np.int64)
+            m = json.loads(json.dumps(state.manifest))
+            fname = f"tombstones-{int(m['generation']) + 1:06d}.npy"
+            info = _save_npy(self.path / f".{fname}.tmp", tomb)
+            os.replace(self.path / f".{fname}.tmp", self.path / fname)
+            _fsync_dir(self.path)
+            m["tombstones"] = {"file": fname, "count": int(tomb.size), **info}
+            old = state.manifest["tombstones"]
+            self._commit(m)
+            self._state = _load_state(self.path, m, verify=False, reuse=state)
+            # after the commit: purge rows and the old tombstone file (a crash here is repaired later)
+            self._docs.purge_seqs(seqs.tolist())
+            if old is not None:
+                (self.path / old["file"]).unlink(missing_ok=True)
+        return len(norm)
+
+    def compact(self) -> None:
+        """Rewrite all segments into one without deleted rows, and drop the tombstones."""
+        with self._writing() as state:
+            m = json.loads(json.dumps(state.manifest))
+            keep = np.flatnonzero(~state.deleted)
+            name = f"{int(m['next_segment']):06d}"
+            arrays: dict[str, np.ndarray] = {"seqs.npy": state.gather("seqs", keep)}
+            if m["precision"] == "binary":
+                nbytes = -(-int(m["dim"]) // 8)
+                assert state.words is not None
+                arrays["binary.npy"] = state.words[keep].view(np.uint8)[:, :nbytes]
+            if m["keep_int8"]:
+                arrays["int8.npy"] = state.gather("int8", keep)
+            if m["keep_float32"]:
+                arrays["float32.npy"] = state.gather("float32", keep)
+            old_segments = [s["name"] for s in m["segments"]]
+            old_tomb = m["tombstones"]
+            m["segments"] = [self._write_segment_arrays(name, arrays)] if keep.size else []
+            m["next_segment"] = int(m["next_segment"]) + 1
+            m["tombstones"] = None
+            self._commit(m)
+            self._state = _load_state(self.path, m, verify=False)
+            if state.tombstones.size:
+                self._docs.purge_seqs(state.tombstones.tolist())
+            for seg in old_segments:
+                shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
+            if old_tomb is not None:
+                (self.path / old_tomb["file"]).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and the bytes each stage holds in RAM and on disk, with compression against float32."""
+        state = self._state
+        m = state.manifest
+        n, dim = state.rows, int(m["dim"])
+        stages: dict[str, dict[str, int]] = {}
+        for kind, fname in _ARRAY_FILES.items():
+            disk = sum(s["files"][fname]["bytes"] for s in m["segments"] if fname in s["files"])
+            present = m["precision"] == kind or m.get(f"keep_{kind}", False)
+            if not present:
+                continue
+            if kind == "binary":
+                ram = int(state.words.nbytes) if state.words is not None else 0
+            elif m["precision"] == kind and state.ram_rows is not None:
+                ram = int(state.ram_rows.nbytes)
+            else:
+                ram = 0
+            stages[kind] = {"ram_bytes": ram, "disk_bytes": int(disk)}
+        seq_disk = sum(s["files"]["seqs.npy"]["bytes"] for s in m["segments"])
+        docs_disk = sum(f.stat().st_size for f in self.path.glob(DOCS + "*"))
+        ram = sum(v["ram_bytes"] for v in stages.values()) + int(state.deleted.nbytes)
+        disk = sum(v["disk_bytes"] for v in stages.values()) + seq_disk + docs_disk
+        float32_bytes = n * dim * 4
+        stage1_ram = stages[m["precision"]]["ram_bytes"]
+        return {
+            "documents": state.live,
+            "rows": n,
+            "deleted": int(state.tombstones.size),
+            "segments": len(state.segments),
+            "dim": dim,
+            "precision": m["precision"],
+            "model": m.get("model"),
+            "truncate_dim": m.get("truncate_dim"),
+            "stages": stages,
+            "ram_bytes": ram,
+            "disk_bytes": disk,
+            "docs_disk_bytes": docs_disk,
+            "float32_bytes": float32_bytes,
+            "bytes_per_document_ram": stage1_ram / n if n else 0.0,
+            "compression_vs_float32": float32_bytes / stage1_ram if stage1_ram else None,
+        }
+
+    def close(self) -> None:
+        """Release the document store connection (the memory maps go with the object)."""
+        self._docs.close()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _valid_ranges(ranges: object, dim: int) -> np.ndarray:
+    r = _check_ranges(ranges, dim).astype(np.float32)
+    if not (r[1] > r[0]).all():
+        bad = int(np.argmax(~(r[1] > r[0])))
+        raise InvalidInputError(
+            f"ranges have zero width in dimension {bad}; use calibrate_ranges() for ranges that never do"
+        )
+    return r
+
+
+def _check_unique(ids: Sequence[DocId]) -> None:
+    if len(set(ids)) != len(ids):
+        seen: set[DocId] = set()
+        for i in ids:
+            if i in seen:
+                raise DuplicateIdError(f"document id {i!r} appears more than once in this call")
+            seen.add(i)
+
+
+def _is_tombstoned(state: State, seq: int) -> bool:
+    t = state.tombstones
+    pos = int(np.searchsorted(t, seq))
+    return pos < t.size and int(t[pos]) == seq
+
+
+def _check_text(i: int, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidInputError(f"texts[{i}] must be a str or None, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInputError(f"texts[{i}] is empty")
+
+
+def _check_meta(i: int, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"metadata[{i}] must be a dict or None, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata[{i}] is not JSON-serializable: {exc}") from None
+
+
+def _check_payload(values: Sequence[Any] | None, n: int, name: str, check: Any) -> list[Any] | None:
+    if values is None:
+        return None
+    if isinstance(values, (str, dict)):
+        raise InvalidInputError(f"{name} must be a sequence with one entry per embedding")
+    vals = list(values)
+    if len(vals) != n:
+        raise InvalidInputError(f"got {len(vals)} {name} for {n} embeddings")
+    for i, v in enumerate(vals):
+        check(i, v)
+    return vals
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    mpath = path / MANIFEST
+    if not path.is_dir():
+        raise CollectionError(f"no collection at {path}: directory not found")
+    if not mpath.is_file():
+        raise CollectionError(f"no collection at {path}: {MANIFEST} not found")
+    try:
+        m = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptCollectionError(f"{mpath} is not valid JSON: {exc}") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
+        raise CorruptCollectionError(f"{mpath} is not a bitsearch collection manifest")
+    version = m.get("format_version")
+    if not isinstance(version, int):
+        raise CorruptCollectionError(f"{mpath} has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"collection at {path} has format version {version}; this bitsearch reads up to "
+            f"{FORMAT_VERSION}: upgrade bitsearch"
+        )
+    required = ("dim", "precision", "keep_int8", "keep_float32", "segments", "next_seq", "generation")
+    missing = [k for k in required if k not in m]
+    if missing:
+        raise CorruptCollectionError(f"{mpath} lacks {', '.join(missing)}")
+    return m
+
+
+def _load_segment(
+    path: Path, info: dict[str, Any], m: dict[str, Any], verify: bool
+) -> tuple[Segment, np.ndarray | None]:
+    segdir = path / "segments" / info["name"]
+    files = info["files"]
+    seqs = _load_npy(segdir / "seqs.npy", files["seqs.npy"], mmap=True, verify=verify)
+    rows = int(info["rows"])
+    if seqs.shape != (rows,):
+        raise CorruptCollectionError(f"{segdir}/seqs.npy has shape {seqs.shape}, expected ({rows},)")
+    arrays: dict[str, np.ndarray | None] = {"int8": None, "float32": None}
+    ram: np.ndarray | None = None
+    for kind in ("binary", "int8", "float32"):
+        fname = _ARRAY_FILES[kind]
+        if fname not in files:
+            continue
+        in_ram = m["precision"] == kind
+        arr = _load_npy(segdir / fname, files[fname], mmap=not in_ram, verify=verify or in_ram)
+        width = -(-int(m["dim"]) // 8) if kind == "binary" else int(m["dim"])
+        if arr.shape != (rows, width):
+            raise CorruptCollectionError(f"{segdir}/{fname} has shape {arr.shape}, expected ({rows}, {width})")
+        if kind != "binary":
+            arrays[kind] = arr
+        if in_ram:
+            ram = arr
+    return Segment(info["name"], rows, seqs, arrays["int8"], arrays["float32"]), ram
+
+
+def _assemble(
+    m: dict[str, Any], segments: list[Segment], ram_parts: list[np.ndarray]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Concatenate the stage-1 RAM parts: binary codes as uint64 words, or int8/float32 rows."""
+    if m["precision"] == "binary":
+        nbytes = -(-int(m["dim"]) // 8)
+        width = -(-nbytes // 8)
+        words = np.zeros((sum(s.rows for s in segments), width), dtype=np.uint64)
+        pos = 0
+        for part in ram_parts:
+            words.view(np.uint8)[pos : pos + part.shape[0], :nbytes] = part
+            pos += part.shape[0]
+        return words, None
+    dtype = np.int8 if m["precision"] == "int8" else np.float32
+    if not ram_parts:
+        return None, np.zeros((0, int(m["dim"])), dtype=dtype)
+    return None, ram_parts[0] if len(ram_parts) == 1 else np.concatenate(ram_parts)
+
+
+def _tombstones(path: Path, m: dict[str, Any]) -> np.ndarray:
+    """The sorted sequence numbers of deleted rows (a small file, always checksummed)."""
+    t = m.get("tombstones")
+    if t is None:
+        return np.zeros(0, dtype=np.int64)
+    arr = _load_npy(path / t["file"], t, mmap=False, verify=True)
+    if arr.ndim != 1 or arr.size != t["count"]:
+        raise CorruptCollectionError(f"{path / t['file']} does not hold {t['count']} sequence numbers")
+    return arr.astype(np.int64)
+
+
+def _deleted_mask(segments: Sequence[Segment], tomb: np.ndarray, total: int) -> np.ndarray:
+    deleted = np.zeros(total, dtype=np.bool_)
+    if tomb.size:
+        pos = 0
+        for s in segments:
+            deleted[pos : pos + s.rows] = np.isin(np.asarray(s.seqs), tomb)
+            pos += s.rows
+    return deleted
+
+
+def _offsets(segments: Sequence[Segment]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum([s.rows for s in segments])]).astype(np.int64)
+
+
+def _load_state(path: Path, m: dict[str, Any], *, verify: bool, reuse: State | None = None) -> State:
+    """Build the in-memory state for manifest ``m``; ``reuse`` shares segments already loaded."""
+    if reuse is not None and [s.name for s in reuse.segments] == [s["name"] for s in m["segments"]]:
+        tomb = _tombstones(path, m)
+        deleted = _deleted_mask(reuse.segments, tomb, reuse.rows)
+        return State(m, reuse.segments, reuse.offsets, reuse.words, reuse.ram_rows, deleted, tomb)
+    segments, ram_parts = [], []
+    for info in m["segments"]:
+        seg, ram = _load_segment(path, info, m, verify)
+        segments.append(seg)
+        if ram is not None:
+            ram_parts.append(ram)
+    words, ram_rows = _assemble(m, segments, ram_parts)
+    tomb = _tombstones(path, m)
+    offsets = _offsets(segments)
+    return State(m, tuple(segments), offsets, words, ram_rows, _deleted_mask(segments, tomb, int(offsets[-1])), tomb)
+
+
+def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, Any]) -> State:
+    """The state after appending one freshly written segment (reads back only that segment)."""
+    seg, ram = _load_segment(path, info, m, verify=False)
+    segments = (*state.segments, seg)
+    words, ram_rows = state.words, state.ram_rows
+    if m["precision"] == "binary":
+        assert ram is not None
+        new_words = as_words(ram)
+        words = new_words if words is None or words.shape[0] == 0 else np.concatenate([words, new_words])
+    else:
+        assert ram is not None
+        ram_rows = ram if ram_rows is None or ram_rows.shape[0] == 0 else np.concatenate([ram_rows, ram])
+    deleted = np.concatenate([state.deleted, np.zeros(seg.rows, dtype=np.bool_)])
+    return State(m, segments, _offsets(segments), words, ram_rows, deleted, state.tombstones)
