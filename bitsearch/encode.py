@@ -16,7 +16,7 @@ import numpy as np
 from bitsearch.errors import InvalidInputError, ModelLoadError
 from bitsearch.quantize import truncate_embeddings
 
-__all__ = ["DEFAULT_MODEL", "Encoder", "ModelLoadError", "known_prompts"]
+__all__ = ["DEFAULT_MODEL", "Encoder", "ModelLoadError", "canonical_model_name", "known_prompts"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {DEFAULT_MODEL.lower(), f"sentence-transformers/{DEFAULT_MODEL}".lower()}
@@ -45,6 +45,15 @@ def known_prompts(model: str) -> tuple[str | None, str | None]:
 
 def _is_packaged(model: str) -> bool:
     return model.lower() in _PACKAGED_ALIASES
+
+
+def canonical_model_name(model: str | None) -> str:
+    """The name a collection records: DEFAULT_MODEL for the packaged model's aliases, absolute local paths."""
+    name = str(model) if model is not None else DEFAULT_MODEL
+    if _is_packaged(name):
+        return DEFAULT_MODEL
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -78,8 +87,7 @@ class Encoder:
         name = str(model) if model is not None else DEFAULT_MODEL
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if Path(name).expanduser().exists() and not _is_packaged(name):
-            name = str(Path(name).expanduser().resolve())
+        name = canonical_model_name(name)
         self.name: str = name
         self.device = device
         self.batch_size = batch_size

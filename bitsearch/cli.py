@@ -1,0 +1,873 @@
+"""The `bitsearch` command line: index text into a collection, search it, describe it, demo it.
+
+A thin layer over `bitsearch.encode.Encoder` and `bitsearch.Collection`: input readers (BEIR JSONL,
+JSONL, CSV, Parquet, folders of text files), resumable chunked indexing, and readable output.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import csv
+import gzip
+import importlib.util
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from tqdm import tqdm
+
+from bitsearch.errors import BitsearchError
+from bitsearch.search import Collection
+
+app = typer.Typer(
+    name="bitsearch",
+    help="Retrieval over quantized text embeddings: index text, search it, inspect collections.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+MANIFEST = "manifest.json"
+_KILL_AFTER_ENV = "BITSEARCH_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL the indexer after N committed chunks
+_TEXT_SUFFIXES = {".txt", ".md"}
+
+
+def main() -> None:
+    """Entry point of the `bitsearch` console script."""
+    app()
+
+
+class CliError(Exception):
+    """A problem to report to the user as one line, without a traceback."""
+
+
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """Turn expected failures (bad input, unloadable model, broken collection) into `error: ...` and exit 1."""
+    try:
+        yield
+    except (CliError, BitsearchError, ValueError, OSError) as exc:
+        message = str(exc) or type(exc).__name__
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+# ----------------------------------------------------------------------------- reading input
+
+
+@dataclass
+class Doc:
+    """One document read from the input, and where it came from (for messages)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] | None
+    where: str
+
+
+@dataclass
+class Bad:
+    """A record that cannot be indexed, and why."""
+
+    where: str
+    reason: str
+
+
+@dataclass
+class Fields:
+    """Which fields of a record hold the text, the id and the title (BEIR: `text`, `_id`, `title`)."""
+
+    text: str = "text"
+    id: str | None = None  # None: `_id`, else `id`, else the record number
+    title: str | None = "title"
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+    folder = "folder"
+
+
+class Precision(str, Enum):
+    binary = "binary"
+    int8 = "int8"
+    float32 = "float32"
+
+
+class Rescore(str, Enum):
+    int8 = "int8"
+    binary = "binary"
+    float32 = "float32"
+    none = "none"
+
+
+def _detect_format(path: Path) -> InputFormat:
+    """Guess the input format from the path: a folder, or the file's suffix."""
+    if path.is_dir():
+        return InputFormat.folder
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    if last in {".jsonl", ".ndjson", ".json"}:
+        return InputFormat.jsonl
+    if last in {".csv", ".tsv"}:
+        return InputFormat.csv
+    if last in {".parquet", ".pq"}:
+        return InputFormat.parquet
+    raise CliError(
+        f"cannot tell the format of {path} from its name; pass --format jsonl|csv|parquet (or give a folder)"
+    )
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata as plain JSON (dates and other objects become strings)."""
+    return json.loads(json.dumps(value, default=str, ensure_ascii=False))
+
+
+def _row_to_doc(row: object, number: int, where: str, fields: Fields) -> Doc | Bad:
+    """Turn one record (a dict) into a Doc: text = title + newline + text when a title is present."""
+    if not isinstance(row, dict):
+        return Bad(where, f"expected an object with fields, got {type(row).__name__}")
+    if None in row:
+        return Bad(where, "more values than header fields")
+    if fields.text not in row:
+        shown = ", ".join(repr(k) for k in list(row)[:8])
+        return Bad(where, f"no {fields.text!r} field (fields: {shown}); choose the text field with --text-field")
+    text = row[fields.text]
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        return Bad(where, f"field {fields.text!r} is {type(text).__name__}, not text")
+    title = row.get(fields.title) if fields.title else None
+    if isinstance(title, str) and title.strip():
+        text = f"{title}\n{text}" if text.strip() else title
+    if not text.strip():
+        return Bad(where, f"empty text in field {fields.text!r}")
+    id_field = fields.id
+    if id_field is None:
+        id_field = "_id" if "_id" in row else "id" if "id" in row else None
+    if id_field is None:
+        doc_id = str(number)
+    elif id_field not in row:
+        return Bad(where, f"no {id_field!r} id field; choose it with --id-field")
+    else:
+        raw_id = row[id_field]
+        doc_id = "" if raw_id is None else str(raw_id)
+        if not doc_id.strip():
+            return Bad(where, f"empty id in field {id_field!r}")
+    meta = {k: v for k, v in row.items() if k not in {id_field, fields.text}}
+    return Doc(doc_id, text, _jsonable(meta) if meta else None, where)
+
+
+def _count_lines(path: Path) -> int | None:
+    """Lines in a plain file (for the progress bar's total); None for compressed files."""
+    if path.suffix.lower() == ".gz":
+        return None
+    count = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+    return count
+
+
+def _read_jsonl(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
+    """Stream JSON lines; blank lines are ignored, every other line is one record."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    number = 0
+    with opener(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                yield Bad(where, f"invalid JSON ({exc.msg} at column {exc.colno})")
+            except UnicodeDecodeError as exc:
+                yield Bad(where, f"not UTF-8 ({exc.reason})")
+            else:
+                yield _row_to_doc(row, number, where, fields)
+            number += 1
+
+
+def _read_csv(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
+    """Stream CSV (or TSV) rows with a header line."""
+    csv.field_size_limit(2**31 - 1)
+    delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        try:
+            for number, row in enumerate(reader):
+                yield _row_to_doc(row, number, f"{path}, line {reader.line_num}", fields)
+        except csv.Error as exc:
+            raise CliError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise CliError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _parquet_file(path: Path) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CliError("reading Parquet needs pyarrow: pip install 'bitsearch[io]'") from None
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own error types for bad files
+        raise CliError(f"{path}: cannot read Parquet ({exc})") from None
+
+
+def _read_parquet(path: Path, fields: Fields, batch_rows: int) -> Iterator[Doc | Bad]:
+    """Stream Parquet rows batch by batch (pyarrow)."""
+    number = 0
+    for batch in _parquet_file(path).iter_batches(batch_size=max(1, batch_rows)):
+        for row in batch.to_pylist():
+            yield _row_to_doc(row, number, f"{path}, row {number}", fields)
+            number += 1
+
+
+def _text_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES)
+
+
+def _read_folder(root: Path) -> Iterator[Doc | Bad]:
+    """Each .txt/.md file under the folder is one document; its id is the path relative to the folder."""
+    for path in _text_files(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            yield Bad(str(path), f"not UTF-8 ({exc.reason})")
+            continue
+        if not text.strip():
+            yield Bad(str(path), "empty file")
+            continue
+        yield Doc(rel, text, None, str(path))
+
+
+def read_input(
+    path: Path, fmt: InputFormat, fields: Fields, chunk_size: int = 1000
+) -> tuple[Iterator[Doc | Bad], int | None]:
+    """Open INPUT: the records (streamed) and how many there are, where that is cheap to know."""
+    if not path.exists():
+        raise CliError(f"input {path} does not exist")
+    if fmt is InputFormat.auto:
+        fmt = _detect_format(path)
+    if fmt is InputFormat.folder:
+        if not path.is_dir():
+            raise CliError(f"{path} is not a folder")
+        return _read_folder(path), len(_text_files(path))
+    if path.is_dir():
+        raise CliError(f"{path} is a folder, not a {fmt.value} file")
+    if fmt is InputFormat.jsonl:
+        return _read_jsonl(path, fields), _count_lines(path)
+    if fmt is InputFormat.csv:
+        lines = _count_lines(path)
+        return _read_csv(path, fields), None if lines is None else max(lines - 1, 0)
+    return _read_parquet(path, fields, chunk_size), _parquet_file(path).metadata.num_rows
+
+
+def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def _is_collection(path: Path) -> bool:
+    return (path / MANIFEST).is_file()
+
+
+def _load_encoder(model: str | None, **kw: Any) -> Any:
+    from bitsearch.encode import Encoder
+
+    return Encoder(model, **kw)
+
+
+def _encoder_for(col: Collection, **kw: Any) -> Any:
+    """The encoder a collection was built with (from its manifest), for queries or more documents."""
+    from bitsearch.encode import Encoder
+
+    info = col.manifest.get("model")
+    if not isinstance(info, dict) or not info.get("name"):
+        raise CliError(
+            f"collection {col.path} records no embedding model (built from Python without model=...); "
+            "search it from Python with query embeddings of your own"
+        )
+    encoder = Encoder.from_manifest_info(info, **kw)
+    if encoder.dim != col.dim:
+        raise CliError(f"model {encoder.name!r} gives {encoder.dim}-dim embeddings but {col.path} holds {col.dim}")
+    return encoder
+
+
+def _check_settings(
+    col: Collection, model: str | None, precision: Precision | None, truncate_dim: int | None, keep_float32: bool
+) -> None:
+    """Refuse to continue an existing collection with settings it was not built with."""
+    from bitsearch.encode import canonical_model_name
+
+    m = col.manifest
+    recorded = (m.get("model") or {}).get("name")
+    where = f"the collection at {col.path}"
+    if model is not None and recorded is not None and canonical_model_name(model) != recorded:
+        raise CliError(
+            f"{where} was built with model {recorded!r}, not {model!r}: "
+            "re-run without --model to add to it, or index into a new directory"
+        )
+    if precision is not None and precision.value != m["precision"]:
+        raise CliError(f"{where} has precision {m['precision']!r}, not {precision.value!r}")
+    if truncate_dim is not None and truncate_dim != (m.get("truncate_dim") or m["dim"]):
+        raise CliError(f"{where} was built with truncate_dim {m.get('truncate_dim')}, not {truncate_dim}")
+    if keep_float32 and not m.get("keep_float32"):
+        raise CliError(f"{where} was built without --keep-float32; index into a new directory to keep float32 rows")
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    already: int = 0
+    bad: int = 0
+    records: int = 0
+
+
+def index_records(
+    records: Iterable[Doc | Bad],
+    out: Path,
+    encoder: Any,
+    *,
+    col: Collection | None,
+    precision: str,
+    keep_float32: bool,
+    chunk_size: int,
+    skip_bad: bool,
+    progress: tqdm | None = None,
+) -> tuple[Collection | None, IndexReport]:
+    """Encode and add records chunk by chunk; ids already in the collection are skipped (resume)."""
+    report = IndexReport()
+    seen: set[str] = set()
+    kill_after = int(os.environ.get(_KILL_AFTER_ENV) or 0)
+    chunks_added = 0
+    step = max(1, encoder.batch_size * 4)
+    for chunk in _batched(records, chunk_size):
+        report.records += len(chunk)
+        docs: list[Doc] = []
+        for rec in chunk:
+            if isinstance(rec, Doc) and rec.id in seen:
+                rec = Bad(rec.where, f"duplicate id {rec.id!r}")
+            if isinstance(rec, Bad):
+                if not skip_bad:
+                    raise CliError(f"{rec.where}: {rec.reason} (pass --skip-bad to skip such records)")
+                report.bad += 1
+                continue
+            seen.add(rec.id)
+            docs.append(rec)
+        if col is not None and docs:
+            existing = set(col.existing_ids([d.id for d in docs]))
+            report.already += len(existing)
+            docs = [d for d in docs if d.id not in existing]
+        if progress is not None:
+            progress.update(len(chunk) - len(docs))
+        if not docs:
+            continue
+        parts = []
+        for i in range(0, len(docs), step):
+            parts.append(encoder.encode_documents([d.text for d in docs[i : i + step]]))
+            if progress is not None:
+                progress.update(min(step, len(docs) - i))
+        embeddings = np.concatenate(parts)
+        if col is None:
+            col = Collection.create(
+                out,
+                encoder.dim,
+                precision=precision,
+                keep_int8=True,
+                keep_float32=keep_float32,
+                model=encoder.manifest_info(),
+                truncate_dim=encoder.truncate_dim,
+            )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="int8 ranges calibrated on only")
+            col.add(
+                embeddings, ids=[d.id for d in docs], texts=[d.text for d in docs], metadata=[d.metadata for d in docs]
+            )
+        report.added += len(docs)
+        chunks_added += 1
+        if kill_after and chunks_added >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return col, report
+
+
+@app.command()
+def index(
+    input: Annotated[
+        Path, typer.Argument(help="BEIR corpus.jsonl, JSONL, CSV/TSV, Parquet, or a folder of .txt/.md files.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Collection directory (created, or continued if it exists).")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="sentence-transformers model name or path [default: all-MiniLM-L6-v2, packaged]")
+    ] = None,
+    precision: Annotated[Precision | None, typer.Option(help="Stage-1 codes kept in RAM [default: binary].")] = None,
+    truncate_dim: Annotated[int | None, typer.Option(help="Keep the first N dimensions (Matryoshka models).")] = None,
+    keep_float32: Annotated[
+        bool, typer.Option("--keep-float32", help="Also keep float32 rows on disk for rescoring.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per model forward pass.")] = 32,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Documents per atomic add (the unit of resuming).")] = 1000,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed records instead of stopping.")] = False,
+    text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL, CSV, Parquet).")] = "text",
+    id_field: Annotated[
+        str | None, typer.Option(help="Field holding the id [default: _id, else id, else row number].")
+    ] = None,
+    title_field: Annotated[
+        str, typer.Option(help="Field prepended to the text when non-empty ('' for none).")
+    ] = "title",
+    fmt: Annotated[
+        InputFormat, typer.Option("--format", help="Input format [default: from the name].")
+    ] = InputFormat.auto,
+    device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Embed documents and add them to a collection; re-running continues where a killed run stopped."""
+    with _reported():
+        fields = Fields(text=text_field, id=id_field, title=title_field or None)
+        records, total = read_input(input, fmt, fields, chunk_size)
+        col: Collection | None = None
+        if _is_collection(out):
+            col = Collection.open(out)
+            _check_settings(col, model, precision, truncate_dim, keep_float32)
+            encoder = _encoder_for(col, device=device, batch_size=batch_size)
+        else:
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                raise CliError(f"{out} exists and is neither a collection nor an empty directory")
+            encoder = _load_encoder(model, device=device, batch_size=batch_size, truncate_dim=truncate_dim)
+        start = time.perf_counter()
+        with tqdm(total=total, unit="doc", desc="indexing", disable=quiet, dynamic_ncols=True, file=sys.stderr) as bar:
+            col, report = index_records(
+                records,
+                out,
+                encoder,
+                col=col,
+                precision=(precision or Precision.binary).value,
+                keep_float32=keep_float32,
+                chunk_size=chunk_size,
+                skip_bad=skip_bad,
+                progress=bar,
+            )
+        elapsed = time.perf_counter() - start
+        if report.records == 0:
+            raise CliError(f"no documents found in {input}")
+        if col is None:
+            raise CliError(f"no valid documents in {input}: all {report.bad} records were malformed")
+        rate = report.added / elapsed if elapsed > 0 else 0.0
+        parts = [f"indexed {report.added:,} documents into {out} in {elapsed:.1f} s ({rate:,.0f} docs/s)"]
+        if report.already:
+            parts.append(f"{report.already:,} already in the collection were skipped")
+        if report.bad:
+            parts.append(f"skipped {report.bad:,} malformed records")
+        typer.echo("; ".join(parts))
+        typer.echo(f"the collection holds {len(col):,} documents")
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def _read_queries(source: str) -> list[tuple[str | None, str]]:
+    """Queries from a file or stdin ('-'): one per line, or JSON lines with `text` (and `_id`/`id`)."""
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+        is_jsonl = False
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise CliError(f"queries file {path} does not exist")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        is_jsonl = path.suffix.lower() in {".jsonl", ".ndjson"}
+    queries: list[tuple[str | None, str]] = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if not is_jsonl:
+            queries.append((None, line.strip()))
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{source}, line {lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise CliError(f"{source}, line {lineno}: expected an object with a non-empty 'text' field")
+        qid = row.get("_id", row.get("id"))
+        queries.append((None if qid is None else str(qid), row["text"]))
+    return queries
+
+
+def _snippet(text: str | None, width: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
+
+
+def _format_ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def _hits_table(hits: list[Any], width: int) -> list[str]:
+    """Rows of rank, score, id and a snippet that fit `width` columns."""
+    if not hits:
+        return ["  (no results)"]
+    id_width = min(32, max(2, *(len(str(h.id)) for h in hits)))
+    lines = [f"{'rank':>4}  {'score':>7}  {'id':<{id_width}}  text"]
+    room = max(20, width - id_width - 19)
+    for rank, hit in enumerate(hits, 1):
+        doc_id = _snippet(str(hit.id), id_width)
+        lines.append(f"{rank:>4}  {hit.score:>7.4f}  {doc_id:<{id_width}}  {_snippet(hit.text, room)}")
+    return lines
+
+
+@app.command()
+def search(
+    collection: Annotated[Path, typer.Argument(help="Collection directory.")],
+    queries: Annotated[
+        list[str] | None, typer.Argument(help="Query texts ('-' reads one query per line from stdin).")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Results per query.")] = 10,
+    rescore_multiplier: Annotated[
+        int, typer.Option(min=1, help="Stage 1 keeps k x this many candidates to rescore.")
+    ] = 4,
+    rescore: Annotated[Rescore, typer.Option(help="Rows that rescore the stage-1 candidates.")] = Rescore.int8,
+    queries_file: Annotated[
+        str | None, typer.Option(help="One query per line (or JSON lines with 'text'); '-': stdin.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
+) -> None:
+    """Search a collection with text queries, embedded by the model the collection was built with."""
+    with _reported():
+        items: list[tuple[str | None, str]] = []
+        for q in queries or []:
+            items.extend(_read_queries("-") if q == "-" else [(None, q)])
+        if queries_file is not None:
+            items.extend(_read_queries(queries_file))
+        if not items:
+            raise CliError("no queries: give query text, --queries-file FILE, or '-' to read stdin")
+        if not _is_collection(collection):
+            raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+        col = Collection.open(collection)
+        encoder = _encoder_for(col, device=device)
+        t0 = time.perf_counter()
+        vectors = encoder.encode_queries([text for _, text in items])
+        encode_s = time.perf_counter() - t0
+        results = col.search(
+            vectors,
+            k=k,
+            rescore_multiplier=rescore_multiplier,
+            rescore=None if rescore is Rescore.none else rescore.value,
+        )
+        timings = {"encode": encode_s, **results.timings}
+        if as_json:
+            payload = {
+                "collection": str(collection),
+                "k": k,
+                "stages": list(getattr(results, "stages", [])),
+                "timings": timings,
+                "results": [
+                    {
+                        "query": text,
+                        "query_id": qid,
+                        "hits": [{"rank": r, **hit.to_dict()} for r, hit in enumerate(hits, 1)],
+                    }
+                    for (qid, text), hits in zip(items, results, strict=True)
+                ],
+            }
+            typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))
+            return
+        width = shutil.get_terminal_size((100, 24)).columns
+        for (qid, text), hits in zip(items, results, strict=True):
+            label = f"[{qid}] " if qid is not None else ""
+            typer.secho(f"query: {label}{text}", bold=True)
+            typer.echo("\n".join(_hits_table(hits, width)))
+            typer.echo("")
+        stages = " -> ".join(getattr(results, "stages", []))
+        per = " · ".join(f"{name} {_format_ms(sec)}" for name, sec in timings.items())
+        many = f" for {len(items)} queries" if len(items) > 1 else ""
+        typer.echo(f"stages: {stages}; time{many}: {per}")
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{value:,.1f} TiB"  # pragma: no cover
+
+
+def describe(col: Collection) -> dict[str, Any]:
+    """Everything `info` shows, as one JSON-ready dict (the collection's stats plus path and settings)."""
+    stats = dict(col.stats())
+    m = col.manifest
+    stats["path"] = str(col.path)
+    stats["keep_int8"] = bool(m.get("keep_int8"))
+    stats["keep_float32"] = bool(m.get("keep_float32"))
+    return stats
+
+
+@app.command()
+def info(
+    collection: Annotated[Path, typer.Argument(help="Collection directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Describe a collection: documents, model, precision and memory per stage."""
+    with _reported():
+        if not _is_collection(collection):
+            raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+        col = Collection.open(collection)
+        stats = describe(col)
+        if as_json:
+            typer.echo(json.dumps(stats, ensure_ascii=False, indent=1))
+            return
+        model = stats.get("model") or {}
+        lines = [
+            f"collection   {stats['path']}",
+            f"documents    {stats['documents']:,} (rows {stats['rows']:,}, deleted {stats['deleted']:,}, "
+            f"segments {stats['segments']:,})",
+            f"model        {model.get('name', '(none recorded)')}",
+            f"dims         {stats['dim']}"
+            + (" (truncated from the model's full size)" if stats.get("truncate_dim") else ""),
+        ]
+        if model.get("query_prompt") or model.get("document_prompt"):
+            lines.append(f"prompts      query {model.get('query_prompt')!r}, document {model.get('document_prompt')!r}")
+        kept = [s for s in ("int8", "float32") if stats.get(f"keep_{s}") and s != stats["precision"]]
+        lines.append(f"precision    stage 1: {stats['precision']}; rescoring rows on disk: {', '.join(kept) or 'none'}")
+        lines.append("")
+        lines.append(f"{'stage':<10} {'RAM':>12} {'disk':>12}")
+        for name, st in stats["stages"].items():
+            lines.append(f"{name:<10} {_bytes(st['ram_bytes']):>12} {_bytes(st['disk_bytes']):>12}")
+        lines.append(f"{'documents':<10} {'':>12} {_bytes(stats['docs_disk_bytes']):>12}   (texts and metadata)")
+        lines.append(f"{'total':<10} {_bytes(stats['ram_bytes']):>12} {_bytes(stats['disk_bytes']):>12}")
+        lines.append("")
+        ratio = stats.get("compression_vs_float32")
+        lines.append(
+            f"float32 vectors would take {_bytes(stats['float32_bytes'])} in RAM; stage 1 here takes "
+            f"{_bytes(stats['stages'][stats['precision']]['ram_bytes'])}"
+            + (f" ({ratio:.1f}x smaller)" if ratio else "")
+        )
+        typer.echo("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------- demo
+
+DEMO_QUERIES = [
+    "how do I read a file line by line",
+    "copy a directory tree recursively",
+    "parse command line arguments",
+    "what does the with statement do",
+    "temporary file that is deleted automatically",
+    "sort a list of dictionaries by a key",
+]
+_DEMO_SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtledemo", "test", "lib2to3", "pydoc_data"}
+
+
+def _chunk_text(text: str, size: int = 1000) -> list[str]:
+    """Split text into ~`size`-character passages at paragraph, then line, then hard boundaries."""
+    pieces: list[str] = []
+    for para in text.split("\n\n"):
+        para = para.strip()
+        while len(para) > size:
+            cut = para.rfind("\n", 0, size)
+            cut = cut if cut > size // 2 else para.rfind(" ", 0, size)
+            cut = cut if cut > size // 2 else size
+            pieces.append(para[:cut].strip())
+            para = para[cut:].strip()
+        if para:
+            pieces.append(para)
+    chunks: list[str] = []
+    current = ""
+    for piece in pieces:
+        if current and len(current) + 2 + len(piece) > size:
+            chunks.append(current)
+            current = piece
+        else:
+            current = f"{current}\n\n{piece}" if current else piece
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _module_docs(name: str) -> Iterator[tuple[str, str]]:
+    """(qualified name, docstring) of a stdlib module and its public top-level functions and classes.
+
+    Read from the source with `ast`, so no module is imported (some have side effects).
+    """
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return
+    origin = getattr(spec, "origin", None)
+    if spec is None or not origin or not origin.endswith(".py"):
+        return
+    try:
+        tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return
+    doc = ast.get_docstring(tree)
+    if doc:
+        yield name, doc
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            doc = ast.get_docstring(node)
+            if doc and len(doc) > 40:
+                yield f"{name}.{node.name}", doc
+
+
+def python_doc_passages(limit: int) -> list[Doc]:
+    """Passages of Python's own documentation: module docstrings, pydoc topics, then a sample of API docstrings."""
+    import pydoc_data.topics
+
+    names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_") and n not in _DEMO_SKIP)
+    modules: list[Doc] = []
+    members: list[Doc] = []
+    for name in names:
+        for qualname, doc in _module_docs(name):
+            target = modules if qualname == name else members
+            for i, chunk in enumerate(_chunk_text(doc)):
+                target.append(Doc(f"{qualname}#{i}", f"{qualname}\n{chunk}", {"source": "module docstring"}, qualname))
+    topics = [
+        Doc(f"topic:{topic}#{i}", f"{topic}\n{chunk}", {"source": "language reference"}, topic)
+        for topic, text in sorted(pydoc_data.topics.topics.items())
+        for i, chunk in enumerate(_chunk_text(text))
+    ]
+    random.Random(0).shuffle(members)
+    return (modules + topics + members)[:limit]
+
+
+def _time_search(col: Collection, vectors: np.ndarray, k: int, rescore: str | None, repeat: int = 20) -> float:
+    """Median seconds per query, searching one query at a time."""
+    times = []
+    for _ in range(repeat):
+        for q in vectors:
+            t0 = time.perf_counter()
+            col.search(q, k=k, rescore=rescore, with_text=False)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Keep the two collections here [default: a temp dir].")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=10, help="Passages of Python documentation to index.")] = 2000,
+    query: Annotated[
+        list[str] | None, typer.Option("--query", "-q", help="Queries to run [default: a few samples].")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Results per query.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per model forward pass.")] = 32,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Index Python's own documentation twice (float32 and binary + int8 rescoring) and compare them."""
+    with _reported(), contextlib.ExitStack() as stack:
+        if out is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bitsearch-demo-")))
+        else:
+            root = out
+            for sub in ("float32", "binary"):
+                if (root / sub).exists():
+                    raise CliError(f"{root / sub} already exists; choose another --out")
+        _run_demo(root, limit, query or DEMO_QUERIES, k, batch_size, quiet)
+
+
+def _run_demo(root: Path, limit: int, queries: list[str], k: int, batch_size: int, quiet: bool) -> None:
+    typer.echo("collecting passages from Python's documentation (pydoc topics, stdlib docstrings)...")
+    docs = python_doc_passages(limit)
+    encoder = _load_encoder(None, batch_size=batch_size)
+    typer.echo(f"embedding {len(docs):,} passages with {encoder.name} ({encoder.dim} dims)...")
+    start = time.perf_counter()
+    parts = []
+    step = max(1, batch_size * 4)
+    with tqdm(total=len(docs), unit="doc", desc="embedding", disable=quiet, file=sys.stderr) as bar:
+        for i in range(0, len(docs), step):
+            parts.append(encoder.encode_documents([d.text for d in docs[i : i + step]]))
+            bar.update(min(step, len(docs) - i))
+    embeddings = np.concatenate(parts)
+    typer.echo(f"embedded in {time.perf_counter() - start:.1f} s")
+    ids = [d.id for d in docs]
+    texts = [d.text for d in docs]
+    meta = [d.metadata for d in docs]
+    cols: dict[str, Collection] = {}
+    for name, precision in (("float32", "float32"), ("binary", "binary")):
+        col = Collection.create(root / name, encoder.dim, precision=precision, model=encoder.manifest_info())
+        col.add(embeddings, ids=ids, texts=texts, metadata=meta)
+        cols[name] = col
+    qvecs = encoder.encode_queries(queries)
+    exact = cols["float32"].search(qvecs, k=k, rescore=None)
+    quant = cols["binary"].search(qvecs, k=k, rescore_multiplier=4, rescore="int8")
+    width = shutil.get_terminal_size((120, 24)).columns
+    half = max(30, (width - 8) // 2)
+    agree = 0
+    for text, a, b in zip(queries, exact, quant, strict=True):
+        overlap = {h.id for h in a} & {h.id for h in b}
+        agree += len(overlap)
+        typer.echo("")
+        typer.secho(f"query: {text}", bold=True)
+        typer.echo(f"{'#':>2}  {'float32 (exact)':<{half}}  binary + int8 rescore")
+        for rank in range(k):
+            left = _demo_cell(a[rank] if rank < len(a) else None, half)
+            right = _demo_cell(b[rank] if rank < len(b) else None, half)
+            typer.echo(f"{rank + 1:>2}  {left:<{half}}  {right}")
+    f32, b1 = cols["float32"].stats(), cols["binary"].stats()
+    t_f32 = _time_search(cols["float32"], qvecs, k, None)
+    t_b1 = _time_search(cols["binary"], qvecs, k, "int8")
+    typer.echo("")
+    typer.echo(f"{'':<24}{'float32':>14}{'binary + int8':>16}")
+    typer.echo(f"{'vectors in RAM':<24}{_bytes(f32['ram_bytes']):>14}{_bytes(b1['ram_bytes']):>16}")
+    typer.echo(f"{'on disk (with texts)':<24}{_bytes(f32['disk_bytes']):>14}{_bytes(b1['disk_bytes']):>16}")
+    typer.echo(f"{'search, per query':<24}{_format_ms(t_f32):>14}{_format_ms(t_b1):>16}")
+    total = k * len(queries)
+    typer.echo(
+        f"binary + int8 rescoring found {agree}/{total} ({agree / total:.0%}) of float32's top-{k} results "
+        f"with {f32['ram_bytes'] / max(1, b1['ram_bytes']):.1f}x less RAM"
+    )
+    typer.echo(f"collections: {root / 'float32'} and {root / 'binary'}")
+
+
+def _demo_cell(hit: Any, width: int) -> str:
+    if hit is None:
+        return ""
+    return _snippet(f"{hit.score:.3f} {hit.id}: {(hit.text or '').split(chr(10), 1)[-1]}", width)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
