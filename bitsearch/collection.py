@@ -94,8 +94,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load_npy(path: Path, info: dict[str, Any], *, mmap: bool, verify: bool) -> np.ndarray:
-    """Load (or memory-map) a segment array after checking its size, and its checksum if ``verify``."""
+def _load_npy_check(path: Path, info: dict[str, Any], verify: bool) -> None:
+    """Check a collection file's presence and size against the manifest, and its sha256 if ``verify``."""
     if not path.is_file():
         raise CorruptCollectionError(f"collection file {path} is missing")
     size = path.stat().st_size
@@ -103,6 +103,11 @@ def _load_npy(path: Path, info: dict[str, Any], *, mmap: bool, verify: bool) -> 
         raise CorruptCollectionError(f"collection file {path} has {size} bytes, the manifest says {info['bytes']}")
     if verify and _sha256(path) != info["sha256"]:
         raise CorruptCollectionError(f"collection file {path} fails its sha256 checksum")
+
+
+def _load_npy(path: Path, info: dict[str, Any], *, mmap: bool, verify: bool) -> np.ndarray:
+    """Load (or memory-map) a collection array after checking its size, and its checksum if ``verify``."""
+    _load_npy_check(path, info, verify)
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError) as exc:
@@ -112,15 +117,71 @@ def _load_npy(path: Path, info: dict[str, Any], *, mmap: bool, verify: bool) -> 
 # ----------------------------------------------------------------------------- in-memory state
 
 
+class DiskRows:
+    """The rows of a .npy file on disk, read with ``pread`` on demand.
+
+    Not memory-mapped on purpose: mapped pages (and the kernel's fault-around) count as resident
+    memory, which then creeps toward the file size as searches touch random rows. pread keeps the
+    rows in the page cache only, so an open collection's RSS stays near its binary codes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            try:
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f)
+            except ValueError as exc:
+                raise CorruptCollectionError(f"collection file {path} is not a valid .npy file: {exc}") from None
+            self.offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise CorruptCollectionError(f"collection file {path} has an unsupported layout")
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        expected = self.offset + self.shape[0] * self.row_bytes
+        if path.stat().st_size != expected:
+            size = path.stat().st_size
+            raise CorruptCollectionError(f"collection file {path} is truncated: {size} of {expected} bytes")
+
+    def read_all(self) -> np.ndarray:
+        """Every row, read into memory (compaction, tombstone masks)."""
+        count = int(np.prod(self.shape, dtype=np.int64))
+        return np.fromfile(self.path, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The given rows (ascending row numbers), coalescing runs of consecutive rows into one read."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size * 8 > self.shape[0]:  # a large share of the file: one sequential read is cheaper
+            return self.read_all()[rows]
+        rb = self.row_bytes
+        buf = bytearray(rows.size * rb)
+        view = memoryview(buf)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        starts = np.concatenate([[0], breaks])
+        ends = np.concatenate([breaks, [rows.size]])
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                want = (b - a) * rb
+                got = os.preadv(fd, [view[a * rb : b * rb]], self.offset + int(rows[a]) * rb)
+                if got != want:
+                    raise CorruptCollectionError(f"collection file {self.path} ended early while reading rows")
+        finally:
+            os.close(fd)
+        return np.frombuffer(buf, dtype=self.dtype).reshape((rows.size, *self.shape[1:]))
+
+
 @dataclass(frozen=True)
 class Segment:
-    """One immutable segment as loaded: RAM codes live in the state; disk rows are memory-mapped."""
+    """One immutable segment as loaded: stage-1 codes live in the state, other rows stay on disk."""
 
     name: str
     rows: int
-    seqs: np.ndarray  # (rows,) int64, memory-mapped, ascending
-    int8: np.ndarray | None  # (rows, dim) int8, memory-mapped
-    float32: np.ndarray | None  # (rows, dim) float32, memory-mapped
+    seqs: DiskRows  # (rows,) int64, ascending
+    int8: DiskRows | None  # (rows, dim) int8
+    float32: DiskRows | None  # (rows, dim) float32
 
 
 @dataclass(frozen=True)
@@ -155,20 +216,22 @@ class State:
         if kind != "seqs" and self.ram_rows is not None and self.manifest["precision"] == kind:
             return self.ram_rows[rows]
         seg, local = self.locate(rows)
-        first = getattr(self.segments[0], kind) if self.segments else None
-        shape = (rows.size,) + (() if first is None or kind == "seqs" else first.shape[1:])
-        dtype = np.int64 if kind == "seqs" else (np.int8 if kind == "int8" else np.float32)
-        out = np.empty(shape, dtype=dtype)
+        out: np.ndarray | None = None
         for s in np.unique(seg):
             mask = seg == s
             src = getattr(self.segments[int(s)], kind)
             if src is None:
                 raise CollectionError(f"this collection keeps no {kind} rows")
             li = local[mask]
-            order = np.argsort(li, kind="stable")  # sorted reads are kinder to the page cache
-            block = src[li[order]]
-            dest = np.flatnonzero(mask)[order]
-            out[dest] = block
+            order = np.argsort(li, kind="stable")  # ascending reads coalesce and suit the page cache
+            block = src.take(li[order])
+            if out is None:
+                out = np.empty((rows.size, *block.shape[1:]), dtype=block.dtype)
+            out[np.flatnonzero(mask)[order]] = block
+        if out is None:
+            dtype = {"seqs": np.int64, "int8": np.int8, "float32": np.float32}[kind]
+            width = () if kind == "seqs" else (int(self.manifest["dim"]),)
+            out = np.empty((0, *width), dtype=dtype)
         return out
 
 
@@ -649,26 +712,38 @@ def _load_segment(
 ) -> tuple[Segment, np.ndarray | None]:
     segdir = path / "segments" / info["name"]
     files = info["files"]
-    seqs = _load_npy(segdir / "seqs.npy", files["seqs.npy"], mmap=True, verify=verify)
     rows = int(info["rows"])
-    if seqs.shape != (rows,):
-        raise CorruptCollectionError(f"{segdir}/seqs.npy has shape {seqs.shape}, expected ({rows},)")
-    arrays: dict[str, np.ndarray | None] = {"int8": None, "float32": None}
+    disk: dict[str, DiskRows | None] = {"int8": None, "float32": None}
     ram: np.ndarray | None = None
-    for kind in ("binary", "int8", "float32"):
-        fname = _ARRAY_FILES[kind]
+    for kind in ("seqs", "binary", "int8", "float32"):
+        fname = f"{kind}.npy"
         if fname not in files:
+            if kind == "seqs":
+                raise CorruptCollectionError(f"manifest lists no seqs.npy for segment {info['name']}")
             continue
         in_ram = m["precision"] == kind
-        arr = _load_npy(segdir / fname, files[fname], mmap=not in_ram, verify=verify or in_ram)
-        width = -(-int(m["dim"]) // 8) if kind == "binary" else int(m["dim"])
-        if arr.shape != (rows, width):
-            raise CorruptCollectionError(f"{segdir}/{fname} has shape {arr.shape}, expected ({rows}, {width})")
-        if kind != "binary":
-            arrays[kind] = arr
+        fpath = segdir / fname
+        if in_ram:
+            arr = _load_npy(fpath, files[fname], mmap=False, verify=True)
+            shape = arr.shape
+        else:
+            _load_npy_check(fpath, files[fname], verify)
+            rows_on_disk = DiskRows(fpath)
+            shape = rows_on_disk.shape
+        width: tuple[int, ...] = ()
+        if kind == "binary":
+            width = (-(-int(m["dim"]) // 8),)
+        elif kind != "seqs":
+            width = (int(m["dim"]),)
+        if shape != (rows, *width):
+            raise CorruptCollectionError(f"{fpath} has shape {shape}, expected {(rows, *width)}")
         if in_ram:
             ram = arr
-    return Segment(info["name"], rows, seqs, arrays["int8"], arrays["float32"]), ram
+        elif kind == "seqs":
+            seqs = rows_on_disk
+        else:
+            disk[kind] = rows_on_disk
+    return Segment(info["name"], rows, seqs, disk["int8"], disk["float32"]), ram
 
 
 def _assemble(
@@ -706,7 +781,7 @@ def _deleted_mask(segments: Sequence[Segment], tomb: np.ndarray, total: int) -> 
     if tomb.size:
         pos = 0
         for s in segments:
-            deleted[pos : pos + s.rows] = np.isin(np.asarray(s.seqs), tomb)
+            deleted[pos : pos + s.rows] = np.isin(s.seqs.read_all(), tomb)
             pos += s.rows
     return deleted
 
