@@ -196,14 +196,14 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path("~/.cache/bitsearch/embeddings").expanduser()
 
 
-def _encoder_key(encoder: EncoderLike) -> dict[str, Any]:
-    """Everything about the encoder that changes the vectors (not device or batch size)."""
+def _encoder_key(encoder: EncoderLike, role: str) -> dict[str, Any]:
+    """Everything about the encoder that changes the vectors of `role` (not device or batch size)."""
+    prompt = "document_prompt" if role == "documents" else "query_prompt"
     return {
         "model": str(getattr(encoder, "name", type(encoder).__name__)),
         "truncate_dim": getattr(encoder, "truncate_dim", None),
         "normalize": bool(getattr(encoder, "normalize", True)),
-        "query_prompt": getattr(encoder, "query_prompt", None),
-        "document_prompt": getattr(encoder, "document_prompt", None),
+        prompt: getattr(encoder, prompt, None),
     }
 
 
@@ -250,7 +250,7 @@ def cached_embeddings(
     """
     if role not in ("documents", "queries"):
         raise ValueError(f"role must be 'documents' or 'queries', not {role!r}")
-    meta = {"format": _CACHE_FORMAT, "role": role, **_encoder_key(encoder)}
+    meta = {"format": _CACHE_FORMAT, "role": role, **_encoder_key(encoder, role)}
     meta["texts_sha256"] = _texts_hash(texts)
     meta["count"] = len(texts)
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
@@ -720,12 +720,40 @@ def _pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _label_points(ax: Any, names: list[str], pts: list[tuple[float, float]]) -> None:
+    """Label scatter points; labels of points at the same x are stacked so that none overlap."""
+    ys = [y for _, y in pts]
+    gap = max(max(ys) - min(ys), 1.0) * 0.028
+    by_x: dict[float, list[int]] = {}
+    for i, (x, _) in enumerate(pts):
+        by_x.setdefault(x, []).append(i)
+    for idx in by_x.values():
+        last = np.inf
+        for i in sorted(idx, key=lambda i: -pts[i][1]):
+            x, y = pts[i]
+            ly = min(y, last - gap)
+            last = ly
+            moved = abs(ly - y) > 1e-9
+            ax.annotate(
+                names[i],
+                (x, y),
+                xytext=(x * 1.12, ly),
+                textcoords="data",
+                fontsize=7,
+                va="center",
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+                zorder=4,
+                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "gray"} if moved else None,
+            )
+
+
 def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | None = None) -> list[Path]:
     """Three PNGs: quality kept vs RAM bytes/doc (Pareto front), quality vs multiplier, latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -751,7 +779,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
             edgecolors="black" if i in front else "none",
             zorder=3,
         )
-        ax.annotate(r.name, (x, y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    _label_points(ax, [r.name for r in rs], pts)
     fx = [pts[i][0] for i in front]
     fy = [pts[i][1] for i in front]
     ax.step(fx, fy, where="post", color="black", lw=1, ls="--", label="Pareto front", zorder=2)
@@ -759,6 +787,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
         ax.scatter([], [], c=c, label=f"stage 1: {p}")
     ax.scatter([], [], c="gray", marker="s", label="Matryoshka-truncated")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("bytes per document held in RAM (log scale)")
     ax.set_ylabel(f"{ndcg} kept, % of float32")
     ax.set_title(f"Quality vs memory: {title}", fontsize=9)
@@ -801,7 +830,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     y = np.arange(len(rs))
     p50 = [r.latency_p50_ms for r in rs]
     p95 = [r.latency_p95_ms for r in rs]
-    ax.barh(y, p50, color=[colors[r.precision] for r in rs], label="p50")
+    ax.barh(y, p50, color=[colors[r.precision] for r in rs], label="p50 (color: stage 1)")
     ax.scatter(p95, y, marker="|", s=120, color="black", label="p95", zorder=3)
     for yi, r in zip(y, rs, strict=True):
         ax.annotate(
