@@ -869,5 +869,66 @@ def _demo_cell(hit: Any, width: int) -> str:
     return _snippet(f"{hit.score:.3f} {hit.id}: {(hit.text or '').split(chr(10), 1)[-1]}", width)
 
 
+# ----------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[
+        Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (each may be .gz).")
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="sentence-transformers model [default: all-MiniLM-L6-v2].")
+    ] = None,
+    configs: Annotated[
+        str | None,
+        typer.Option(
+            "--configs",
+            "-c",
+            help="Comma-separated configuration names or globs, e.g. 'binary,binary+int8@*,int8/d128' "
+            "[default: the full grid; float32 always runs as the reference].",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <dataset>.md, .json and PNG plots.")] = Path(
+        "eval-out"
+    ),
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Search depth and cutoff of NDCG and MRR.")] = 10,
+    recall_k: Annotated[int, typer.Option("--recall-k", min=1, help="Search depth and cutoff of Recall.")] = 100,
+    split: Annotated[str, typer.Option(help="qrels file to score against: qrels/<split>.tsv.")] = "test",
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per model forward pass.")] = 32,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Measure what each precision costs on a BEIR dataset: NDCG/Recall/MRR, bytes, build time, latency."""
+    with _reported():
+        try:
+            import matplotlib  # noqa: F401
+            import ranx  # noqa: F401
+
+            from bitsearch import evaluate as ev
+        except ImportError as exc:
+            raise CliError(f"bitsearch eval needs ranx and matplotlib ({exc}): pip install 'bitsearch[eval]'") from None
+        ds = ev.load_dataset(dataset, split=split)
+        encoder = _load_encoder(model, batch_size=batch_size)
+        typer.echo(
+            f"{ds.name}: {len(ds.doc_ids):,} documents, {len(ds.query_ids):,} judged queries; "
+            f"model {encoder.name} ({encoder.dim} dims)",
+            err=True,
+        )
+        report = ev.evaluate(ds, encoder, configs=configs, k=k, recall_k=recall_k, progress=not quiet)
+        command = " ".join(
+            ["bitsearch eval", str(dataset)]
+            + ([f"--model {model}"] if model else [])
+            + ([f"--configs '{configs}'"] if configs else [])
+            + ([f"--k {k}"] if k != 10 else [])
+            + ([f"--recall-k {recall_k}"] if recall_k != 100 else [])
+            + ([f"--split {split}"] if split != "test" else [])
+            + [f"--out {out}"]
+        )
+        paths = ev.write_report(report, out, plots=plots, command=command)
+        typer.echo(ev.markdown_table(report))
+        typer.echo("wrote " + ", ".join(str(p) for p in paths.values()), err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -346,3 +346,32 @@ def test_scifact_float32_reproduces_mteb() -> None:
     f32 = report.result("float32").metrics["ndcg@10"]
     assert abs(f32 - 0.6451) <= 0.01
     assert report.result("binary+int8@4").kept["ndcg@10"] > 95.0
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+@needs_cranfield
+def test_cli_eval(tmp_path: Path, cranfield_slice: ev.Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from bitsearch import cli
+
+    monkeypatch.setenv(ev.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(cli, "_load_encoder", lambda model, **kw: HashingEncoder(dim=128, name=model or "hash"))
+    data = tmp_path / "tiny"
+    _write_beir(data, cranfield_slice.subset(120, 10), gz=True)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        cli.app, ["eval", str(data), "--configs", "binary,binary+int8@2", "--out", str(out), "--quiet", "--no-plots"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "`binary+int8@2`" in res.output and "`float32`" in res.output
+    report = json.loads((out / "tiny.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["float32", "binary", "binary+int8@2"]
+    assert report["command"].startswith(f"bitsearch eval {data} --configs")
+    assert not list(out.glob("*.png"))
+    bad = CliRunner().invoke(cli.app, ["eval", str(data), "--configs", "int4", "--out", str(out), "--quiet"])
+    assert bad.exit_code == 1 and "bad configuration name" in bad.output
+    missing = CliRunner().invoke(cli.app, ["eval", str(tmp_path / "nope"), "--quiet"])
+    assert missing.exit_code == 1 and "error:" in missing.output
