@@ -10,13 +10,13 @@ import ast
 import contextlib
 import csv
 import gzip
-import importlib.util
 import json
 import os
 import random
 import shutil
 import signal
 import sys
+import sysconfig
 import tempfile
 import time
 import warnings
@@ -701,7 +701,7 @@ _DEMO_SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtledemo", "test",
 
 
 def _chunk_text(text: str, size: int = 1000) -> list[str]:
-    """Split text into ~`size`-character passages at paragraph, then line, then hard boundaries."""
+    """Split text into ~`size`-character passages (at most ~1.2 x size) at paragraph, line, then word boundaries."""
     pieces: list[str] = []
     for para in text.split("\n\n"):
         para = para.strip()
@@ -723,54 +723,71 @@ def _chunk_text(text: str, size: int = 1000) -> list[str]:
             current = f"{current}\n\n{piece}" if current else piece
     if current:
         chunks.append(current)
-    return chunks
+    merged: list[str] = []  # a short fragment (a heading, a last line) joins its neighbour
+    for chunk in chunks:
+        if merged and (len(chunk) < size // 5 or len(merged[-1]) < size // 5):
+            merged[-1] = f"{merged[-1]}\n\n{chunk}"
+        else:
+            merged.append(chunk)
+    return merged
 
 
 def _module_docs(name: str) -> Iterator[tuple[str, str]]:
-    """(qualified name, docstring) of a stdlib module and its public top-level functions and classes.
+    """(qualified name, docstring) of a stdlib module and its public functions, classes and methods.
 
     Read from the source with `ast`, so no module is imported (some have side effects).
     """
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return
-    origin = getattr(spec, "origin", None)
-    if spec is None or not origin or not origin.endswith(".py"):
+    stdlib = Path(sysconfig.get_path("stdlib"))
+    source = next((p for p in (stdlib / f"{name}.py", stdlib / name / "__init__.py") if p.is_file()), None)
+    if source is None:  # extension modules have no Python source
         return
     try:
-        tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
+        tree = ast.parse(source.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return
     doc = ast.get_docstring(tree)
     if doc:
         yield name, doc
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
-            doc = ast.get_docstring(node)
-            if doc and len(doc) > 40:
-                yield f"{name}.{node.name}", doc
+        if not isinstance(node, defs) or node.name.startswith("_"):
+            continue
+        doc = ast.get_docstring(node)
+        if doc and len(doc) > 40:
+            yield f"{name}.{node.name}", doc
+        if isinstance(node, ast.ClassDef):  # public methods too
+            for member in node.body:
+                if isinstance(member, defs[:2]) and not member.name.startswith("_"):
+                    doc = ast.get_docstring(member)
+                    if doc and len(doc) > 40:
+                        yield f"{name}.{node.name}.{member.name}", doc
 
 
 def python_doc_passages(limit: int) -> list[Doc]:
-    """Passages of Python's own documentation: module docstrings, pydoc topics, then a sample of API docstrings."""
+    """Up to `limit` passages of Python's own documentation, the most useful first.
+
+    Order: each stdlib module's summary (first passage of its docstring), the language reference
+    topics of `pydoc_data`, then the rest (more module text, function and class docstrings) in a
+    fixed random order, so any limit gives a spread of the standard library.
+    """
     import pydoc_data.topics
 
     names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_") and n not in _DEMO_SKIP)
-    modules: list[Doc] = []
-    members: list[Doc] = []
+    summaries: list[Doc] = []
+    rest: list[Doc] = []
     for name in names:
         for qualname, doc in _module_docs(name):
-            target = modules if qualname == name else members
+            source = "module docstring" if qualname == name else "docstring"
             for i, chunk in enumerate(_chunk_text(doc)):
-                target.append(Doc(f"{qualname}#{i}", f"{qualname}\n{chunk}", {"source": "module docstring"}, qualname))
+                passage = Doc(f"{qualname}#{i}", f"{qualname}\n{chunk}", {"source": source}, qualname)
+                (summaries if qualname == name and i == 0 else rest).append(passage)
     topics = [
         Doc(f"topic:{topic}#{i}", f"{topic}\n{chunk}", {"source": "language reference"}, topic)
         for topic, text in sorted(pydoc_data.topics.topics.items())
         for i, chunk in enumerate(_chunk_text(text))
     ]
-    random.Random(0).shuffle(members)
-    return (modules + topics + members)[:limit]
+    random.Random(0).shuffle(rest)
+    return (summaries + topics + rest)[:limit]
 
 
 def _time_search(col: Collection, vectors: np.ndarray, k: int, rescore: str | None, repeat: int = 20) -> float:
@@ -790,9 +807,7 @@ def demo(
         Path | None, typer.Option("--out", "-o", help="Keep the two collections here [default: a temp dir].")
     ] = None,
     limit: Annotated[int, typer.Option(min=10, help="Passages of Python documentation to index.")] = 2000,
-    query: Annotated[
-        list[str] | None, typer.Option("--query", "-q", help="Queries to run [default: a few samples].")
-    ] = None,
+    query: Annotated[list[str] | None, typer.Option("--query", help="Queries to run [default: a few samples].")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Results per query.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per model forward pass.")] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,

@@ -6,6 +6,7 @@ without them.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,8 +107,12 @@ class Encoder:
         ) or None
 
     @staticmethod
+    @functools.lru_cache(maxsize=2)
     def _load(name: str, device: str) -> Any:
-        """Load the SentenceTransformer (packaged copy offline; others from cache first), as ModelLoadError."""
+        """Load the SentenceTransformer (packaged copy offline; others from cache first), as ModelLoadError.
+
+        Cached per (name, device): models are only used for inference, so encoders can share them.
+        """
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
