@@ -56,7 +56,7 @@ class CliError(Exception):
 
 
 @contextlib.contextmanager
-def _reported() -> Iterator[None]:
+def _reported(on_interrupt: str = "interrupted") -> Iterator[None]:
     """Turn expected failures (bad input, unloadable model, broken collection) into `error: ...` and exit 1."""
     try:
         yield
@@ -65,7 +65,7 @@ def _reported() -> Iterator[None]:
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        typer.echo(on_interrupt, err=True)
         raise typer.Exit(130) from None
 
 
@@ -318,8 +318,8 @@ def _encoder_for(col: Collection, **kw: Any) -> Any:
     info = col.manifest.get("model")
     if not isinstance(info, dict) or not info.get("name"):
         raise CliError(
-            f"collection {col.path} records no embedding model (built from Python without model=...); "
-            "search it from Python with query embeddings of your own"
+            f"collection {col.path} records no embedding model (built from Python without model=...), "
+            "so the CLI cannot embed text for it; use the Python API with embeddings of your own"
         )
     encoder = Encoder.from_manifest_info(info, **kw)
     if encoder.dim != col.dim:
@@ -456,8 +456,12 @@ def index(
     device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Embed documents and add them to a collection; re-running continues where a killed run stopped."""
-    with _reported():
+    """Embed documents and add them to a collection; re-running continues where a killed run stopped.
+
+    Models other than the packaged default are downloaded once by sentence-transformers (set
+    HF_HUB_OFFLINE=1 to use only cached copies).
+    """
+    with _reported("interrupted: documents added so far are kept; run the same command again to resume"):
         fields = Fields(text=text_field, id=id_field, title=title_field or None)
         records, total = read_input(input, fmt, fields, chunk_size)
         col: Collection | None = None

@@ -263,10 +263,15 @@ def test_folder_csv_and_parquet_inputs(tmp_path: Path) -> None:
     (folder / "tea.txt").write_text("Green tea is brewed at about 80 degrees Celsius.", encoding="utf-8")
     (folder / "sub" / "bikes.md").write_text("# Bicycles\nChain lubrication keeps a bicycle quiet.", encoding="utf-8")
     (folder / "skip.bin").write_bytes(b"\x00\x01")
-    result = invoke("index", folder, "--out", tmp_path / "f", "--quiet")
+    result = invoke("index", folder, "--out", tmp_path / "f", "--keep-float32", "--quiet")
     assert result.exit_code == 0, result.output
-    hits = json.loads(invoke("search", tmp_path / "f", "oiling a bike chain", "--json").stdout)["results"][0]["hits"]
+    query = ("search", tmp_path / "f", "oiling a bike chain", "--json")
+    hits = json.loads(invoke(*query).stdout)["results"][0]["hits"]
     assert [h["id"] for h in hits] == ["sub/bikes.md", "tea.txt"]
+    exact = json.loads(invoke(*query, "--rescore", "float32").stdout)
+    assert exact["stages"] == ["hamming", "float32"]
+    assert [h["id"] for h in exact["results"][0]["hits"]] == ["sub/bikes.md", "tea.txt"]
+    assert 0.3 < exact["results"][0]["hits"][0]["score"] <= 1.0
 
     rows = [
         {"doc": "r1", "body": "The Moon orbits the Earth every 27 days.", "lang": "en"},
