@@ -229,6 +229,7 @@ def _atomic_write(path: Path, write: Any, mode: str = "wb") -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; cached vectors are shared like any cache file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -265,13 +266,20 @@ def cached_embeddings(
                 return emb
         except (OSError, ValueError):
             pass  # unreadable entry: encode again and overwrite it
+    # Empty texts (two Cranfield documents have neither title nor body) get zero vectors: they
+    # match nothing, and the encoder is never asked to embed an empty string.
+    full = [i for i, t in enumerate(texts) if t.strip()]
+    batch = [texts[i] for i in full]
     if role == "documents":
-        emb = encoder.encode_documents(list(texts), show_progress=show_progress)
+        got = encoder.encode_documents(batch, show_progress=show_progress)
     else:
-        emb = encoder.encode_queries(list(texts))
-    emb = np.ascontiguousarray(np.asarray(emb, dtype=np.float32))
-    if emb.ndim != 2 or emb.shape[0] != len(texts):
-        raise ValueError(f"encoder returned shape {emb.shape} for {len(texts)} texts")
+        got = encoder.encode_queries(batch)
+    got = np.asarray(got, dtype=np.float32)
+    if got.ndim != 2 or got.shape[0] != len(batch):
+        raise ValueError(f"encoder returned shape {got.shape} for {len(batch)} texts")
+    emb = np.zeros((len(texts), got.shape[1]), dtype=np.float32)
+    emb[full] = got
+    meta["empty_texts"] = len(texts) - len(full)
     _atomic_write(npy, lambda fh: np.save(fh, emb, allow_pickle=False))
     record = {**meta, "key": key, "shape": list(emb.shape), "dtype": str(emb.dtype)}
     _atomic_write(info, lambda fh: fh.write(json.dumps(record, indent=1)), mode="w")

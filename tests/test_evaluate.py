@@ -47,6 +47,8 @@ class HashingEncoder:
         self.calls += 1
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
+            if not t.strip():
+                raise ValueError(f"text at index {i} is empty")  # as bitsearch.encode.Encoder does
             for w in re.findall(r"[a-z0-9]{3,}", t.lower()):
                 out[i] += self._word(w)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -260,6 +262,13 @@ def test_cache_second_call_does_not_encode(tmp_path: Path, monkeypatch: pytest.M
     other = HashingEncoder(dim=16, name="test/other")
     ev.embed_dataset(ds, other)
     assert other.calls == 2
+
+
+def test_empty_texts_get_zero_vectors(tmp_path: Path) -> None:
+    # Cranfield has two documents with neither title nor text; the encoder refuses empty strings
+    ds = ev.Dataset("tiny", ["a", "b", "c"], ["lift", "", "drag"], ["q"], ["lift"], {"q": {"a": 1}})
+    d, _ = ev.embed_dataset(ds, HashingEncoder(dim=8), cache=tmp_path)
+    assert not d[1].any() and np.linalg.norm(d[[0, 2]], axis=1) == pytest.approx(1.0)
 
 
 def test_cache_rejects_corrupt_entry(tmp_path: Path) -> None:
