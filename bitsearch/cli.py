@@ -585,6 +585,8 @@ def search(
             raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
         col = Collection.open(collection)
         encoder = _encoder_for(col, device=device)
+        # one-time costs (torch's first forward pass, loading the compiled kernels) stay out of the timings
+        col.search(encoder.encode_queries([items[0][1]]), k=1, rescore=None, with_text=False)
         t0 = time.perf_counter()
         vectors = encoder.encode_queries([text for _, text in items])
         encode_s = time.perf_counter() - t0
@@ -947,6 +949,43 @@ def eval_(
         paths = ev.write_report(report, out, plots=plots, command=command)
         typer.echo(ev.markdown_table(report))
         typer.echo("wrote " + ", ".join(str(p) for p in paths.values()), err=True)
+
+
+@app.command("serve")
+def serve(
+    collection: Annotated[Path, typer.Argument(help="Collection directory.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BITSEARCH_API_KEY",
+            help="Require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on every route but /health and the page.",
+        ),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Requests worked on at once [default: 2 x cores].")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a collection over HTTP: POST /search, POST /documents, DELETE /documents/ID, GET /info, a page at /."""
+    with _reported():
+        try:
+            import uvicorn
+
+            from bitsearch.server import create_app
+        except ImportError as exc:
+            raise CliError(
+                f"bitsearch serve needs fastapi and uvicorn ({exc}): pip install 'bitsearch[server]'"
+            ) from None
+        if not _is_collection(collection):
+            raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+        if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+            typer.secho(
+                f"warning: serving on {host} without --api-key: anyone who can reach it can add and delete",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
+        api = create_app(collection, api_key=api_key, threads=threads, preload_model=True)
+        uvicorn.run(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":  # pragma: no cover
