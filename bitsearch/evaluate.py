@@ -569,14 +569,15 @@ def run_config(
             results = search(query_emb, k)
             batch_times.append(time.perf_counter() - t0)
         deep = search(query_emb, recall_k)
-        # one query at a time, `repeats` passes; each query's median pass resists interference
+        # one query at a time, `repeats` passes; each query keeps its fastest pass (as timeit does),
+        # which filters out other processes taking the CPU on a shared machine
         lat = np.empty((max(1, repeats), len(query_emb)))
         for rep in range(lat.shape[0]):
             for i in range(len(query_emb)):
                 t0 = time.perf_counter()
                 search(query_emb[i], k)
                 lat[rep, i] = time.perf_counter() - t0
-        lat = np.median(lat, axis=0)
+        lat = lat.min(axis=0)
         close = getattr(col, "close", None)
         if callable(close):
             close()
@@ -613,6 +614,8 @@ def _environment() -> dict[str, Any]:
         "numpy": np.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    if hasattr(os, "getloadavg"):  # other jobs on the machine make latencies noisy: record them
+        env["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
     from importlib.metadata import PackageNotFoundError, version
 
     for dist in ("bitsearch", "sentence-transformers", "torch", "ranx"):
@@ -663,6 +666,7 @@ def evaluate(
     info: dict[str, Any] | None = None
     if encoder is not None:
         info = encoder.manifest_info() if hasattr(encoder, "manifest_info") else {"name": encoder.name}
+    environment = _environment()
     results = []
     bar = tqdm(chosen, desc=f"eval {ds.name}", unit="config", disable=not progress)
     for cfg in bar:
@@ -670,6 +674,8 @@ def evaluate(
         results.append(
             run_config(cfg, ds, doc_emb, query_emb, k=k, recall_k=recall_k, model_info=info, repeats=repeats)
         )
+    if hasattr(os, "getloadavg"):
+        environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     ref = results[0].metrics
     for r in results:
         r.kept = {m: (100.0 * v / ref[m] if ref[m] > 0 else float("nan")) for m, v in r.metrics.items()}
@@ -682,7 +688,7 @@ def evaluate(
         recall_k=recall_k,
         metrics=list(results[0].metrics),
         results=results,
-        environment=_environment(),
+        environment=environment,
     )
 
 
@@ -714,6 +720,33 @@ def markdown_table(report: Report) -> str:
             f"| {smaller:.1f}x | {r.build_s:.2f} | {r.latency_p50_ms:.3f} | {r.latency_p95_ms:.3f} "
             f"| {r.batch_qps:,.0f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+SUMMARY_CONFIGS = ("int8", "binary", "binary+binary@4", "binary+int8@4", "binary+int8+float32@4", "binary+int8@4/d128")
+
+
+def load_report(path: str | os.PathLike[str]) -> Report:
+    """Read back a report written by `write_report` (its JSON file)."""
+    data = json.loads(Path(path).read_text())
+    data.pop("command", None)
+    data["results"] = [ConfigResult(**r) for r in data["results"]]
+    return Report(**data)
+
+
+def summary_table(reports: Sequence[Report], configs: Sequence[str] = SUMMARY_CONFIGS) -> str:
+    """One row per dataset: float32's first metric (NDCG@10), then % of it kept by each configuration."""
+    metric = reports[0].metrics[0]
+    head = f"| dataset (docs, queries) | float32 {metric} | " + " | ".join(f"`{c}`" for c in configs) + " |"
+    lines = [head, "|" + "---|" * (len(configs) + 2)]
+    for rep in reports:
+        cells = []
+        for c in configs:
+            r = next((x for x in rep.results if x.name == c), None)
+            cells.append(f"{r.kept[metric]:.1f}%" if r is not None else "-")
+        ref = rep.results[0].metrics[metric]
+        row = f"| {rep.dataset} ({rep.documents:,}, {rep.queries}) | {ref:.4f} | " + " | ".join(cells) + " |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
@@ -861,6 +894,13 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     return paths
 
 
+def _environment_line(env: dict[str, Any]) -> str:
+    parts = [f"{env.get('cpus')} CPUs", f"numpy {env.get('numpy')}", f"python {env.get('python')}"]
+    if env.get("loadavg_1_5_15"):
+        parts.append(f"load average {env['loadavg_1_5_15'][0]} at start, {env.get('loadavg_end', ['?'])[0]} at end")
+    return f"Measured {env.get('date', '')}: " + ", ".join(parts) + ".\n"
+
+
 def write_report(
     report: Report, out_dir: str | os.PathLike[str], *, plots: bool = True, command: str | None = None
 ) -> dict[str, Path]:
@@ -881,6 +921,7 @@ def write_report(
             f"k={report.recall_k} for {report.metrics[1]}; rescoring takes k x multiplier candidates.\n"
         ),
         markdown_table(report),
+        _environment_line(report.environment),
     ]
     if plots:
         for p in plot_report(report, out, prefix):

@@ -331,6 +331,12 @@ def test_grid_on_cranfield_slice(tmp_path: Path, cranfield_slice: ev.Dataset) ->
     assert [r["name"] for r in data["results"]] == names
     for key in ("pareto", "rescore", "latency"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = ev.load_report(paths["json"])
+    assert again == report
+    summary = ev.summary_table([again], ["binary", "binary+int8@4", "binary+int8@2"])
+    row = summary.splitlines()[2]
+    assert row.startswith("| cranfield[:300] (300, ") and row.endswith(" | -- |".replace("--", "-"))
+    assert f"{by['binary'].kept['ndcg@10']:.1f}%" in row
 
 
 def test_pareto_front() -> None:
