@@ -899,7 +899,7 @@ def eval_(
         Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (each may be .gz).")
     ],
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="sentence-transformers model [default: all-MiniLM-L6-v2].")
+        str | None, typer.Option("--model", "-m", help="sentence-transformers model (default: all-MiniLM-L6-v2).")
     ] = None,
     configs: Annotated[
         str | None,
@@ -907,7 +907,7 @@ def eval_(
             "--configs",
             "-c",
             help="Comma-separated configuration names or globs, e.g. 'binary,binary+int8@*,int8/d128' "
-            "[default: the full grid; float32 always runs as the reference].",
+            "(default: the full grid; float32 always runs as the reference).",
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <dataset>.md, .json and PNG plots.")] = Path(
