@@ -433,9 +433,10 @@ def index(
         Path, typer.Option("--out", "-o", help="Collection directory (created, or continued if it exists).")
     ],
     model: Annotated[
-        str | None, typer.Option(help="sentence-transformers model name or path [default: all-MiniLM-L6-v2, packaged]")
+        str | None,
+        typer.Option(help="sentence-transformers model name or path (default: all-MiniLM-L6-v2, packaged)."),
     ] = None,
-    precision: Annotated[Precision | None, typer.Option(help="Stage-1 codes kept in RAM [default: binary].")] = None,
+    precision: Annotated[Precision | None, typer.Option(help="Stage-1 codes kept in RAM (default: binary).")] = None,
     truncate_dim: Annotated[int | None, typer.Option(help="Keep the first N dimensions (Matryoshka models).")] = None,
     keep_float32: Annotated[
         bool, typer.Option("--keep-float32", help="Also keep float32 rows on disk for rescoring.")
@@ -445,21 +446,20 @@ def index(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed records instead of stopping.")] = False,
     text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL, CSV, Parquet).")] = "text",
     id_field: Annotated[
-        str | None, typer.Option(help="Field holding the id [default: _id, else id, else row number].")
+        str | None, typer.Option(help="Field holding the id (default: _id, else id, else the record number).")
     ] = None,
     title_field: Annotated[
         str, typer.Option(help="Field prepended to the text when non-empty ('' for none).")
     ] = "title",
     fmt: Annotated[
-        InputFormat, typer.Option("--format", help="Input format [default: from the name].")
+        InputFormat, typer.Option("--format", help="Input format (auto: from the file name).")
     ] = InputFormat.auto,
     device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Embed documents and add them to a collection; re-running continues where a killed run stopped.
 
-    Models other than the packaged default are downloaded once by sentence-transformers (set
-    HF_HUB_OFFLINE=1 to use only cached copies).
+    Models other than the packaged default are downloaded once (HF_HUB_OFFLINE=1: cached copies only).
     """
     with _reported("interrupted: documents added so far are kept; run the same command again to resume"):
         fields = Fields(text=text_field, id=id_field, title=title_field or None)
@@ -810,10 +810,13 @@ def _time_search(col: Collection, vectors: np.ndarray, k: int, rescore: str | No
 @app.command()
 def demo(
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Keep the two collections here [default: a temp dir].")
+        Path | None,
+        typer.Option("--out", "-o", help="Keep the two collections here (default: a temporary folder)."),
     ] = None,
     limit: Annotated[int, typer.Option(min=10, help="Passages of Python documentation to index.")] = 2000,
-    query: Annotated[list[str] | None, typer.Option("--query", help="Queries to run [default: a few samples].")] = None,
+    query: Annotated[
+        list[str] | None, typer.Option("--query", help="Queries to run (repeatable) (default: a few samples).")
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Results per query.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per model forward pass.")] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -827,10 +830,11 @@ def demo(
             for sub in ("float32", "binary"):
                 if (root / sub).exists():
                     raise CliError(f"{root / sub} already exists; choose another --out")
-        _run_demo(root, limit, query or DEMO_QUERIES, k, batch_size, quiet)
+        _run_demo(root, limit, query or DEMO_QUERIES, k, batch_size, quiet, keep=out is not None)
 
 
-def _run_demo(root: Path, limit: int, queries: list[str], k: int, batch_size: int, quiet: bool) -> None:
+def _run_demo(root: Path, limit: int, queries: list[str], k: int, batch_size: int, quiet: bool, keep: bool) -> None:
+    """Embed the passages once, store them as float32 and as binary (+ int8 rows), compare the two."""
     typer.echo("collecting passages from Python's documentation (pydoc topics, stdlib docstrings)...")
     docs = python_doc_passages(limit)
     encoder = _load_encoder(None, batch_size=batch_size)
@@ -881,7 +885,8 @@ def _run_demo(root: Path, limit: int, queries: list[str], k: int, batch_size: in
         f"binary + int8 rescoring found {agree}/{total} ({agree / total:.0%}) of float32's top-{k} results "
         f"with {f32['ram_bytes'] / max(1, b1['ram_bytes']):.1f}x less RAM"
     )
-    typer.echo(f"collections: {root / 'float32'} and {root / 'binary'}")
+    if keep:
+        typer.echo(f"collections kept: {root / 'float32'} and {root / 'binary'} (try `bitsearch info` on them)")
 
 
 def _demo_cell(hit: Any, width: int) -> str:
