@@ -268,6 +268,7 @@ class CollectionFiles:
         calibration_embeddings: np.ndarray | None = None,
         model: dict[str, Any] | None = None,
         truncate_dim: int | None = None,
+        keyword_index: bool = True,
         exist_ok: bool = False,
     ) -> CollectionFiles:
         """Create an empty collection directory at ``path`` and open it.
@@ -275,7 +276,8 @@ class CollectionFiles:
         ``precision`` is the stage-1 code kept in RAM ("binary", "int8" or "float32"); ``keep_int8`` /
         ``keep_float32`` keep those rows on disk for rescoring. int8 ranges come from ``ranges``,
         ``calibration_embeddings``, or else the first ``add``. With ``exist_ok`` an existing collection
-        is opened instead (its settings must match).
+        is opened instead (its settings must match). ``keyword_index`` keeps a BM25 (SQLite FTS5) index
+        of the texts for keyword and hybrid search.
         """
         p = Path(path)
         dim = _check_dim(dim)
@@ -314,6 +316,7 @@ class CollectionFiles:
             "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist(),
             "model": model,
             "truncate_dim": truncate_dim,
+            "keyword_index": bool(keyword_index),
             "next_seq": 0,
             "next_segment": 0,
             "generation": 0,
@@ -322,7 +325,7 @@ class CollectionFiles:
         }
         p.mkdir(parents=True, exist_ok=True)
         (p / "segments").mkdir(exist_ok=True)
-        DocStore(p / DOCS, create=True).close()
+        DocStore(p / DOCS, create=True, keyword_index=keyword_index).close()
         _write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_dir(p)
         return cls.open(p)

@@ -7,20 +7,27 @@ rows exactly (for like-for-like comparisons) and may rescore with float32.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .collection import CollectionFiles, State
 from .errors import InvalidInputError
+from .hybrid import reciprocal_rank_fusion
 from .kernels import hamming_topk, rescore_bits, rescore_float32, rescore_int8
 from .quantize import check_embeddings, quantize_embeddings
-from .store import DocId
+from .store import DocId, DocStore, filter_sql
 
-__all__ = ["RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
+__all__ = ["MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
+
+MODES = ("dense", "keyword", "hybrid")
+# each ranking's depth before reciprocal rank fusion (at least k)
+HYBRID_DEPTH = 100
 
 RESCORE_STAGES = ("binary", "int8", "float32")
 # how precise each representation is; a rescoring stage must be more precise than the one before it
@@ -63,56 +70,194 @@ class Collection(CollectionFiles):
     ``Collection.open(path)``; see ``add``, ``delete``, ``compact``, ``search`` and ``stats``.
     """
 
+    def __init__(self, path: Path, state: State, docs: DocStore) -> None:
+        super().__init__(path, state, docs)
+        self._encoder: Any = None
+        self._encoder_lock = threading.Lock()
+
     def search(
         self,
-        queries: np.ndarray,
+        queries: np.ndarray | str | Sequence[str] | None = None,
         k: int = 10,
         rescore_multiplier: int = 4,
         rescore: str | Sequence[str] | None = "int8",
         *,
+        mode: str = "dense",
+        query_texts: str | Sequence[str] | None = None,
+        filter: dict[str, Any] | None = None,
+        rrf_k: float = 60.0,
+        weights: Sequence[float] | None = None,
         with_text: bool = True,
     ) -> SearchResults:
-        """Find the ``k`` nearest documents to each query (float32, (dim,) or (n, dim)).
+        """Find the ``k`` best documents for each query.
 
-        Stage 1 takes ``k * rescore_multiplier`` candidates when a rescoring stage follows; ``rescore``
-        names the rows that rescore them ("int8", "binary", "float32", None, or a sequence such as
-        ("int8", "float32"), where earlier stages keep ``k * max(1, rescore_multiplier // 2)``).
-        Stages no more precise than stage 1 are skipped. Scores are dot products with the last
-        stage's rows (binary without rescoring: ``1 - 2 * hamming / dim``).
+        ``queries`` are float32 vectors ((dim,) or (n, dim)) or query strings, embedded with the model
+        recorded in the manifest. ``mode``: "dense" (staged vector search), "keyword" (BM25 over the
+        stored texts) or "hybrid" (both, fused by reciprocal rank fusion with ``rrf_k`` and per-ranking
+        ``weights`` (dense, keyword)); with vectors, keyword and hybrid take the strings as
+        ``query_texts``. ``filter`` restricts every mode to documents whose metadata match (see
+        ``bitsearch.store.filter_sql``), still returning k hits when k match.
+
+        Dense: stage 1 takes ``k * rescore_multiplier`` candidates when a rescoring stage follows;
+        ``rescore`` names the rows that rescore them ("int8", "binary", "float32", None, or a sequence
+        such as ("int8", "float32"), where earlier stages keep ``k * max(1, rescore_multiplier // 2)``).
+        Stages no more precise than stage 1 are skipped. Scores are dot products with the last stage's
+        rows (binary without rescoring: ``1 - 2 * hamming / dim``); keyword scores are BM25; hybrid
+        scores are fused RRF scores.
         """
         state = self._state
-        q = check_embeddings(queries, self.dim, name="queries").astype(np.float32, copy=False)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        if (
-            isinstance(rescore_multiplier, bool)
-            or not isinstance(rescore_multiplier, (int, np.integer))
-            or rescore_multiplier < 1
-        ):
-            raise InvalidInputError(f"rescore_multiplier must be a positive integer, got {rescore_multiplier!r}")
-        plan = self._plan(state, rescore)
+        if mode not in MODES:
+            raise InvalidInputError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
+        _check_positive("k", k)
+        _check_positive("rescore_multiplier", rescore_multiplier)
+        vectors, texts = _split_queries(queries, query_texts)
         timings: dict[str, float] = {}
-        live = state.live
-        if live == 0:
-            return SearchResults([[] for _ in range(q.shape[0])], {"stage1": 0.0}, [plan.stage1, *plan.rescore])
-        n_cand = min(live, int(k) * (int(rescore_multiplier) if plan.rescore else 1))
+        if mode != "keyword" and vectors is None:
+            if texts is None:
+                raise InvalidInputError("no queries given: pass vectors or query strings")
+            t0 = time.perf_counter()
+            vectors = self.encoder.encode_queries(texts)
+            timings["embed"] = time.perf_counter() - t0
+        if mode != "dense" and texts is None:
+            raise InvalidInputError(f'mode="{mode}" needs query strings: pass them as queries or query_texts')
+        q = None
+        if vectors is not None:
+            q = check_embeddings(vectors, self.dim, name="queries").astype(np.float32, copy=False)
+        nq = q.shape[0] if q is not None else len(texts or [])
+        if q is not None and texts is not None and len(texts) != q.shape[0]:
+            raise InvalidInputError(f"got {len(texts)} query texts for {q.shape[0]} query vectors")
+        plan = self._plan(state, rescore) if mode != "keyword" else _Plan("keyword")
+        where = filter_sql(filter) if filter is not None else None
+        max_seq = int(state.manifest["next_seq"])
+
+        exclude = None
+        if where is not None and mode != "keyword":
+            t0 = time.perf_counter()
+            exclude = self._filter_mask(state, where)
+            timings["filter"] = time.perf_counter() - t0
+        elif state.tombstones.size:
+            exclude = state.deleted
+
+        depth = int(k) if mode == "dense" else max(int(k), HYBRID_DEPTH)
+        dense: list[list[tuple[int, float]]] = []
+        if mode != "keyword":
+            assert q is not None
+            dense = self._dense(state, q, depth, int(rescore_multiplier), plan, exclude, timings)
+        keyword: list[list[tuple[int, float]]] = []
+        if mode != "dense":
+            assert texts is not None
+            t0 = time.perf_counter()
+            keyword = [self._keyword(state, t, depth, where, max_seq) for t in texts]
+            timings["keyword"] = time.perf_counter() - t0
+
+        if mode == "dense":
+            ranked = dense
+        elif mode == "keyword":
+            ranked = keyword
+        else:
+            t0 = time.perf_counter()
+            ranked = []
+            for d, kw in zip(dense, keyword, strict=True):
+                fused = reciprocal_rank_fusion(
+                    [[s for s, _ in d], [s for s, _ in kw]], int(k), rrf_k=rrf_k, weights=weights
+                )
+                ranked.append([(int(seq), score) for seq, score in fused])  # type: ignore[call-overload]
+            timings["fusion"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        rows, scores = self._stage1(state, q, n_cand, plan.stage1)
-        timings["stage1"] = time.perf_counter() - t0
+        hits = self._hits([r[: int(k)] for r in ranked] if ranked else [[] for _ in range(nq)], with_text)
+        timings["fetch"] = time.perf_counter() - t0
+        timings["total"] = sum(timings.values())
+        stages = [plan.stage1, *plan.rescore] if mode != "keyword" else []
+        if mode != "dense":
+            stages.append("keyword")
+        return SearchResults(hits, timings, stages)
 
+    @property
+    def encoder(self) -> Any:
+        """The query encoder of the model recorded in the manifest, loaded on first use."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                info = self._state.manifest.get("model")
+                if not info:
+                    raise InvalidInputError(
+                        "this collection records no embedding model: search it with vectors, or set collection.encoder"
+                    )
+                from .encode import Encoder
+
+                self._encoder = Encoder.from_manifest_info(info)
+            return self._encoder
+
+    @encoder.setter
+    def encoder(self, encoder: Any) -> None:
+        dim = getattr(encoder, "dim", self.dim)
+        if dim != self.dim:
+            raise InvalidInputError(f"encoder produces {dim}-dim vectors; this collection holds {self.dim}")
+        with self._encoder_lock:
+            self._encoder = encoder
+
+    def _dense(
+        self,
+        state: State,
+        q: np.ndarray,
+        k: int,
+        rescore_multiplier: int,
+        plan: _Plan,
+        exclude: np.ndarray | None,
+        timings: dict[str, float],
+    ) -> list[list[tuple[int, float]]]:
+        """Staged vector search: per query, up to k (seq, score) pairs, best first."""
+        live = state.live if exclude is None else int(state.rows - exclude.sum())
+        if live == 0:
+            return [[] for _ in range(q.shape[0])]
+        n_cand = min(live, k * (rescore_multiplier if plan.rescore else 1))
+        t0 = time.perf_counter()
+        rows, scores = self._stage1(state, q, n_cand, plan.stage1, exclude)
+        timings["stage1"] = time.perf_counter() - t0
         for i, stage in enumerate(plan.rescore):
             t0 = time.perf_counter()
             last = i == len(plan.rescore) - 1
-            keep = int(k) if last else min(n_cand, int(k) * max(1, int(rescore_multiplier) // 2))
+            keep = k if last else min(n_cand, k * max(1, rescore_multiplier // 2))
             rows, scores = self._rescore(state, q, rows, stage, keep)
             timings[stage] = time.perf_counter() - t0
-
         t0 = time.perf_counter()
-        hits = self._hits(state, rows, scores, with_text)
-        timings["fetch"] = time.perf_counter() - t0
-        timings["total"] = sum(timings.values())
-        return SearchResults(hits, timings, [plan.stage1, *plan.rescore])
+        flat = np.unique(rows)
+        seq_of = dict(zip(flat.tolist(), state.gather("seqs", flat).tolist(), strict=True))
+        out = [
+            [(seq_of[r], s) for r, s in zip(r_row.tolist(), s_row.tolist(), strict=True)]
+            for r_row, s_row in zip(rows, scores, strict=True)
+        ]
+        timings["ids"] = time.perf_counter() - t0
+        return out
+
+    def _keyword(
+        self, state: State, text: str, k: int, where: tuple[str, list[Any]] | None, max_seq: int
+    ) -> list[tuple[int, float]]:
+        """BM25 ranking of one query string: up to k (seq, score), deleted documents left out."""
+        limit = k
+        while True:
+            got = self._docs.keyword_search(text, limit + int(state.tombstones.size > 0) * limit, where, max_seq)
+            if state.tombstones.size:
+                dead = np.isin(np.fromiter((s for s, _ in got), np.int64, len(got)), state.tombstones)
+                hits = [g for g, d in zip(got, dead, strict=True) if not d]
+            else:
+                hits = got
+            if len(hits) >= k or len(got) < 2 * limit or not state.tombstones.size:
+                return hits[:k]
+            limit *= 2
+
+    def _filter_mask(self, state: State, where: tuple[str, list[Any]]) -> np.ndarray:
+        """Rows to exclude: deleted ones and those whose metadata fail the filter."""
+        allowed = np.asarray(self._docs.filter_seqs(where, int(state.manifest["next_seq"])), dtype=np.int64)
+        all_seqs = state.extra.get("seqs")
+        if all_seqs is None:
+            all_seqs = np.concatenate([s.seqs.read_all() for s in state.segments]) if state.segments else np.zeros(0)
+            state.extra["seqs"] = all_seqs  # cached per state: seqs only change with a new state
+        pos = np.minimum(np.searchsorted(all_seqs, allowed), max(all_seqs.size - 1, 0))
+        pos = pos[all_seqs[pos] == allowed] if all_seqs.size else pos[:0]
+        exclude = np.ones(state.rows, dtype=np.bool_)
+        exclude[pos] = False
+        return exclude | state.deleted
 
     # -------------------------------------------------------------- planning
 
@@ -151,8 +296,9 @@ class Collection(CollectionFiles):
 
     # -------------------------------------------------------------- stages
 
-    def _stage1(self, state: State, q: np.ndarray, n: int, stage: str) -> tuple[np.ndarray, np.ndarray]:
-        exclude = state.deleted if state.tombstones.size else None
+    def _stage1(
+        self, state: State, q: np.ndarray, n: int, stage: str, exclude: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if stage == "hamming":
             qcodes = quantize_embeddings(q, "ubinary")
             assert state.words is not None
@@ -200,19 +346,49 @@ class Collection(CollectionFiles):
                 scores[i] = rescore_float32(q[i], cand)
         return _topk_by_row(scores, rows, keep)
 
-    def _hits(self, state: State, rows: np.ndarray, scores: np.ndarray, with_text: bool) -> list[list[Hit]]:
-        flat = np.unique(rows)
-        seqs = state.gather("seqs", flat) if flat.size else np.zeros(0, np.int64)
-        docs = self._docs.fetch(seqs.tolist())
-        seq_of = dict(zip(flat.tolist(), seqs.tolist(), strict=True))
+    def _hits(self, ranked: list[list[tuple[int, float]]], with_text: bool) -> list[list[Hit]]:
+        """Turn (seq, score) rankings into Hits with ids, texts and metadata from the document store."""
+        docs = self._docs.fetch(seq for r in ranked for seq, _ in r)
         out: list[list[Hit]] = []
-        for r_row, s_row in zip(rows, scores, strict=True):
+        for r in ranked:
             hits = []
-            for r, s in zip(r_row.tolist(), s_row.tolist(), strict=True):
-                doc_id, text, meta = docs[seq_of[r]]
-                hits.append(Hit(doc_id, float(s), text if with_text else None, meta if with_text else None))
+            for seq, score in r:
+                doc_id, text, meta = docs[seq]
+                hits.append(Hit(doc_id, float(score), text if with_text else None, meta if with_text else None))
             out.append(hits)
         return out
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _split_queries(
+    queries: np.ndarray | str | Sequence[str] | None, query_texts: str | Sequence[str] | None
+) -> tuple[np.ndarray | None, list[str] | None]:
+    """Separate query vectors from query strings; every string must be non-empty."""
+    vectors: np.ndarray | None = None
+    texts: list[str] | None = None
+    if isinstance(queries, str):
+        texts = [queries]
+    elif isinstance(queries, (list, tuple)) and queries and all(isinstance(x, str) for x in queries):
+        texts = list(queries)
+    elif queries is not None:
+        vectors = queries  # type: ignore[assignment]
+    if query_texts is not None:
+        if texts is not None:
+            raise InvalidInputError("query strings given twice: as queries and as query_texts")
+        texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
+    if texts is not None:
+        if not texts:
+            raise InvalidInputError("no query strings given")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidInputError(f"query text {i} must be a str, got {type(t).__name__}")
+            if not t.strip():
+                raise InvalidInputError(f"query text {i} is empty")
+    return vectors, texts
 
 
 def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
