@@ -1,0 +1,688 @@
+"""The HTTP API and search page of ``bitsearch serve``: a thin FastAPI layer over ``Collection``.
+
+Reads run in a bounded thread pool against the collection's immutable state snapshot; writes go
+through the collection's own write lock. Requests are checked (size, auth, shape) before any work,
+and a client that disconnects while its request waits is dropped before it costs anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
+
+from bitsearch import __version__
+from bitsearch.errors import (
+    BitsearchError,
+    CollectionError,
+    DuplicateIdError,
+    InvalidInputError,
+    ModelLoadError,
+    UnknownIdError,
+)
+from bitsearch.search import Collection
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "MAX_K", "ServerState", "create_app"]
+
+log = logging.getLogger("bitsearch.server")
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_K = 1000
+MAX_QUERIES = 256  # queries per /search request
+MAX_RESCORE_MULTIPLIER = 100
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# paths that need no API key: the liveness probe and the search page's own files (the page asks for the key)
+PUBLIC_PATHS = frozenset({"/health", "/", "/favicon.ico"})
+PUBLIC_PREFIXES = ("/static/",)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+T = TypeVar("T")
+
+DocIdIn = StrictStr | StrictInt
+RESCORE_NAMES = ("int8", "binary", "float32", "none")
+# pydantic names the member of a union that failed in an error's location; these are not field names
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|literal\[.*\]|function-.*)$")
+
+
+# ----------------------------------------------------------------------------- request / response models
+
+
+class SearchRequest(BaseModel):
+    """One query or a batch: text (embedded with the collection's model) or vectors of the collection's dim."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | list[str] | None = Field(None, description="Query text, or a list of them (a batch).")
+    vector: list[float] | list[list[float]] | None = Field(
+        None, description="A query embedding, or a list of them (a batch). Give `query` or `vector`, not both."
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="Results per query.")
+    rescore: str | list[str] | None = Field(
+        "int8", description='Rows that rescore stage-1 candidates: "int8", "binary", "float32", "none" or a chain.'
+    )
+    rescore_multiplier: int = Field(4, ge=1, le=MAX_RESCORE_MULTIPLIER, description="Stage 1 keeps k x this many.")
+    mode: str | None = Field(None, description='"dense", "keyword" or "hybrid" where the collection supports it.')
+    filter: dict[str, Any] | None = Field(None, description="Metadata filter, where the collection supports it.")
+    with_text: bool = Field(True, description="Return each hit's text and metadata.")
+
+    @field_validator("rescore")
+    @classmethod
+    def _known_rescore(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for name in [value] if isinstance(value, str) else value or []:
+            if name not in RESCORE_NAMES:
+                raise ValueError(f"unknown rescore {name!r}: expected one of {', '.join(RESCORE_NAMES)}, or a list")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRequest:
+        if (self.query is None) == (self.vector is None):
+            raise ValueError("give exactly one of `query` (text) or `vector` (an embedding)")
+        return self
+
+
+class AddRequest(BaseModel):
+    """Documents to add: vectors and/or texts (texts alone are embedded with the collection's model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[DocIdIn] | None = Field(None, description="Unique str or int ids; default: the next integers.")
+    texts: list[str] | None = Field(None, description="Document texts (stored, and embedded when no vectors).")
+    vectors: list[list[float]] | None = Field(None, description="Document embeddings of the collection's dim.")
+    metadata: list[dict[str, Any] | None] | None = Field(None, description="One JSON object (or null) per document.")
+
+    @model_validator(mode="after")
+    def _has_documents(self) -> AddRequest:
+        if self.texts is None and self.vectors is None:
+            raise ValueError("give `texts` and/or `vectors`")
+        return self
+
+
+class HitOut(BaseModel):
+    """One hit."""
+
+    id: str | int
+    score: float
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    """Hits per query (a list even for one query), the stages run, and seconds per stage."""
+
+    results: list[list[HitOut]]
+    stages: list[str]
+    timings: dict[str, float]
+    k: int
+
+
+class AddResponse(BaseModel):
+    """The ids added and the collection's size afterwards."""
+
+    ids: list[str | int]
+    added: int
+    documents: int
+
+
+class DeleteResponse(BaseModel):
+    """The id deleted and the collection's size afterwards."""
+
+    deleted: str | int
+    documents: int
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a readable ``detail`` (validation errors also list ``errors``)."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
+}
+
+
+# ----------------------------------------------------------------------------- shared state
+
+
+class ServerState:
+    """What the endpoints share: the collection, the lazily loaded encoder, and the thread limiter."""
+
+    def __init__(self, collection: Collection, *, threads: int, encoder: Any | None = None) -> None:
+        self.collection = collection
+        self.limiter = anyio.CapacityLimiter(threads)
+        self._encoder = encoder
+        self._encoder_error: ModelLoadError | None = None
+        self._encoder_lock = threading.Lock()  # one load, shared by every request
+        self.encode_lock = threading.Lock()  # fast tokenizers are not safe under concurrent calls
+        self.search_lock: threading.Lock | None = None  # set when numba's threading layer is not thread-safe
+        params = inspect.signature(collection.search).parameters
+        self.search_params = frozenset(params)
+        self.started = time.time()
+
+    @property
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    def encoder(self) -> Any:
+        """The encoder the collection was built with, loaded once (double-checked under a lock)."""
+        if self._encoder is not None:
+            return self._encoder
+        with self._encoder_lock:
+            if self._encoder is None:
+                if self._encoder_error is not None:
+                    raise self._encoder_error
+                info = self.collection.manifest.get("model")
+                if not isinstance(info, dict) or not info.get("name"):
+                    raise InvalidInputError(
+                        "this collection records no embedding model: send `vector` embeddings instead of text"
+                    )
+                try:
+                    from bitsearch.encode import Encoder
+
+                    enc = Encoder.from_manifest_info(info)
+                except ModelLoadError as exc:
+                    self._encoder_error = exc
+                    raise
+                except ImportError as exc:
+                    self._encoder_error = ModelLoadError(f"cannot embed text: {exc} (pip install 'bitsearch[embed]')")
+                    raise self._encoder_error from None
+                if enc.dim != self.collection.dim:
+                    self._encoder_error = ModelLoadError(
+                        f"model {enc.name!r} gives {enc.dim}-dim embeddings, the collection {self.collection.dim}"
+                    )
+                    raise self._encoder_error
+                self._encoder = enc
+        return self._encoder
+
+    def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
+        """Embed texts with the shared encoder, one call at a time."""
+        enc = self.encoder()
+        with self.encode_lock:
+            return enc.encode_queries(texts) if queries else enc.encode_documents(texts)
+
+    def search(self, vectors: np.ndarray | None, **kw: Any) -> Any:
+        """Collection.search, retried when a concurrent delete purged a hit's row between its stages."""
+        lock = self.search_lock or contextlib.nullcontext()
+        for attempt in range(3):
+            try:
+                with lock:
+                    return self.collection.search(vectors, **kw)
+            except UnknownIdError:
+                raise
+            except KeyError:  # the snapshot named a row that a delete committed after: the new state has it gone
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _warm_up(state: ServerState) -> None:
+    """Load the compiled kernels once, and serialize searches if numba's threading layer is not thread-safe."""
+    try:
+        import numba
+
+        from bitsearch.kernels import as_words, hamming_topk
+
+        words = as_words(np.zeros((64, 8), dtype=np.uint8))
+        hamming_topk(np.zeros((1, 8), dtype=np.uint8), words, 4)
+        layer = numba.threading_layer()
+    except Exception as exc:  # warm-up is an optimization; searching reports real errors itself
+        log.debug("warm-up skipped: %s", exc)
+        return
+    if layer == "workqueue":  # numba's workqueue layer aborts on concurrent parallel calls
+        log.warning("numba threading layer is 'workqueue' (not thread-safe): searches run one at a time")
+        state.search_lock = threading.Lock()
+
+
+# ----------------------------------------------------------------------------- ASGI middleware
+
+
+def _json_message(status: int, detail: str, headers: dict[str, str] | None = None) -> tuple[Message, Message]:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return (
+        {"type": "http.response.start", "status": status, "headers": raw},
+        {"type": "http.response.body", "body": body},
+    )
+
+
+class GuardMiddleware:
+    """API key check, then a body size limit enforced before the body is read (Content-Length) or while it is."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.key = api_key.encode() if api_key else None
+        self.max_body = max_body_bytes
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self.key is None:
+            return True
+        path = scope.get("path", "")
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            return True
+        given: list[bytes] = []
+        for name, value in scope.get("headers", []):
+            if name == b"x-api-key":
+                given.append(value.strip())
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                given.append(value[7:].strip())
+        ok = False
+        for candidate in given:  # compare every candidate in constant time
+            ok |= hmac.compare_digest(candidate, self.key)
+        return ok
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self._authorized(scope):
+            for message in _json_message(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                {"www-authenticate": "Bearer"},
+            ):
+                await send(message)
+            return
+        length = None
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1
+        if length is not None and (length < 0 or length > self.max_body):
+            too_big = f"request body of {length} bytes is over the {self.max_body}-byte limit"
+            detail = "invalid Content-Length" if length < 0 else too_big
+            for message in _json_message(400 if length < 0 else 413, detail, {"connection": "close"}):
+                await send(message)
+            return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS") or length == 0:
+            await self.app(scope, receive, send)
+            return
+        # read the body here (at most max_body bytes), so an oversized chunked body is cut off early
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left before sending its request: nothing to do
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                for reply in _json_message(
+                    413, f"request body is over the {self.max_body}-byte limit", {"connection": "close"}
+                ):
+                    await send(reply)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+async def _offload(request: Request, state: ServerState, fn: Callable[[], T]) -> T | None:
+    """Run ``fn`` in the worker pool; None if the client disconnected while it waited (no work done)."""
+    outcome: list[Any] = []
+
+    async def run() -> None:
+        try:
+            # waiting for a worker is cancellable; once fn runs it finishes (its result is then discarded)
+            outcome.append((True, await anyio.to_thread.run_sync(fn, limiter=state.limiter)))
+        except Exception as exc:  # re-raised below, outside the task group (not as an ExceptionGroup)
+            outcome.append((False, exc))
+
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        await run()
+        tg.cancel_scope.cancel()
+    if not outcome:
+        return None
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def _vectors(value: list[float] | list[list[float]], dim: int, name: str) -> tuple[np.ndarray, bool]:
+    """A JSON vector or list of vectors as float32 (n, dim), and whether it was a batch."""
+    batch = bool(value) and isinstance(value[0], list)
+    rows = value if batch else [value]
+    if not rows or not rows[0]:
+        raise InvalidInputError(f"`{name}` is empty")
+    for i, row in enumerate(rows):
+        if len(row) != dim:
+            where = f"{name}[{i}]" if batch else name
+            raise InvalidInputError(f"`{where}` has {len(row)} dimensions; this collection holds {dim}")
+        if not all(math.isfinite(x) for x in row):
+            where = f"{name}[{i}]" if batch else name
+            raise InvalidInputError(f"`{where}` contains NaN or infinity")
+    return np.asarray(rows, dtype=np.float32), batch
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            cause = (err.get("ctx") or {}).get("error", "")
+            return _error(400, f"request body is not valid JSON: {cause}".rstrip(": "))
+    grouped: dict[tuple[str, ...], list[str]] = {}
+    for err in errors:
+        loc = tuple(str(p) for p in err.get("loc", ()) if p != "body" and not _UNION_TAG.match(str(p)))
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if msg not in grouped.setdefault(loc, []):
+            grouped[loc].append(msg)
+    cleaned = [{"loc": list(loc), "msg": " or ".join(msgs)} for loc, msgs in grouped.items()]
+    first = cleaned[0] if cleaned else {"loc": [], "msg": "invalid request"}
+    where = ".".join(first["loc"])
+    detail = f"{where}: {first['msg']}" if where else first["msg"]
+    if len(cleaned) > 1:
+        detail += f" (and {len(cleaned) - 1} more problem{'s' if len(cleaned) > 2 else ''})"
+    return _error(422, detail, errors=cleaned[:20])
+
+
+def _resolve_id(col: Collection, raw: str) -> str | int:
+    """A path id as stored: the string itself, else its integer form when that exists."""
+    if raw in col:
+        return raw
+    try:
+        as_int = int(raw)
+    except ValueError:
+        return raw
+    return as_int if str(as_int) == raw.strip() and as_int in col else raw
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def create_app(
+    path_or_collection: str | os.PathLike[str] | Collection,
+    api_key: str | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    threads: int | None = None,
+    encoder: Any | None = None,
+    preload_model: bool = False,
+) -> FastAPI:
+    """Build the FastAPI app serving one collection (opened here when given a path).
+
+    ``api_key`` guards every route but /health and the page; ``threads`` bounds concurrent work;
+    ``encoder`` replaces the model recorded in the manifest; ``preload_model`` loads it at startup.
+    """
+    col = path_or_collection if isinstance(path_or_collection, Collection) else Collection.open(path_or_collection)
+    if max_body_bytes < 1024:
+        raise ValueError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
+    n_threads = threads or max(4, 2 * (os.cpu_count() or 1))
+    state = ServerState(col, threads=n_threads, encoder=encoder)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(_warm_up, state)
+        if preload_model and col.manifest.get("model"):
+            # in the background: /health answers at once, and the first text query waits on the same lock
+            threading.Thread(target=_preload, args=(state,), daemon=True, name="bitsearch-model-load").start()
+        yield
+
+    auth_note = "Every route but /health and the page needs `Authorization: Bearer KEY` or `X-API-Key: KEY`."
+    app = FastAPI(
+        title="bitsearch",
+        version=__version__,
+        description=(
+            "Search a bitsearch collection: binary codes in RAM, rescored with int8/float32 rows from disk. "
+            + (auth_note if api_key else "")
+        ),
+        lifespan=lifespan,
+    )
+    app.state.bitsearch = state
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+    if api_key:
+        _document_security(app)
+
+    # -------------------------------------------------------------- errors
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(DuplicateIdError)
+    async def _on_duplicate(request: Request, exc: DuplicateIdError) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(UnknownIdError)
+    async def _on_unknown(request: Request, exc: UnknownIdError) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def _on_invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(ModelLoadError)
+    async def _on_model(request: Request, exc: ModelLoadError) -> JSONResponse:
+        return _error(503, f"cannot embed text: {exc}")
+
+    @app.exception_handler(CollectionError)
+    async def _on_collection(request: Request, exc: CollectionError) -> JSONResponse:
+        log.error("collection error: %s", exc)
+        return _error(500, f"collection error: {exc}")
+
+    @app.exception_handler(BitsearchError)
+    async def _on_bitsearch(request: Request, exc: BitsearchError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def _on_value(request: Request, exc: ValueError) -> JSONResponse:
+        return _error(422, str(exc) or "invalid value")
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    # -------------------------------------------------------------- routes
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, str]:
+        """Liveness probe (no API key needed)."""
+        return {"status": "ok"}
+
+    @app.get("/info", tags=["service"])
+    def info() -> dict[str, Any]:
+        """The collection's stats: documents, dim, precision, model, bytes in RAM / on disk per stage."""
+        stats = dict(col.stats())
+        stats["path"] = str(col.path)
+        stats["server"] = {
+            "version": __version__,
+            "max_k": MAX_K,
+            "max_queries": MAX_QUERIES,
+            "max_body_bytes": max_body_bytes,
+            "model_loaded": state.encoder_loaded,
+            "search_options": sorted(p for p in ("mode", "filter") if p in state.search_params),
+        }
+        return stats
+
+    @app.post("/search", tags=["search"], response_model=SearchResponse, responses=_ERRORS)
+    async def search(req: SearchRequest, request: Request) -> Any:
+        """Search with text (embedded with the collection's model) or vectors; one query or a batch."""
+        extra: dict[str, Any] = {}
+        for name in ("mode", "filter"):
+            value = getattr(req, name)
+            if value is not None:
+                if name not in state.search_params:
+                    return _error(400, f"`{name}` is not supported by this version of bitsearch's Collection.search")
+                extra[name] = value
+        texts: list[str] | None = None
+        if req.query is not None:
+            texts = [req.query] if isinstance(req.query, str) else list(req.query)
+            if not texts:
+                return _error(422, "`query` is an empty list")
+            count = len(texts)
+        else:
+            assert req.vector is not None
+            count = len(req.vector) if req.vector and isinstance(req.vector[0], list) else 1
+        if count > MAX_QUERIES:
+            return _error(422, f"{count} queries in one request; at most {MAX_QUERIES}")
+        rescore: Any = None if req.rescore in (None, "none") else req.rescore
+        if texts is not None:
+            for name in ("query_texts", "texts"):  # keyword/hybrid search needs the text too
+                if name in state.search_params:
+                    extra[name] = texts
+
+        def work() -> dict[str, Any]:
+            timings: dict[str, float] = {}
+            vectors: np.ndarray | None = None
+            if texts is not None and req.mode == "keyword" and "query_texts" in extra:
+                pass  # BM25 alone needs no embedding
+            elif texts is not None:
+                t0 = time.perf_counter()
+                vectors = state.encode(texts, queries=True)
+                timings["encode"] = time.perf_counter() - t0
+            else:
+                assert req.vector is not None
+                vectors, _ = _vectors(req.vector, col.dim, "vector")
+            try:
+                results = state.search(
+                    vectors,
+                    k=req.k,
+                    rescore_multiplier=req.rescore_multiplier,
+                    rescore=rescore,
+                    with_text=req.with_text,
+                    **extra,
+                )
+            except TypeError as exc:
+                if extra:
+                    raise InvalidInputError(f"search options not supported: {exc}") from None
+                raise
+            timings.update({k: float(v) for k, v in results.timings.items() if k != "total"})
+            timings["total"] = sum(timings.values())
+            return {
+                "results": [[hit.to_dict() for hit in hits] for hits in results],
+                "stages": list(getattr(results, "stages", [])),
+                "timings": timings,
+                "k": req.k,
+            }
+
+        payload = await _offload(request, state, work)
+        if payload is None:
+            return _error(499, "client closed the request")
+        return JSONResponse(payload)
+
+    @app.post("/documents", tags=["documents"], status_code=201, response_model=AddResponse, responses=_ERRORS)
+    async def add_documents(req: AddRequest, request: Request) -> Any:
+        """Add documents (atomic: all or none); texts without vectors are embedded with the collection's model."""
+        n = len(req.vectors) if req.vectors is not None else len(req.texts or [])
+        if n == 0:
+            return _error(422, "no documents given")
+        for name, values in (("texts", req.texts), ("ids", req.ids), ("metadata", req.metadata)):
+            if values is not None and len(values) != n:
+                return _error(422, f"got {len(values)} {name} for {n} documents")
+
+        def work() -> dict[str, Any]:
+            if req.vectors is not None:
+                vectors, _ = _vectors(req.vectors, col.dim, "vectors")
+            else:
+                assert req.texts is not None
+                vectors = state.encode(list(req.texts), queries=False)
+            ids = col.add(vectors, ids=req.ids, texts=req.texts, metadata=req.metadata)
+            return {"ids": ids, "added": len(ids), "documents": len(col)}
+
+        payload = await _offload(request, state, work)
+        if payload is None:
+            return _error(499, "client closed the request")
+        return JSONResponse(payload, status_code=201)
+
+    @app.delete("/documents/{doc_id}", tags=["documents"], response_model=DeleteResponse, responses=_ERRORS)
+    async def delete_document(doc_id: str, request: Request) -> Any:
+        """Delete one document by id (an all-digit id matches the integer id when no such string id exists)."""
+
+        def work() -> dict[str, Any]:
+            target = _resolve_id(col, doc_id)
+            col.delete([target])
+            return {"deleted": target, "documents": len(col)}
+
+        payload = await _offload(request, state, work)
+        if payload is None:
+            return _error(499, "client closed the request")
+        return JSONResponse(payload)
+
+    # -------------------------------------------------------------- the page
+
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+        @app.get("/", include_in_schema=False)
+        def page() -> FileResponse:
+            return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+    return app
+
+
+def _preload(state: ServerState) -> None:
+    try:
+        state.encoder()
+        log.info("model loaded")
+    except BitsearchError as exc:
+        log.warning("model not loaded: %s", exc)
+
+
+def _document_security(app: FastAPI) -> None:
+    """Declare both API key forms in the OpenAPI schema, so /docs offers an Authorize button."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            schema["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
