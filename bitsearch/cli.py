@@ -853,7 +853,13 @@ def _run_demo(root: Path, limit: int, queries: list[str], k: int, batch_size: in
     meta = [d.metadata for d in docs]
     cols: dict[str, Collection] = {}
     for name, precision in (("float32", "float32"), ("binary", "binary")):
-        col = Collection.create(root / name, encoder.dim, precision=precision, model=encoder.manifest_info())
+        col = Collection.create(
+            root / name,
+            encoder.dim,
+            precision=precision,
+            calibration_embeddings=embeddings,
+            model=encoder.manifest_info(),
+        )
         col.add(embeddings, ids=ids, texts=texts, metadata=meta)
         cols[name] = col
     qvecs = encoder.encode_queries(queries)
