@@ -60,6 +60,9 @@ def _reported(on_interrupt: str = "interrupted") -> Iterator[None]:
     """Turn expected failures (bad input, unloadable model, broken collection) into `error: ...` and exit 1."""
     try:
         yield
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
     except (CliError, BitsearchError, ValueError, OSError) as exc:
         message = str(exc) or type(exc).__name__
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -190,12 +193,40 @@ def _count_lines(path: Path) -> int | None:
     return count
 
 
+def _json_array_file(path: Path) -> bool:
+    """Whether a .json file holds one JSON array (read whole) rather than JSON lines (streamed)."""
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    if not suffixes or suffixes[-1] != ".json":
+        return False
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"[")
+
+
+def _read_json_array(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
+    """A .json file holding an array of records (loaded at once: use JSON lines for large inputs)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig") as f:
+        try:
+            rows = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    for number, row in enumerate(rows):
+        yield _row_to_doc(row, number, f"{path}, record {number}", fields)
+
+
 def _read_jsonl(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
     """Stream JSON lines; blank lines are ignored, every other line is one record."""
+    if _json_array_file(path):
+        yield from _read_json_array(path, fields)
+        return
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     number = 0
     with opener(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
             if not raw.strip():
                 continue
             where = f"{path}, line {lineno}"
@@ -215,7 +246,7 @@ def _read_csv(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
     csv.field_size_limit(2**31 - 1)
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         try:
             for number, row in enumerate(reader):

@@ -339,3 +339,22 @@ def test_demo_runs_offline_and_compares_precisions(tmp_path: Path) -> None:
     b1 = json.loads(invoke("info", out / "binary", "--json").stdout)
     assert f32["documents"] == b1["documents"] == 60
     assert f32["stages"]["float32"]["ram_bytes"] == 32 * b1["stages"]["binary"]["ram_bytes"]
+
+
+def test_json_array_and_byte_order_marks(tmp_path: Path) -> None:
+    array = tmp_path / "docs.json"
+    array.write_bytes(
+        b'\xef\xbb\xbf[{"id": "a", "text": "Alpha Centauri is the nearest star system."},\n'
+        b' {"id": "b", "text": "Banana bread needs very ripe bananas."}]'
+    )
+    result = invoke("index", array, "--out", tmp_path / "arr", "--quiet")
+    assert result.exit_code == 0, result.output
+    hit = json.loads(invoke("search", tmp_path / "arr", "baking with fruit", "--json").stdout)["results"][0]["hits"][0]
+    assert hit["id"] == "b"
+    bom_csv = tmp_path / "bom.csv"
+    bom_csv.write_bytes(b"\xef\xbb\xbfid,text\nz,Zebras have black and white stripes.\n")
+    result = invoke("index", bom_csv, "--out", tmp_path / "csv", "--quiet")
+    assert result.exit_code == 0 and "indexed 1 documents" in result.output, result.output
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"id": 1,\n "text": }]', encoding="utf-8")
+    assert_clean_failure(invoke("index", broken, "--out", tmp_path / "x", "--quiet"), "broken.json", "line 2")
