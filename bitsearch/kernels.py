@@ -27,15 +27,23 @@ __all__ = [
     "set_num_threads",
 ]
 
-# Rows of codes handled per parallel task: 16k rows x 48 bytes stays in L2 for a batch of queries.
-_BLOCK = 16384
-# Bytes of distances one batch step may hold; queries are processed in chunks below this.
-_DIST_BUDGET = 32 * 1024 * 1024
+# Rows scored per step: 512 rows x <= 128 bytes stays in L1 while every query of a batch reads it.
+_RB = 512
+# Queries handed to one kernel call; bounds the per-part candidate buffers (parts x queries x cap).
+_QCHUNK = 256
+# Rows per step of the batch kernel: a (rows x queries) int32 block of distances stays in L1/L2.
+_RBQ = 128
+# Batches at least this large use the kernel vectorized over queries.
+_BATCH_MIN = 8
+# Row parts per thread for one search: more than one evens out threads slowed by other work.
+_PARTS_PER_THREAD = 2
+# Code widths (in 64-bit words) with a kernel specialized (loop fully unrolled) on the width.
+_MAX_SPECIAL_WORDS = 32
 
 
 @intrinsic
 def _popcount64(typingctx, x):
-    """Hardware popcount of a uint64 (LLVM ctpop)."""
+    """Hardware popcount of a uint64 (LLVM ctpop; vectorized to vpopcntq where the CPU has it)."""
     sig = types.uint64(types.uint64)
 
     def codegen(context, builder, signature, args):
@@ -44,34 +52,30 @@ def _popcount64(typingctx, x):
     return sig, codegen
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _distances_kernel(q64, db64, out):  # pragma: no cover - compiled
-    n = db64.shape[0]
-    nq = q64.shape[0]
-    w = db64.shape[1]
-    nblocks = (n + _BLOCK - 1) // _BLOCK
-    for b in prange(nblocks):
-        start = b * _BLOCK
-        end = min(n, start + _BLOCK)
-        for qi in range(nq):
-            for i in range(start, end):
-                d = np.uint64(0)
-                for j in range(w):
-                    d += _popcount64(q64[qi, j] ^ db64[i, j])
-                out[qi, i] = d
+@njit(cache=True, nogil=True)
+def _block_dist(qrow, db, b0, b1, wt, buf):  # pragma: no cover - compiled
+    """Distances of rows b0..b1 to one query into buf (int32). ``wt`` is a tuple whose length is the
+    word count: a compile-time constant, so the word loop unrolls and the row loop vectorizes."""
+    w = len(wt) if len(wt) > 0 else db.shape[1]
+    sub = db[b0:b1]  # a 0-based view: LLVM vectorizes this form, not db[b0 + i]
+    for i in range(sub.shape[0]):
+        d = np.uint64(0)
+        for j in range(w):
+            d += _popcount64(qrow[j] ^ sub[i, j])
+        buf[i] = d
 
 
 @njit(cache=True, nogil=True)
-def _select_row(dist, excluded, k, maxd, out_idx, out_dist):  # pragma: no cover - compiled
-    """Top-k smallest of one distance row, ties by index; counting sort over 0..maxd."""
-    n = dist.shape[0]
-    has_ex = excluded.shape[0] == n
-    hist = np.zeros(maxd + 1, dtype=np.int64)
-    for i in range(n):
-        if has_ex and excluded[i]:
-            continue
-        hist[dist[i]] += 1
-    # threshold t: smallest distance at which the running count reaches k
+def _compact(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
+    """Keep the best k of the c candidates (ci, cd) in place, in their order; ties by earlier position.
+
+    Candidates arrive in ascending row order, so "earlier" is "lower row". Returns (kept, accept):
+    later rows are accepted only when their distance is <= accept."""
+    if c <= k:
+        return c, maxd
+    hist[:] = 0
+    for m in range(c):
+        hist[cd[m]] += 1
     total = 0
     t = maxd
     for d in range(maxd + 1):
@@ -79,31 +83,175 @@ def _select_row(dist, excluded, k, maxd, out_idx, out_dist):  # pragma: no cover
             t = d
             break
         total += hist[d]
-    need_t = k - total  # rows to take at distance t (by ascending index)
-    offsets = np.zeros(maxd + 1, dtype=np.int64)
-    acc = 0
-    for d in range(t + 1):
-        offsets[d] = acc
-        acc += hist[d]
-    taken_t = 0
-    for i in range(n):
-        d = dist[i]
-        if d > t or (has_ex and excluded[i]):
-            continue
-        if d == t:
-            if taken_t >= need_t:
-                continue
-            taken_t += 1
-        pos = offsets[d]
-        offsets[d] = pos + 1
-        out_idx[pos] = i
-        out_dist[pos] = d
+    need = k - total
+    w = 0
+    for m in range(c):
+        d = cd[m]
+        if d < t or (d == t and need > 0):
+            if d == t:
+                need -= 1
+            ci[w] = ci[m]
+            cd[w] = d
+            w += 1
+    # k kept: a later row must beat the k-th (an equal distance loses: it is a higher row)
+    return w, t - 1
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _select_rows(dists, excluded, k, maxd, out_idx, out_dist):  # pragma: no cover - compiled
-    for qi in prange(dists.shape[0]):
-        _select_row(dists[qi], excluded, k, maxd, out_idx[qi], out_dist[qi])
+def _merge_parts(cidx, cdist, cnt, k, maxd, out_idx, out_dist):  # pragma: no cover - compiled
+    """Per query: concatenate the parts' candidates in row order, keep the best k, sort them."""
+    nparts = cidx.shape[0]
+    nq = cidx.shape[1]
+    for qi in prange(nq):
+        m = 0
+        for p in range(nparts):
+            m += cnt[p, qi]
+        ci = np.empty(m, dtype=np.int64)
+        cd = np.empty(m, dtype=np.int32)
+        m = 0
+        for p in range(nparts):
+            for j in range(cnt[p, qi]):
+                ci[m] = cidx[p, qi, j]
+                cd[m] = cdist[p, qi, j]
+                m += 1
+        hist = np.zeros(maxd + 2, dtype=np.int64)
+        m, _ = _compact(ci, cd, m, k, maxd, hist[: maxd + 1])
+        # stable counting sort of the k survivors by distance (row order kept within a distance)
+        hist[:] = 0
+        for j in range(m):
+            hist[cd[j] + 1] += 1
+        for d in range(maxd + 1):
+            hist[d + 1] += hist[d]
+        for j in range(m):
+            pos = hist[cd[j]]
+            hist[cd[j]] = pos + 1
+            out_idx[qi, pos] = ci[j]
+            out_dist[qi, pos] = cd[j]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _topk_kernel(q, db, wt, excluded, k, maxd, nparts, cap, out_idx, out_dist):  # pragma: no cover
+    """Exact top-k per query, fused with the distance pass: no N-length distance array.
+
+    Rows are split into ``nparts`` contiguous parts run in parallel. Each part walks its rows in
+    blocks of _RB (reused from L1 by every query), keeps per query the rows at or under a running
+    threshold in a small buffer and shrinks it by counting sort when full. Parts are then merged in
+    row order, so ties always resolve to the lower row."""
+    nq = q.shape[0]
+    n = db.shape[0]
+    has_ex = excluded.shape[0] == n
+    cidx = np.empty((nparts, nq, cap), dtype=np.int64)
+    cdist = np.empty((nparts, nq, cap), dtype=np.int32)
+    cnt = np.zeros((nparts, nq), dtype=np.int64)
+    per = (n + nparts - 1) // nparts
+    per = (per + _RB - 1) // _RB * _RB
+    for p in prange(nparts):
+        start = p * per
+        end = min(n, start + per)
+        buf = np.empty(_RB, dtype=np.int32)
+        hist = np.empty(maxd + 1, dtype=np.int64)
+        thr = np.full(nq, maxd, dtype=np.int64)
+        for b0 in range(start, end, _RB):
+            b1 = min(end, b0 + _RB)
+            for qi in range(nq):
+                _block_dist(q[qi], db, b0, b1, wt, buf)
+                t = thr[qi]
+                c = cnt[p, qi]
+                ci = cidx[p, qi]
+                cd = cdist[p, qi]
+                for i in range(b1 - b0):
+                    d = buf[i]
+                    if d <= t:
+                        r = b0 + i
+                        if has_ex and excluded[r]:
+                            continue
+                        ci[c] = r
+                        cd[c] = d
+                        c += 1
+                        if c == cap:
+                            c, t = _compact(ci, cd, c, k, maxd, hist)
+                thr[qi] = t
+                cnt[p, qi] = c
+        for qi in range(nq):
+            c, _ = _compact(cidx[p, qi], cdist[p, qi], cnt[p, qi], k, maxd, hist)
+            cnt[p, qi] = c
+    _merge_parts(cidx, cdist, cnt, k, maxd, out_idx, out_dist)
+
+
+@njit(cache=True, nogil=True)
+def _block_dist_queries(qt, sub, wt, dist):  # pragma: no cover - compiled
+    """Distances of every row of ``sub`` to every query of ``qt`` (words x queries, transposed) into
+    dist (rows x queries). The inner loop runs over queries, so it vectorizes without shuffles: one
+    broadcast row word against 4 queries' words per instruction."""
+    w = len(wt) if len(wt) > 0 else sub.shape[1]
+    nq = qt.shape[1]
+    for i in range(sub.shape[0]):
+        for qi in range(nq):
+            d = np.uint64(0)
+            for j in range(w):
+                d += _popcount64(qt[j, qi] ^ sub[i, j])
+            dist[i, qi] = d
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _topk_batch_kernel(qt, db, wt, excluded, k, maxd, nparts, cap, out_idx, out_dist):  # pragma: no cover
+    """As ``_topk_kernel`` for a batch: each block of rows is scored against all queries at once
+    (vectorized over queries), then each query's threshold filters its column."""
+    nq = qt.shape[1]
+    n = db.shape[0]
+    has_ex = excluded.shape[0] == n
+    cidx = np.empty((nparts, nq, cap), dtype=np.int64)
+    cdist = np.empty((nparts, nq, cap), dtype=np.int32)
+    cnt = np.zeros((nparts, nq), dtype=np.int64)
+    per = (n + nparts - 1) // nparts
+    per = (per + _RBQ - 1) // _RBQ * _RBQ
+    for p in prange(nparts):
+        start = p * per
+        end = min(n, start + per)
+        dist = np.empty((_RBQ, nq), dtype=np.int32)
+        hist = np.empty(maxd + 1, dtype=np.int64)
+        thr = np.full(nq, maxd, dtype=np.int64)
+        c_p = cnt[p]
+        for b0 in range(start, end, _RBQ):
+            b1 = min(end, b0 + _RBQ)
+            _block_dist_queries(qt, db[b0:b1], wt, dist)
+            for i in range(b1 - b0):
+                r = b0 + i
+                if has_ex and excluded[r]:
+                    continue
+                for qi in range(nq):
+                    d = dist[i, qi]
+                    if d <= thr[qi]:
+                        c = c_p[qi]
+                        cidx[p, qi, c] = r
+                        cdist[p, qi, c] = d
+                        c += 1
+                        if c == cap:
+                            c, thr[qi] = _compact(cidx[p, qi], cdist[p, qi], c, k, maxd, hist)
+                        c_p[qi] = c
+        for qi in range(nq):
+            c, _ = _compact(cidx[p, qi], cdist[p, qi], c_p[qi], k, maxd, hist)
+            c_p[qi] = c
+    _merge_parts(cidx, cdist, cnt, k, maxd, out_idx, out_dist)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _distances_kernel(q, db, wt, out):  # pragma: no cover - compiled
+    n = db.shape[0]
+    nblocks = (n + _RB - 1) // _RB
+    for b in prange(nblocks):
+        b0 = b * _RB
+        b1 = min(n, b0 + _RB)
+        buf = np.empty(_RB, dtype=np.int32)
+        for qi in range(q.shape[0]):
+            _block_dist(q[qi], db, b0, b1, wt, buf)
+            for i in range(b1 - b0):
+                out[qi, b0 + i] = buf[i]
+
+
+def _width_tuple(words: int) -> tuple[int, ...]:
+    """The tuple whose length tells the kernels the code width (empty: generic loop, not unrolled)."""
+    return (0,) * words if words <= _MAX_SPECIAL_WORDS else ()
 
 
 def set_num_threads(n: int) -> None:
@@ -142,7 +290,8 @@ def hamming_distances(query_words: np.ndarray, code_words: np.ndarray) -> np.nda
     """All Hamming distances (nq, n) as uint16 between uint64-word codes (see ``as_words``)."""
     out = np.empty((query_words.shape[0], code_words.shape[0]), dtype=np.uint16)
     if code_words.shape[0]:
-        _distances_kernel(query_words, code_words, out)
+        q = np.ascontiguousarray(query_words.reshape(-1, code_words.shape[1]))
+        _distances_kernel(q, np.ascontiguousarray(code_words), _width_tuple(q.shape[1]), out)
     return out
 
 
@@ -182,14 +331,37 @@ def hamming_topk(
     out_dist = np.empty((nq, kk), dtype=np.int32)
     if kk == 0:
         return out_idx, out_dist
-    maxd = q.shape[1] * 64
-    chunk = max(1, _DIST_BUDGET // max(1, 2 * n))
     q = np.ascontiguousarray(q)
     db = np.ascontiguousarray(db)
-    for s in range(0, nq, chunk):
-        dists = hamming_distances(q[s : s + chunk], db)
-        _select_rows(dists, exclude, kk, maxd, out_idx[s : s + chunk], out_dist[s : s + chunk])
+    _topk_into(q, db, kk, exclude, _default_parts(n), out_idx, out_dist)
     return out_idx, out_dist
+
+
+def _default_parts(n: int) -> int:
+    """Row parts for one search: a few per thread (balances load on a busy machine), >= 4 blocks each."""
+    return max(1, min(numba.get_num_threads() * _PARTS_PER_THREAD, n // (4 * _RB)))
+
+
+def _topk_into(
+    q: np.ndarray,
+    db: np.ndarray,
+    k: int,
+    exclude: np.ndarray,
+    nparts: int,
+    out_idx: np.ndarray,
+    out_dist: np.ndarray,
+) -> None:
+    """Run the fused top-k kernel over query chunks; k <= live rows, arrays already validated."""
+    maxd = q.shape[1] * 64
+    wt = _width_tuple(q.shape[1])
+    cap = 2 * k + 64
+    for s in range(0, q.shape[0], _QCHUNK):
+        e = min(q.shape[0], s + _QCHUNK)
+        if e - s >= _BATCH_MIN:
+            qt = np.ascontiguousarray(q[s:e].T)
+            _topk_batch_kernel(qt, db, wt, exclude, k, maxd, nparts, cap, out_idx[s:e], out_dist[s:e])
+        else:
+            _topk_kernel(q[s:e], db, wt, exclude, k, maxd, nparts, cap, out_idx[s:e], out_dist[s:e])
 
 
 def exact_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

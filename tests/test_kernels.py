@@ -135,3 +135,64 @@ def test_rescore_bits_and_float32():
     signs = np.where(emb > 0, 1.0, -1.0)
     np.testing.assert_allclose(rescore_bits(q, ub, 40), signs @ q, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(rescore_float32(q, emb), emb.astype(np.float64) @ q, rtol=1e-5, atol=1e-5)
+
+
+# ---- code paths of the fused top-k kernel: batch (vectorized over queries) vs single, row parts,
+# ---- buffer compaction (k larger than a block), generic width, thread counts
+
+
+@pytest.mark.parametrize("nq", [1, 3, 8, 40])  # < _BATCH_MIN: per-query kernel; >= : batch kernel
+@pytest.mark.parametrize("nparts", [1, 3, 8])
+@pytest.mark.parametrize("with_exclude", [False, True])
+def test_topk_paths_and_parts(nq, nparts, with_exclude):
+    from bitsearch.kernels import _topk_into
+
+    rng = np.random.default_rng(nq * 100 + nparts)
+    n, nbytes, k = 5000, 48, 60
+    db = rng.integers(0, 2, (n, nbytes), dtype=np.uint8)  # low entropy: many ties across parts
+    q = rng.integers(0, 2, (nq, nbytes), dtype=np.uint8)
+    exclude = rng.random(n) < 0.25 if with_exclude else None
+    out_i = np.empty((nq, k), np.int64)
+    out_d = np.empty((nq, k), np.int32)
+    ex = exclude if exclude is not None else np.zeros(0, bool)
+    _topk_into(as_words(q), as_words(db), k, ex, nparts, out_i, out_d)
+    ref_idx, ref_dist = _reference(q, db, k, exclude)
+    np.testing.assert_array_equal(out_i, ref_idx)
+    np.testing.assert_array_equal(out_d, ref_dist)
+
+
+@pytest.mark.parametrize("nbytes", [264, 40])  # 33 words: generic (not unrolled) loop; 5 words
+@pytest.mark.parametrize("nq", [2, 12])
+def test_topk_generic_width_and_large_k(nbytes, nq):
+    rng = np.random.default_rng(nbytes + nq)
+    db = rng.integers(0, 256, (2500, nbytes), dtype=np.uint8)
+    q = rng.integers(0, 256, (nq, nbytes), dtype=np.uint8)
+    for k in (1, 700, 2500):  # k beyond a 512-row block, and k == n
+        idx, dist = hamming_topk(q, db, k)
+        ref_idx, ref_dist = _reference(q, db, k)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(dist, ref_dist)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_topk_thread_counts(threads):
+    import numba
+
+    from bitsearch.kernels import hamming_distances, set_num_threads
+
+    before = numba.get_num_threads()
+    set_num_threads(threads)
+    try:
+        rng = np.random.default_rng(threads)
+        db = rng.integers(0, 256, (9000, 128), dtype=np.uint8)
+        q = rng.integers(0, 256, (10, 128), dtype=np.uint8)
+        ex = rng.random(9000) < 0.1
+        for qq in (q[:1], q):
+            idx, dist = hamming_topk(qq, db, 25, exclude=ex)
+            ref_idx, ref_dist = _reference(qq, db, 25, ex)
+            np.testing.assert_array_equal(idx, ref_idx)
+            np.testing.assert_array_equal(dist, ref_dist)
+        full = hamming_distances(as_words(q), as_words(db))
+        np.testing.assert_array_equal(full, np.bitwise_count(q[:, None, :] ^ db[None]).sum(-1))
+    finally:
+        set_num_threads(before)
