@@ -1,0 +1,234 @@
+"""Approximate stage 1 for very large collections: an inverted file (IVF) over binary codes.
+
+Rows are clustered by k-means in Hamming space (majority-bit centroids); a search scans only the
+rows of the ``nprobe`` lists whose centroids are nearest the query, with the same fused
+threshold/counting-sort selection as the exact kernel. Lists are stored contiguously (codes
+reordered by list), so a probe streams memory like the exact scan does, on far fewer rows.
+Everything is plain arrays (centroids, offsets, row ids, reordered codes): saved as .npy, no pickle.
+
+Ours rather than FAISS ``IndexBinaryIVF``: measured faster to build and to search on this machine
+(vectorized popcount), it takes an exclude mask, and its arrays are ours to memory-map (see
+benchmarks/bench_scale.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+
+from .errors import InvalidInputError
+from .kernels import _RB, _block_dist, _compact, _width_tuple, as_words, hamming_topk
+
+__all__ = ["BinaryIVF"]
+
+_FILES = ("centroids", "offsets", "rows", "codes")
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _probe_kernel(q, probes, offsets, codes, rows, wt, excluded, k, maxd, cap, out_rows, out_dist):  # pragma: no cover
+    """Top-k over the rows of each query's probed lists; result ordered by (distance, row)."""
+    nq = q.shape[0]
+    has_ex = excluded.shape[0] > 0
+    for qi in prange(nq):
+        buf = np.empty(_RB, dtype=np.int32)
+        hist = np.empty(maxd + 1, dtype=np.int64)
+        ci = np.empty(cap, dtype=np.int64)
+        cd = np.empty(cap, dtype=np.int32)
+        c = 0
+        t = maxd
+        for pj in range(probes.shape[1]):
+            lst = probes[qi, pj]
+            lo = offsets[lst]
+            hi = offsets[lst + 1]
+            for b0 in range(lo, hi, _RB):
+                b1 = min(hi, b0 + _RB)
+                _block_dist(q[qi], codes, b0, b1, wt, buf)
+                for i in range(b1 - b0):
+                    d = buf[i]
+                    if d <= t:
+                        r = rows[b0 + i]
+                        if has_ex and excluded[r]:
+                            continue
+                        ci[c] = r
+                        cd[c] = d
+                        c += 1
+                        if c == cap:
+                            # ties at the threshold: kept by scan order (approximate search anyway)
+                            c, t = _compact(ci, cd, c, k, maxd, hist)
+        c, _ = _compact(ci, cd, c, k, maxd, hist)
+        key = np.empty(c, dtype=np.int64)
+        for j in range(c):
+            key[j] = (np.int64(cd[j]) << 40) + ci[j]  # row ids < 2**40
+        order = np.argsort(key)
+        for j in range(out_rows.shape[1]):
+            if j < c:
+                out_rows[qi, j] = ci[order[j]]
+                out_dist[qi, j] = cd[order[j]]
+            else:
+                out_rows[qi, j] = -1
+                out_dist[qi, j] = maxd + 1
+
+
+def _words(codes: np.ndarray) -> np.ndarray:
+    """uint64 words (n, w), C-contiguous, from packed codes or words."""
+    c = np.asarray(codes)
+    w = c if c.dtype == np.uint64 else as_words(c)
+    return np.ascontiguousarray(w[None, :] if w.ndim == 1 else w)
+
+
+def _majority(codes: np.ndarray, assign: np.ndarray, nlist: int, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Majority-bit centroid of each list (an empty list keeps ``old``); also the list sizes."""
+    bits = np.unpackbits(codes.view(np.uint8), axis=1, bitorder="little")
+    order = np.argsort(assign, kind="stable")
+    sizes = np.bincount(assign, minlength=nlist)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    nonempty = sizes > 0
+    sums = np.add.reduceat(bits[order], starts[nonempty], axis=0, dtype=np.int32)
+    new = old.copy()
+    maj = (2 * sums > sizes[nonempty, None]).astype(np.uint8)
+    new[nonempty] = np.packbits(maj, axis=1, bitorder="little").view(np.uint64)
+    return new, sizes
+
+
+class BinaryIVF:
+    """Inverted file over binary codes: ``train`` -> ``add`` -> ``search``; arrays saved as .npy.
+
+    Attributes (all numpy arrays, the whole state): ``centroids`` (nlist, w) uint64, ``offsets``
+    (nlist + 1,) int64 into the list-ordered arrays, ``rows`` (n,) int64 row ids (the caller's
+    numbering), ``codes`` (n, w) uint64 reordered by list.
+    """
+
+    def __init__(self, centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> None:
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.uint64)
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self.rows = np.ascontiguousarray(rows, dtype=np.int64)
+        # np.asarray keeps a memory map's pages (no copy) but hands numba a plain ndarray
+        self.codes = np.asarray(codes) if codes.dtype == np.uint64 else np.ascontiguousarray(codes, np.uint64)
+        n = len(self.rows)
+        if self.offsets.shape != (self.nlist + 1,) or self.offsets[-1] != n or self.codes.shape[0] != n:
+            raise InvalidInputError("inconsistent IVF arrays (offsets, rows and codes disagree)")
+
+    # ------------------------------------------------------------------ build
+
+    @classmethod
+    def train(
+        cls, codes: np.ndarray, nlist: int, seed: int = 0, iterations: int = 10, max_train: int = 256
+    ) -> BinaryIVF:
+        """An empty index whose ``nlist`` centroids are k-means (Hamming, majority bits) of a sample.
+
+        At most ``max_train`` rows per list are sampled; ``codes`` are packed uint8 or uint64 words."""
+        words = _words(codes)
+        n = words.shape[0]
+        if not 1 <= nlist <= n:
+            raise InvalidInputError(f"nlist must be in 1..{n} (rows given), got {nlist}")
+        rng = np.random.default_rng(seed)
+        m = min(n, nlist * max_train)
+        sample = words[np.sort(rng.choice(n, m, replace=False))] if m < n else words
+        cent = sample[rng.choice(m, nlist, replace=False)].copy()
+        for _ in range(iterations):
+            assign = hamming_topk(sample, cent, 1)[0][:, 0]
+            cent, sizes = _majority(sample, assign, nlist, cent)
+            empty = np.flatnonzero(sizes == 0)
+            if empty.size:  # re-seed empty lists with random sample rows
+                cent[empty] = sample[rng.choice(m, empty.size, replace=False)]
+        return cls(cent, np.zeros(nlist + 1, np.int64), np.zeros(0, np.int64), np.zeros((0, words.shape[1]), np.uint64))
+
+    def assign(self, codes: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Nearest list of each row (ties: lowest list id)."""
+        words = _words(codes)
+        out = np.empty(words.shape[0], np.int64)
+        for s in range(0, words.shape[0], chunk):
+            out[s : s + chunk] = hamming_topk(words[s : s + chunk], self.centroids, 1)[0][:, 0]
+        return out
+
+    def add(self, codes: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Add rows (ids default to continuing 0, 1, ...); lists stay sorted by row id within."""
+        words = _words(codes)
+        if words.shape[1] != self.centroids.shape[1]:
+            raise InvalidInputError(f"codes have {words.shape[1] * 64} bits, index {self.centroids.shape[1] * 64}")
+        start = int(self.rows.max()) + 1 if len(self.rows) else 0
+        ids = np.arange(start, start + words.shape[0]) if rows is None else np.asarray(rows, np.int64)
+        if ids.shape != (words.shape[0],):
+            raise InvalidInputError(f"rows must have shape ({words.shape[0]},), got {ids.shape}")
+        lists = np.concatenate([np.repeat(np.arange(self.nlist), np.diff(self.offsets)), self.assign(words)])
+        all_rows = np.concatenate([self.rows, ids])
+        order = np.lexsort((all_rows, lists))
+        self.codes = np.concatenate([self.codes, words])[order]
+        self.rows = all_rows[order]
+        self.offsets = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=self.nlist))]).astype(np.int64)
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self, queries: np.ndarray, k: int, nprobe: int = 32, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate top-k: (rows int64, distances int32), each (nq, k), by (distance, row).
+
+        Scans the ``nprobe`` nearest lists. ``exclude``: bool mask indexed by row id, rows never
+        returned. Slots beyond the rows found hold row -1 and distance bits + 1."""
+        q = _words(queries)
+        if q.shape[1] != self.centroids.shape[1]:
+            raise InvalidInputError(f"query codes have {q.shape[1] * 64} bits, index {self.centroids.shape[1] * 64}")
+        if k < 1:
+            raise InvalidInputError(f"k must be >= 1, got {k}")
+        nprobe = max(1, min(int(nprobe), self.nlist))
+        probes = hamming_topk(q, self.centroids, nprobe)[0]
+        if exclude is None:
+            ex = np.zeros(0, np.bool_)
+        else:
+            ex = np.ascontiguousarray(exclude, dtype=np.bool_)
+            if len(self.rows) and ex.shape[0] <= int(self.rows.max()):
+                raise InvalidInputError(f"exclude mask has {ex.shape[0]} entries, rows go up to {self.rows.max()}")
+        maxd = q.shape[1] * 64
+        out_rows = np.empty((q.shape[0], int(k)), np.int64)
+        out_dist = np.empty((q.shape[0], int(k)), np.int32)
+        _probe_kernel(
+            q, probes, self.offsets, self.codes, self.rows, _width_tuple(q.shape[1]), ex, int(k), maxd,
+            2 * int(k) + 64, out_rows, out_dist,
+        )  # fmt: skip
+        return out_rows, out_dist
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def nlist(self) -> int:
+        """Number of lists."""
+        return self.centroids.shape[0]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index arrays."""
+        return sum(getattr(self, f).nbytes for f in _FILES)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The whole state as named arrays (what ``save`` writes)."""
+        return {f: getattr(self, f) for f in _FILES}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> BinaryIVF:
+        """Rebuild from ``to_arrays`` output (arrays may be memory-mapped)."""
+        return cls(*(arrays[f] for f in _FILES))
+
+    def save(self, directory: str | Path) -> None:
+        """Write centroids.npy, offsets.npy, rows.npy, codes.npy into ``directory`` (no pickle)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, arr in self.to_arrays().items():
+            tmp = d / f"{name}.tmp.npy"
+            np.save(tmp, arr, allow_pickle=False)
+            tmp.replace(d / f"{name}.npy")
+
+    @classmethod
+    def load(cls, directory: str | Path, mmap: bool = False) -> BinaryIVF:
+        """Read what ``save`` wrote; ``mmap=True`` memory-maps the reordered codes."""
+        d = Path(directory)
+        arrays = {}
+        for f in _FILES:
+            mode = "r" if mmap and f == "codes" else None
+            arrays[f] = np.load(d / f"{f}.npy", allow_pickle=False, mmap_mode=mode)
+        return cls.from_arrays(arrays)
