@@ -14,10 +14,12 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +50,7 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_K = 1000
 MAX_QUERIES = 256  # queries per /search request
 MAX_RESCORE_MULTIPLIER = 100
+MAX_ENCODE_BATCH = 256  # query texts per model call
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # paths that need no API key: the liveness probe and the search page's own files (the page asks for the key)
 PUBLIC_PATHS = frozenset({"/health", "/", "/favicon.ico"})
@@ -176,8 +179,11 @@ class ServerState:
         self._encoder = encoder
         self._encoder_error: ModelLoadError | None = None
         self._encoder_lock = threading.Lock()  # one load, shared by every request
-        self.encode_lock = threading.Lock()  # fast tokenizers are not safe under concurrent calls
         self.search_lock: threading.Lock | None = None  # set when numba's threading layer is not thread-safe
+        self._model_queue: queue.Queue[tuple[list[str], bool, Future[np.ndarray]] | None] = queue.Queue()
+        self._model_thread: threading.Thread | None = None
+        self._pending_lock = threading.Lock()
+        self._local = threading.local()
         params = inspect.signature(collection.search).parameters
         self.search_params = frozenset(params)
         self.started = time.time()
@@ -218,13 +224,76 @@ class ServerState:
         return self._encoder
 
     def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
-        """Embed texts with the shared encoder, one call at a time."""
+        """Embed texts on the one model thread; queries waiting together share one forward pass.
+
+        One thread, because torch (like numba) slows down badly when many threads each start its
+        OpenMP parallel regions, and fast tokenizers are not safe under concurrent calls.
+        """
+        self.encoder()  # load errors surface here, in the caller's thread
+        fut: Future[np.ndarray] = Future()
+        with self._pending_lock:
+            if self._model_thread is None:
+                self._model_thread = threading.Thread(target=self._model_loop, daemon=True, name="bitsearch-model")
+                self._model_thread.start()
+        self._model_queue.put((texts, queries, fut))
+        return fut.result()
+
+    def _model_loop(self) -> None:
+        """The model thread: take every waiting request, embed queries in one call and documents per request."""
         enc = self.encoder()
-        with self.encode_lock:
-            return enc.encode_queries(texts) if queries else enc.encode_documents(texts)
+        while True:
+            first = self._model_queue.get()
+            if first is None:
+                return
+            batch = [first]
+            size = len(first[0])
+            while size < MAX_ENCODE_BATCH:
+                try:
+                    item = self._model_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._model_queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+                size += len(item[0])
+            live = [b for b in batch if b[2].set_running_or_notify_cancel()]
+            for texts, _, fut in [b for b in live if not b[1]]:  # documents: one call each
+                try:
+                    fut.set_result(enc.encode_documents(texts))
+                except BaseException as exc:
+                    fut.set_exception(exc)
+            group = [b for b in live if b[1]]
+            if not group:
+                continue
+            try:
+                emb = enc.encode_queries([t for texts, _, _ in group for t in texts])
+            except BaseException as exc:
+                for _, _, fut in group:
+                    fut.set_exception(exc)
+                continue
+            pos = 0
+            for texts, _, fut in group:
+                fut.set_result(emb[pos : pos + len(texts)])
+                pos += len(texts)
+
+    def close(self) -> None:
+        """Stop the model thread (if started)."""
+        if self._model_thread is not None:
+            self._model_queue.put(None)
+            self._model_thread.join(10)
+            self._model_thread = None
 
     def search(self, vectors: np.ndarray | None, **kw: Any) -> Any:
         """Collection.search, retried when a concurrent delete purged a hit's row between its stages."""
+        if not getattr(self._local, "single", False):
+            # numba's parallel kernels from several threads at once (each with its own OpenMP team)
+            # slow every search down many times over; one kernel thread per request, requests in parallel
+            with contextlib.suppress(Exception):
+                import numba
+
+                numba.set_num_threads(1)  # thread-local: this worker thread only
+            self._local.single = True
         lock = self.search_lock or contextlib.nullcontext()
         for attempt in range(3):
             try:
@@ -458,7 +527,7 @@ def create_app(
     col = path_or_collection if isinstance(path_or_collection, Collection) else Collection.open(path_or_collection)
     if max_body_bytes < 1024:
         raise ValueError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
-    n_threads = threads or max(4, 2 * (os.cpu_count() or 1))
+    n_threads = threads or max(8, 4 * (os.cpu_count() or 1))
     state = ServerState(col, threads=n_threads, encoder=encoder)
 
     @contextlib.asynccontextmanager
@@ -468,6 +537,7 @@ def create_app(
             # in the background: /health answers at once, and the first text query waits on the same lock
             threading.Thread(target=_preload, args=(state,), daemon=True, name="bitsearch-model-load").start()
         yield
+        state.close()
 
     auth_note = "Every route but /health and the page needs `Authorization: Bearer KEY` or `X-API-Key: KEY`."
     app = FastAPI(
@@ -561,6 +631,10 @@ def create_app(
             texts = [req.query] if isinstance(req.query, str) else list(req.query)
             if not texts:
                 return _error(422, "`query` is an empty list")
+            blank = [i for i, t in enumerate(texts) if not t.strip()]
+            if blank:
+                where = "query" if isinstance(req.query, str) else f"query[{blank[0]}]"
+                return _error(422, f"`{where}` is empty")
             count = len(texts)
         else:
             assert req.vector is not None
@@ -664,7 +738,8 @@ def create_app(
 
 def _preload(state: ServerState) -> None:
     try:
-        state.encoder()
+        for _ in range(2):  # torch's first forward passes are many times slower than the rest
+            state.encode(["warm up"], queries=True)
         log.info("model loaded")
     except BitsearchError as exc:
         log.warning("model not loaded: %s", exc)

@@ -1,0 +1,307 @@
+"""Load test of `bitsearch serve`: N concurrent clients on loopback, QPS and p50/p99 latency, zero errors.
+
+Starts the real CLI (`python -m bitsearch.cli serve`) on a free loopback port over a collection of
+synthetic MiniLM-like vectors that records the packaged all-MiniLM-L6-v2 model, then runs each
+scenario (vector queries, text queries embedded by the server) for a bounded time with httpx async
+clients in this process. Client and server share the machine's cores, so QPS is a floor.
+
+    python benchmarks/bench_server.py [--n 100000] [--duration 10] [--clients 1,8,32] [--dir DIR] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import httpx
+from _report import machine, write_section
+from _synthetic import synthetic_embeddings
+
+DIM = 384
+KEY = "bench-key"
+MAX_REQUESTS = 200_000  # per scenario, on top of the time bound
+SCIFACT_QUERIES = Path("/work/shared/data/scifact/queries.jsonl")
+FALLBACK_QUERIES = [
+    "how do vaccines train the immune system",
+    "effects of sleep deprivation on memory",
+    "gene expression in cancer cells",
+    "antibiotic resistance in hospital bacteria",
+    "risk factors for heart disease",
+    "how does insulin regulate blood sugar",
+    "protein folding and misfolding diseases",
+    "air pollution and lung function in children",
+]
+
+
+def build_collection(path: Path, n: int) -> str:
+    """A collection of ``n`` synthetic vectors with short texts, recording the packaged model (built once)."""
+    from bitsearch import Collection
+    from bitsearch.encode import DEFAULT_MODEL
+
+    if (path / "manifest.json").exists():
+        col = Collection.open(path)
+        if len(col) == n:
+            return "existing collection"
+        raise SystemExit(f"{path} holds {len(col)} documents, not {n}: remove it or pass another --dir")
+    gen, source = synthetic_embeddings(DIM, seed=0)
+    model = {
+        "name": DEFAULT_MODEL,
+        "dim": DIM,
+        "truncate_dim": None,
+        "normalize": True,
+        "query_prompt": None,
+        "document_prompt": None,
+    }
+    col = Collection.create(path, DIM, model=model, calibration_embeddings=gen(10_000))
+    step = 50_000
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        col.add(
+            gen(m),
+            ids=list(range(start, start + m)),
+            texts=[f"synthetic document {i}" for i in range(start, start + m)],
+        )
+    col.close()
+    return source
+
+
+def query_texts(limit: int = 200) -> list[str]:
+    if SCIFACT_QUERIES.exists():
+        with SCIFACT_QUERIES.open() as f:
+            texts = [json.loads(line)["text"] for line in f if line.strip()]
+        return texts[:limit]
+    return FALLBACK_QUERIES
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(path: Path, port: int, threads: int | None = None) -> Any:
+    """`bitsearch serve` in a subprocess, ready (model loaded) when the block starts."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "bitsearch.cli",
+        "serve",
+        str(path),
+        "--port",
+        str(port),
+        "--api-key",
+        KEY,
+        "--log-level",
+        "warning",
+    ]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise SystemExit(f"bitsearch serve exited:\n{log.read().decode(errors='replace')}")
+            with contextlib.suppress(httpx.TransportError):
+                info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=5)
+                if info.status_code == 200 and info.json()["server"]["model_loaded"]:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("bitsearch serve did not get ready in 120 s")
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 keep-alive exchange on an open connection: (status, body)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def run_load(
+    url: str, bodies: list[dict[str, Any]], clients: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """``clients`` concurrent keep-alive connections posting ``bodies`` round-robin for ``duration`` seconds.
+
+    A minimal asyncio HTTP/1.1 client (requests prebuilt, one connection per client): a general
+    client library spends more CPU per request than the server does, on the same cores.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    requests = []
+    for body in bodies:
+        payload = json.dumps(body).encode()
+        requests.append(
+            f"POST /search HTTP/1.1\r\nHost: {host}:{port}\r\nX-API-Key: {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop = measure_from + duration
+
+    async def worker(w: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            i = w
+            while len(latencies) < MAX_REQUESTS:
+                t0 = time.perf_counter()
+                if t0 >= stop:
+                    return
+                try:
+                    status, body = await _post(reader, writer, requests[i % len(requests)])
+                    ok = status == 200
+                    if not ok:
+                        errors.append(f"{status}: {body[:200]!r}")
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                    ok = False
+                t1 = time.perf_counter()
+                if t0 >= measure_from and t1 <= stop and ok:
+                    latencies.append(t1 - t0)
+                i += clients
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    lat = np.asarray(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "qps": len(latencies) / duration,
+        "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+    }
+
+
+def library_baseline(path: Path, vectors: np.ndarray) -> float:
+    """Median single-query latency (ms) of Collection.search in this process: the cost HTTP adds to."""
+    from bitsearch import Collection
+
+    col = Collection.open(path)
+    for v in vectors[:5]:
+        col.search(v, k=10)
+    times = []
+    for v in vectors:
+        t0 = time.perf_counter()
+        col.search(v, k=10)
+        times.append(time.perf_counter() - t0)
+    col.close()
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="documents in the collection")
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario")
+    ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each scenario")
+    ap.add_argument("--clients", default="1,8,32", help="comma-separated concurrent client counts (vector queries)")
+    ap.add_argument("--text-clients", default="1,8", help="comma-separated client counts (text queries)")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None, help="bitsearch serve --threads (default: its own)")
+    ap.add_argument("--dir", type=Path, default=None, help="keep the collection here (reused when it exists)")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = ap.parse_args()
+    if not 0 < args.duration <= 120:
+        raise SystemExit("--duration must be in (0, 120] seconds")
+
+    root = args.dir or Path(tempfile.mkdtemp(prefix="bitsearch-bench-server-"))
+    path = root / f"server-{args.n}" if args.dir else root / "col"
+    t0 = time.perf_counter()
+    source = build_collection(path, args.n)
+    print(f"collection: {args.n:,} x {DIM} ({source}), ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+    gen, _ = synthetic_embeddings(DIM, seed=7)
+    qvecs = gen(256)
+    texts = query_texts()
+    vec_bodies = [{"vector": v.tolist(), "k": args.k} for v in qvecs]
+    text_bodies = [{"query": t, "k": args.k} for t in texts]
+    baseline = library_baseline(path, qvecs[:200])
+
+    rows: list[tuple[str, dict[str, Any]]] = []
+    with serve(path, free_port(), args.threads) as (url, _proc):
+        for kind, bodies, counts in (("vector", vec_bodies, args.clients), ("text", text_bodies, args.text_clients)):
+            for c in [int(x) for x in counts.split(",") if x.strip()]:
+                res = asyncio.run(run_load(url, bodies, c, args.duration, args.warmup))
+                rows.append((kind, res))
+                print(
+                    f"{kind:6s} clients={c:3d} requests={res['requests']:6d} qps={res['qps']:8.1f} "
+                    f"p50={res['p50']:7.2f} ms p99={res['p99']:7.2f} ms errors={res['errors']} {res['first_error']}",
+                    file=sys.stderr,
+                )
+        info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=10).json()
+
+    lines = [
+        "## HTTP server under load (issue 7)",
+        "",
+        f"Command: `python benchmarks/bench_server.py --n {args.n} --duration {args.duration:g} "
+        f"--clients {args.clients} --text-clients {args.text_clients}`  ",
+        f"Machine: {machine()}  ",
+        "Server: `bitsearch serve` (uvicorn, one process) on loopback; clients: "
+        "connections in another process on the same cores, each sending its next request when the last answers.  ",
+        f"Collection: {args.n:,} x {DIM} vectors ({source}), binary codes in RAM "
+        f"({info['stages']['binary']['ram_bytes'] / 2**20:.1f} MiB), int8 rows on disk; "
+        f"search k={args.k}, rescore int8 x4. Text queries: "
+        + ("SciFact queries" if SCIFACT_QUERIES.exists() else "fixed sentences")
+        + ", embedded in the server by all-MiniLM-L6-v2 (one at a time: the tokenizer is not thread-safe).  ",
+        f"Each scenario runs {args.duration:g} s after {args.warmup:g} s of warm-up. "
+        f"In-process `Collection.search` of one vector query, for reference: p50 {baseline:.2f} ms.",
+        "",
+        "| queries | concurrent clients | requests | QPS | p50 latency | p99 latency | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, r in rows:
+        lines.append(
+            f"| {kind} | {r['clients']} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50']:.2f} ms | "
+            f"{r['p99']:.2f} ms | {r['errors']} |"
+        )
+    total_errors = sum(r["errors"] for _, r in rows)
+    lines += ["", f"Errors across all scenarios: {total_errors}."]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("server", body)
+    if total_errors:
+        raise SystemExit(f"{total_errors} failed requests")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
