@@ -39,19 +39,29 @@ from .errors import (
     UnknownIdError,
 )
 from .kernels import as_words
-from .quantize import _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
+from .quantize import CODE_KINDS, CodeBook, _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
 from .store import DocId, DocStore, normalize_id
 
 __all__ = ["FORMAT_VERSION", "STAGE1_PRECISIONS", "CollectionFiles"]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 1: sign bits / int8 / float32 stage 1.  2: adds 1.5bit / 2bit codes, codebooks, stage1 choice.
+FORMAT_VERSION = 2
 FORMAT_NAME = "bitsearch-collection"
-STAGE1_PRECISIONS = ("binary", "int8", "float32")
+STAGE1_PRECISIONS = ("binary", "1.5bit", "2bit", "int8", "float32")
+LOWBIT = ("1.5bit", "2bit")
+STAGE1_MODES = ("auto", "hamming", "asymmetric")
+ROTATION = "rotation.npy"
 MANIFEST = "manifest.json"
 DOCS = "docs.sqlite"
-_ARRAY_FILES = {"binary": "binary.npy", "int8": "int8.npy", "float32": "float32.npy"}
+_ARRAY_FILES = {
+    "binary": "binary.npy",
+    "1.5bit": "codes.npy",
+    "2bit": "codes.npy",
+    "int8": "int8.npy",
+    "float32": "float32.npy",
+}
 _HASH_BLOCK = 1 << 22
 
 
@@ -269,12 +279,21 @@ class CollectionFiles:
         model: dict[str, Any] | None = None,
         truncate_dim: int | None = None,
         keyword_index: bool = True,
+        stage1: str = "auto",
+        centering: bool = False,
+        rotation: bool | int = False,
         exist_ok: bool = False,
     ) -> CollectionFiles:
         """Create an empty collection directory at ``path`` and open it.
 
-        ``precision`` is the stage-1 code kept in RAM ("binary", "int8" or "float32"); ``keep_int8`` /
-        ``keep_float32`` keep those rows on disk for rescoring. int8 ranges come from ``ranges``,
+        ``precision`` is the stage-1 code kept in RAM: "binary" (1 bit per dimension), "1.5bit", "2bit",
+        "int8" or "float32"; ``keep_int8`` / ``keep_float32`` keep those rows on disk for rescoring.
+        For binary, ``stage1`` picks Hamming distance or "asymmetric" scoring (the float query against
+        the bits' bucket means: better ranking, more work); "auto" uses asymmetric scoring when no
+        rescoring stage follows and Hamming when one does. ``centering`` (subtract the corpus mean) and
+        ``rotation`` (a seeded random orthogonal rotation; an int is the seed) apply before the codes of
+        binary, 1.5bit and 2bit collections; both are measured options, off by default.
+        int8 ranges come from ``ranges``,
         ``calibration_embeddings``, or else the first ``add``. With ``exist_ok`` an existing collection
         is opened instead (its settings must match). ``keyword_index`` keeps a BM25 (SQLite FTS5) index
         of the texts for keyword and hybrid search.
@@ -300,6 +319,8 @@ class CollectionFiles:
             raise CollectionError(f"{p} exists and is not an empty directory or a collection")
         if truncate_dim is not None and truncate_dim != dim:
             raise InvalidInputError(f"truncate_dim {truncate_dim} differs from the collection dim {dim}")
+        if stage1 not in STAGE1_MODES:
+            raise InvalidInputError(f"unknown stage1 {stage1!r}; expected one of {', '.join(STAGE1_MODES)}")
         keep_int8 = bool(keep_int8) or precision == "int8"
         keep_float32 = bool(keep_float32) or precision == "float32"
         if ranges is not None:
@@ -317,6 +338,11 @@ class CollectionFiles:
             "model": model,
             "truncate_dim": truncate_dim,
             "keyword_index": bool(keyword_index),
+            "stage1": stage1 if precision == "binary" else None,
+            "codes": None
+            if precision not in ("binary", *LOWBIT)
+            else {"centering": bool(centering), "rotation": rotation if isinstance(rotation, int) else bool(rotation)},
+            "codebook": None,
             "next_seq": 0,
             "next_segment": 0,
             "generation": 0,
@@ -326,6 +352,9 @@ class CollectionFiles:
         p.mkdir(parents=True, exist_ok=True)
         (p / "segments").mkdir(exist_ok=True)
         DocStore(p / DOCS, create=True, keyword_index=keyword_index).close()
+        if calibration_embeddings is not None and manifest["codes"] is not None:
+            cal = check_embeddings(calibration_embeddings, dim, name="calibration_embeddings")
+            manifest["codebook"] = _fit_codebook(p, manifest, cal)
         _write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_dir(p)
         return cls.open(p)
@@ -470,6 +499,8 @@ class CollectionFiles:
                     )
                 ranges = calibrate_ranges(emb)
                 m["ranges"] = ranges.tolist()
+            if m.get("codes") is not None and m.get("codebook") is None:
+                m["codebook"] = _fit_codebook(self.path, m, emb)
             name = f"{int(m['next_segment']):06d}"
             seg_info = self._write_segment(name, emb, np.arange(first_seq, first_seq + n, dtype=np.int64), m, ranges)
             self._docs.insert(first_seq, doc_ids, texts, metadata)
@@ -490,8 +521,12 @@ class CollectionFiles:
     ) -> dict[str, Any]:
         """Write a segment directory under a temporary name, fsync it, and rename it into place."""
         arrays: dict[str, np.ndarray] = {"seqs.npy": seqs}
+        book = _codebook(self.path, manifest)
         if manifest["precision"] == "binary":
-            arrays["binary.npy"] = quantize_embeddings(emb, "ubinary")
+            arrays["binary.npy"] = quantize_embeddings(emb, "ubinary") if book is None else book.encode(emb)
+        elif manifest["precision"] in LOWBIT:
+            assert book is not None
+            arrays["codes.npy"] = book.encode(emb)
         if manifest["keep_int8"]:
             arrays["int8.npy"] = quantize_embeddings(emb, "int8", ranges=ranges)
         if manifest["keep_float32"]:
@@ -555,6 +590,9 @@ class CollectionFiles:
                 nbytes = -(-int(m["dim"]) // 8)
                 assert state.words is not None
                 arrays["binary.npy"] = state.words[keep].view(np.uint8)[:, :nbytes]
+            elif m["precision"] in LOWBIT:
+                assert state.ram_rows is not None
+                arrays["codes.npy"] = state.ram_rows[keep]
             if m["keep_int8"]:
                 arrays["int8.npy"] = state.gather("int8", keep)
             if m["keep_float32"]:
@@ -623,6 +661,33 @@ class CollectionFiles:
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+def _fit_codebook(path: Path, m: dict[str, Any], emb: np.ndarray) -> dict[str, Any]:
+    """Calibrate the collection's codebook on ``emb``; a rotation matrix is written beside the manifest."""
+    opts = m["codes"]
+    kind = "binary" if m["precision"] == "binary" else m["precision"]
+    book = CodeBook.fit(emb, kind, centering=opts["centering"], rotation=opts["rotation"])
+    d: dict[str, Any] = book.to_dict()
+    d["rotation"] = None
+    if book.rotation is not None:
+        tmp = path / f".{ROTATION}.tmp"
+        info = _save_npy(tmp, book.rotation)
+        os.replace(tmp, path / ROTATION)
+        _fsync_dir(path)
+        d["rotation"] = {"file": ROTATION, **info}
+    return d
+
+
+def _codebook(path: Path, m: dict[str, Any]) -> CodeBook | None:
+    """The collection's codebook (None for plain sign bits and for int8/float32 collections)."""
+    d = m.get("codebook")
+    if d is None:
+        return None
+    rotation = None
+    if d.get("rotation"):
+        rotation = _load_npy(path / d["rotation"]["file"], d["rotation"], mmap=False, verify=True)
+    return CodeBook.from_dict(d, rotation)
 
 
 def _valid_ranges(ranges: object, dim: int) -> np.ndarray:
@@ -718,13 +783,13 @@ def _load_segment(
     rows = int(info["rows"])
     disk: dict[str, DiskRows | None] = {"int8": None, "float32": None}
     ram: np.ndarray | None = None
-    for kind in ("seqs", "binary", "int8", "float32"):
+    for kind in ("seqs", "binary", "codes", "int8", "float32"):
         fname = f"{kind}.npy"
         if fname not in files:
             if kind == "seqs":
                 raise CorruptCollectionError(f"manifest lists no seqs.npy for segment {info['name']}")
             continue
-        in_ram = m["precision"] == kind
+        in_ram = m["precision"] == kind or (kind == "codes" and m["precision"] in LOWBIT)
         fpath = segdir / fname
         if in_ram:
             arr = _load_npy(fpath, files[fname], mmap=False, verify=True)
@@ -736,6 +801,8 @@ def _load_segment(
         width: tuple[int, ...] = ()
         if kind == "binary":
             width = (-(-int(m["dim"]) // 8),)
+        elif kind == "codes":
+            width = (-(-int(m["dim"]) // CODE_KINDS[m["precision"]][1]),)
         elif kind != "seqs":
             width = (int(m["dim"]),)
         if shape != (rows, *width):
@@ -762,9 +829,10 @@ def _assemble(
             words.view(np.uint8)[pos : pos + part.shape[0], :nbytes] = part
             pos += part.shape[0]
         return words, None
-    dtype = np.int8 if m["precision"] == "int8" else np.float32
+    dtype = {"int8": np.int8, "float32": np.float32}.get(m["precision"], np.uint8)
     if not ram_parts:
-        return None, np.zeros((0, int(m["dim"])), dtype=dtype)
+        width = int(m["dim"]) if m["precision"] not in LOWBIT else -(-int(m["dim"]) // CODE_KINDS[m["precision"]][1])
+        return None, np.zeros((0, width), dtype=dtype)
     return None, ram_parts[0] if len(ram_parts) == 1 else np.concatenate(ram_parts)
 
 

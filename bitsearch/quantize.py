@@ -16,7 +16,9 @@ Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 PRECISIONS: tuple[str, ...] = ("float32", "int8", "uint8", "binary", "ubinary")
 
 __all__ = [
+    "CODE_KINDS",
     "PRECISIONS",
+    "CodeBook",
     "calibrate_ranges",
     "check_embeddings",
     "dequantize_int8",
@@ -172,3 +174,184 @@ def truncate_embeddings(embeddings: np.ndarray, truncate_dim: int, normalize: bo
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out = out / np.where(norms > 0, norms, 1)
     return out.astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------- low-bit codebooks
+
+# code kind -> (levels per dimension, dimensions packed per byte)
+CODE_KINDS: dict[str, tuple[int, int]] = {"binary": (2, 8), "1.5bit": (3, 5), "2bit": (4, 4)}
+
+
+class CodeBook:
+    """How float vectors become 1-, 1.5- or 2-bit codes per dimension, and what each code stands for.
+
+    Optionally centred (subtract a per-dimension offset) and rotated (a random orthogonal matrix, as
+    in RaBitQ) first; then per-dimension thresholds split each dimension into levels, packed several
+    dimensions per byte (base 2, 3 or 4). ``levels`` holds each level's reconstruction value (the mean
+    of the calibration values in its bucket), so a float query scores codes without decoding them:
+    ``lut(query)[g, byte]`` is the query's dot product with the reconstruction of that byte.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        thresholds: np.ndarray,
+        levels: np.ndarray,
+        offset: np.ndarray | None = None,
+        rotation: np.ndarray | None = None,
+    ) -> None:
+        if kind not in CODE_KINDS:
+            raise InvalidInputError(f"unknown code kind {kind!r}; expected one of {', '.join(CODE_KINDS)}")
+        self.kind = kind
+        self.base, self.per_byte = CODE_KINDS[kind]
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)  # (base - 1, dim), ascending
+        self.levels = np.asarray(levels, dtype=np.float32)  # (base, dim)
+        self.dim = int(self.levels.shape[1])
+        self.offset = None if offset is None else np.asarray(offset, dtype=np.float32)
+        self.rotation = None if rotation is None else np.asarray(rotation, dtype=np.float32)
+        self.groups = -(-self.dim // self.per_byte)
+        digits = np.arange(self.base**self.per_byte)[:, None] // self.base ** np.arange(self.per_byte)[::-1] % self.base
+        self._digits = digits.astype(np.int64)  # (patterns, per_byte), most significant first
+
+    @classmethod
+    def fit(
+        cls,
+        embeddings: np.ndarray,
+        kind: str = "binary",
+        *,
+        centering: bool = False,
+        rotation: bool | int = False,
+        sign_threshold: bool = True,
+        lloyd_iterations: int = 5,
+        zero_fraction: float = 0.2,
+    ) -> CodeBook:
+        """Calibrate thresholds and levels on ``embeddings`` (the corpus or a sample of it).
+
+        binary: threshold 0 (plain sign; after centering, the mean) unless ``sign_threshold=False``
+        (the median). 2bit: quartiles refined by ``lloyd_iterations`` of Lloyd-Max. 1.5bit: a zero
+        bucket around the median holding ``zero_fraction`` of the values, as Qdrant does. ``rotation``
+        may be a seed.
+        """
+        if kind not in CODE_KINDS:
+            raise InvalidInputError(f"unknown code kind {kind!r}; expected one of {', '.join(CODE_KINDS)}")
+        x = check_embeddings(embeddings, name="calibration embeddings").astype(np.float32)
+        dim = x.shape[1]
+        offset = x.mean(axis=0) if centering else None
+        rot = None
+        if rotation is not False and rotation is not None:
+            seed = 0 if rotation is True else int(rotation)
+            q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, dim)))
+            rot = (q * np.sign(np.diag(r))).astype(np.float32)  # Haar-distributed orthogonal matrix
+        book = cls(kind, np.zeros((CODE_KINDS[kind][0] - 1, dim)), np.zeros((CODE_KINDS[kind][0], dim)), offset, rot)
+        t = book.transform(x)
+        if kind == "binary":
+            thr = np.zeros((1, dim), np.float32) if sign_threshold else np.median(t, axis=0, keepdims=True)
+        elif kind == "2bit":
+            thr = np.quantile(t, [0.25, 0.5, 0.75], axis=0)
+            for _ in range(lloyd_iterations):
+                thr = _midpoints(_bucket_means(t, thr))
+        else:
+            med = np.median(t, axis=0)
+            half = np.quantile(np.abs(t - med), zero_fraction, axis=0)
+            thr = np.stack([med - half, med + half])
+        book.thresholds = np.asarray(thr, dtype=np.float32)
+        book.levels = _bucket_means(t, book.thresholds)
+        return book
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Centre and rotate (where configured): the space the thresholds live in."""
+        out = np.asarray(x, dtype=np.float32)
+        if self.offset is not None:
+            out = out - self.offset
+        if self.rotation is not None:
+            out = out @ self.rotation
+        return out
+
+    def encode(self, embeddings: np.ndarray) -> np.ndarray:
+        """Codes (n, groups) uint8: each dimension's level, ``per_byte`` dimensions per byte."""
+        t = self.transform(check_embeddings(embeddings, self.dim))
+        lv = np.zeros((t.shape[0], self.groups * self.per_byte), dtype=np.int64)
+        for thr in self.thresholds:  # level = number of thresholds exceeded
+            lv[:, : self.dim] += t > thr
+        if self.kind == "binary":
+            return np.packbits(lv.astype(bool), axis=-1)
+        weights = self.base ** np.arange(self.per_byte)[::-1]
+        return (lv.reshape(t.shape[0], self.groups, self.per_byte) @ weights).astype(np.uint8)
+
+    def lut(self, queries: np.ndarray) -> np.ndarray:
+        """Per-query lookup tables (nq, groups, 256) float32: dot products with each byte's reconstruction.
+
+        Summing ``lut[g, codes[g]]`` over the groups gives the query's dot product with the decoded
+        document (plus the offset's contribution when centred), so ranking needs no decoding.
+        """
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        tq = q @ self.rotation if self.rotation is not None else q  # the offset is added once, below
+        pad = self.groups * self.per_byte - self.dim
+        lv = np.pad(self.levels, ((0, 0), (0, pad)))  # padded dimensions decode to 0
+        tq = np.pad(tq, ((0, 0), (0, pad)))
+        # contrib[n, level, g, j] = q[n, g*per_byte + j] * level value of that dimension
+        contrib = (tq[:, None, :] * lv[None, :, :]).reshape(q.shape[0], self.base, self.groups, self.per_byte)
+        table = np.zeros((q.shape[0], self.groups, 256), dtype=np.float32)
+        n_pat = self._digits.shape[0]
+        for j in range(self.per_byte):
+            table[:, :, :n_pat] += np.transpose(contrib[..., j][:, self._digits[:, j], :], (0, 2, 1))
+        if self.offset is not None:
+            table[:, 0, :] += (q @ self.offset)[:, None]
+        return table
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Reconstructed vectors (n, dim) float32, in the original (uncentred, unrotated) space."""
+        c = np.asarray(codes, dtype=np.uint8)
+        if self.kind == "binary":
+            lv = np.unpackbits(c, axis=-1)[:, : self.dim].astype(np.int64)
+        else:
+            lv = self._digits[c.astype(np.int64)].reshape(c.shape[0], -1)[:, : self.dim]
+        rec = self.levels[lv, np.arange(self.dim)]
+        if self.rotation is not None:
+            rec = rec @ self.rotation.T
+        if self.offset is not None:
+            rec = rec + self.offset
+        return rec.astype(np.float32)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe description (the rotation matrix is stored beside it as .npy by the collection)."""
+        return {
+            "kind": self.kind,
+            "thresholds": self.thresholds.tolist(),
+            "levels": self.levels.tolist(),
+            "offset": None if self.offset is None else self.offset.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object], rotation: np.ndarray | None = None) -> CodeBook:
+        return cls(
+            str(d["kind"]),
+            np.asarray(d["thresholds"], np.float32),
+            np.asarray(d["levels"], np.float32),
+            None if d.get("offset") is None else np.asarray(d["offset"], np.float32),
+            rotation,
+        )
+
+
+def _bucket_means(t: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Mean of the values in each level's bucket, per dimension; an empty bucket takes its edge."""
+    lv = np.zeros(t.shape, dtype=np.int64)
+    for thr in thresholds:
+        lv += t > thr
+    nlev = thresholds.shape[0] + 1
+    out = np.zeros((nlev, t.shape[1]), dtype=np.float64)
+    for level in range(nlev):
+        mask = lv == level
+        count = mask.sum(axis=0)
+        total = np.where(mask, t, 0).sum(axis=0, dtype=np.float64)
+        lo = thresholds[level - 1] if level > 0 else thresholds[0]
+        hi = thresholds[level] if level < nlev - 1 else thresholds[-1]
+        edge = (lo + hi) / 2 if 0 < level < nlev - 1 else (lo if level == 0 else hi)
+        out[level] = np.where(count > 0, total / np.maximum(count, 1), edge)
+    return out.astype(np.float32)
+
+
+def _midpoints(levels: np.ndarray) -> np.ndarray:
+    return ((levels[1:] + levels[:-1]) / 2).astype(np.float32)

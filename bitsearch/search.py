@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .collection import CollectionFiles, State
+from .collection import CollectionFiles, State, _codebook
 from .errors import InvalidInputError
 from .hybrid import reciprocal_rank_fusion
 from .kernels import hamming_topk, rescore_bits, rescore_float32, rescore_int8
-from .quantize import check_embeddings, quantize_embeddings
+from .lutscan import lut_topk
+from .quantize import CodeBook, check_embeddings, quantize_embeddings
 from .store import DocId, DocStore, filter_sql
 
 __all__ = ["MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
@@ -31,7 +32,7 @@ HYBRID_DEPTH = 100
 
 RESCORE_STAGES = ("binary", "int8", "float32")
 # how precise each representation is; a rescoring stage must be more precise than the one before it
-_RANK = {"hamming": 0, "binary": 1, "int8": 2, "float32": 3}
+_RANK = {"hamming": 0, "binary": 1, "asymmetric": 1, "1.5bit": 1.3, "2bit": 1.5, "int8": 2, "float32": 3}
 _EXACT_CHUNK = 65536  # rows per block in exact int8/float32 scans
 
 
@@ -264,6 +265,9 @@ class Collection(CollectionFiles):
     def _plan(self, state: State, rescore: str | Sequence[str] | None) -> _Plan:
         m = state.manifest
         stage1 = "hamming" if m["precision"] == "binary" else m["precision"]
+        mode = m.get("stage1") or "hamming"  # collections from format 1 always used Hamming
+        if m["precision"] == "binary" and mode == "asymmetric":
+            stage1 = "asymmetric"
         if rescore is None or rescore == "none":
             wanted: list[str] = []
         elif isinstance(rescore, str):
@@ -292,6 +296,8 @@ class Collection(CollectionFiles):
                 )
             plan.rescore.append(stage)
             level = _RANK[stage]
+        if m["precision"] == "binary" and mode == "auto" and not plan.rescore:
+            plan.stage1 = "asymmetric"  # nothing rescores: spend the work on a better stage 1
         return plan
 
     # -------------------------------------------------------------- stages
@@ -299,11 +305,22 @@ class Collection(CollectionFiles):
     def _stage1(
         self, state: State, q: np.ndarray, n: int, stage: str, exclude: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
+        book = self._codebook(state)
         if stage == "hamming":
-            qcodes = quantize_embeddings(q, "ubinary")
+            qcodes = quantize_embeddings(q, "ubinary") if book is None else book.encode(q)
             assert state.words is not None
             rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
             return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
+        if stage in ("asymmetric", "1.5bit", "2bit"):
+            if book is None:  # plain sign bits without calibrated levels: +-1 per dimension
+                book = CodeBook("binary", np.zeros((1, self.dim)), np.stack([-np.ones(self.dim), np.ones(self.dim)]))
+            if stage == "asymmetric":
+                assert state.words is not None
+                codes = state.words.view(np.uint8)[:, : book.groups]
+            else:
+                assert state.ram_rows is not None
+                codes = state.ram_rows
+            return lut_topk(book.lut(q), codes, n, exclude=exclude)
         # exact scans over the int8 / float32 rows held in RAM, in blocks to bound temporaries
         assert state.ram_rows is not None
         data = state.ram_rows
@@ -323,6 +340,12 @@ class Collection(CollectionFiles):
             idx, top = _topk_by_row(cand_scores, cand_rows, n)
             best_rows, best_scores = idx, top
         return best_rows, best_scores
+
+    def _codebook(self, state: State) -> CodeBook | None:
+        """The collection's codebook, loaded once per state."""
+        if "codebook" not in state.extra:
+            state.extra["codebook"] = _codebook(self.path, state.manifest)
+        return state.extra["codebook"]
 
     def _rescore(
         self, state: State, q: np.ndarray, rows: np.ndarray, stage: str, keep: int

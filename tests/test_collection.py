@@ -102,12 +102,32 @@ def test_rescoring_ranks_like_float64_reference(col: Collection, emb: np.ndarray
     assert res.stages[0] == "hamming" and set(res.timings) >= {"stage1", "fetch", last}
 
 
-def test_binary_without_rescore_scores_hamming(col: Collection, emb: np.ndarray):
+def test_binary_without_rescore_scores_hamming(tmp_path: Path, emb: np.ndarray):
+    col = Collection.create(tmp_path / "h", DIM, stage1="hamming")
+    col.add(emb, ids=[f"d{i}" for i in range(500)])
     res = col.search(emb[3], k=5, rescore=None)
     bits = np.where(emb > 0, 1, -1)
     expected = np.sort(bits @ bits[3] / DIM)[::-1][:5]
     np.testing.assert_allclose([h.score for h in res[0]], expected, rtol=1e-6)
-    assert res[0][0].id == "d3"
+    assert res[0][0].id == "d3" and res.stages == ["hamming"]
+
+
+def test_auto_stage1_is_asymmetric_without_rescoring(col: Collection, emb: np.ndarray):
+    """With nothing to rescore, the float query scores the sign bits' bucket means over every row."""
+    from bitsearch.quantize import CodeBook
+
+    book = CodeBook.fit(emb[:300], "binary")  # the first add calibrated the codebook
+    rec = book.decode(book.encode(emb)).astype(np.float64)
+    ids = [f"d{i}" for i in range(300)] + list(range(300, 500))
+    queries = _emb(10, seed=21)
+    res = col.search(queries, k=8, rescore=None)
+    assert res.stages == ["asymmetric"]
+    for q, hits in zip(queries, res, strict=True):
+        ref = rec @ q.astype(np.float64)
+        order = np.argsort(-ref, kind="stable")[:8]
+        assert [h.id for h in hits] == [ids[i] for i in order]
+        np.testing.assert_allclose([h.score for h in hits], ref[order], rtol=1e-4, atol=1e-5)
+    assert col.search(queries, k=8).stages == ["hamming", "int8"]  # a rescoring stage follows
 
 
 @pytest.mark.parametrize("precision", ["int8", "float32"])

@@ -1,0 +1,119 @@
+"""Hot loops for asymmetric stage 1: a float query scores low-bit codes by table lookup.
+
+Each document is ``groups`` bytes (8 sign bits, 5 ternary or 4 two-bit levels per byte); a query's
+table ``lut[g, byte]`` holds its dot product with that byte's reconstruction, so a score is one
+lookup and add per byte, the same work for 1, 1.5 or 2 bits per dimension. Top-k selection is a
+histogram threshold plus a sort of the survivors, ordered by (score desc, row asc) like every stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .errors import InvalidInputError
+
+__all__ = ["lut_topk"]
+
+_BLOCK = 4096
+_BINS = 2048
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _lut_scores(luts, codes, out):  # pragma: no cover - compiled
+    n, groups = codes.shape
+    nq = luts.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        start = b * _BLOCK
+        end = min(n, start + _BLOCK)
+        for qi in range(nq):
+            table = luts[qi]
+            for i in range(start, end):
+                s = np.float32(0.0)
+                for g in range(groups):
+                    s += table[g, codes[i, g]]
+                out[qi, i] = s
+
+
+@njit(cache=True, nogil=True)
+def _select_row(scores, excluded, k, out_idx, out_val):  # pragma: no cover - compiled
+    """Top-k of one score row by (score desc, index asc), skipping excluded rows."""
+    n = scores.shape[0]
+    has_ex = excluded.shape[0] == n
+    lo = np.inf
+    hi = -np.inf
+    for i in range(n):
+        if has_ex and excluded[i]:
+            continue
+        v = scores[i]
+        lo = min(lo, v)
+        hi = max(hi, v)
+    width = (hi - lo) / _BINS if hi > lo else 1.0
+    hist = np.zeros(_BINS + 1, dtype=np.int64)
+    for i in range(n):
+        if has_ex and excluded[i]:
+            continue
+        hist[min(_BINS, int((hi - scores[i]) / width))] += 1
+    total = 0
+    cut = _BINS
+    for b in range(_BINS + 1):
+        total += hist[b]
+        if total >= k:
+            cut = b
+            break
+    cand = np.empty(total, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        if has_ex and excluded[i]:
+            continue
+        if int((hi - scores[i]) / width) <= cut:
+            cand[m] = i
+            m += 1
+    cand = cand[:m]
+    order = np.argsort(-scores[cand], kind="mergesort")  # stable: equal scores keep index order
+    for j in range(k):
+        out_idx[j] = cand[order[j]]
+        out_val[j] = scores[cand[order[j]]]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _select_rows(scores, excluded, k, out_idx, out_val):  # pragma: no cover - compiled
+    for qi in prange(scores.shape[0]):
+        _select_row(scores[qi], excluded, k, out_idx[qi], out_val[qi])
+
+
+_DIST_BUDGET = 64 * 1024 * 1024
+
+
+def lut_topk(
+    luts: np.ndarray, codes: np.ndarray, k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k rows by summed table lookups: ``score[q, i] = sum_g luts[q, g, codes[i, g]]``.
+
+    ``luts`` (nq, groups, 256) float32 from ``CodeBook.lut``; ``codes`` (n, groups) uint8. Returns
+    (rows int64, scores float32), each (nq, min(k, rows not excluded)), best first, ties by row.
+    """
+    luts = np.ascontiguousarray(luts, dtype=np.float32)
+    if luts.ndim != 3 or luts.shape[2] != 256:
+        raise InvalidInputError(f"lookup tables must have shape (nq, groups, 256), got {luts.shape}")
+    if codes.ndim != 2 or codes.dtype != np.uint8 or codes.shape[1] != luts.shape[1]:
+        raise InvalidInputError(f"codes must be uint8 (n, {luts.shape[1]}), got {codes.dtype} {codes.shape}")
+    n = codes.shape[0]
+    if exclude is None:
+        excl = np.zeros(0, dtype=np.bool_)
+        live = n
+    else:
+        excl = np.ascontiguousarray(exclude, dtype=np.bool_)
+        live = n - int(excl.sum())
+    kk = min(int(k), live)
+    nq = luts.shape[0]
+    out_idx = np.empty((nq, kk), dtype=np.int64)
+    out_val = np.empty((nq, kk), dtype=np.float32)
+    if kk == 0:
+        return out_idx, out_val
+    chunk = max(1, _DIST_BUDGET // max(1, 4 * n))
+    for s in range(0, nq, chunk):
+        scores = np.empty((min(chunk, nq - s), n), dtype=np.float32)
+        _lut_scores(luts[s : s + chunk], codes, scores)
+        _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
+    return out_idx, out_val

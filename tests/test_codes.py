@@ -1,0 +1,163 @@
+"""Low-bit codebooks (1, 1.5, 2 bits; centering; rotation), table-lookup stage 1, and their collections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bitsearch import Collection, CorruptCollectionError, InvalidInputError, quantize_embeddings
+from bitsearch.lutscan import lut_topk
+from bitsearch.quantize import CODE_KINDS, CodeBook
+
+DIM = 48
+
+
+def _emb(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    e = (rng.normal(size=(n, dim)) + rng.normal(size=dim)).astype(np.float32)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+VARIANTS = [(kind, c, r) for kind in CODE_KINDS for c, r in ((False, False), (True, False), (False, 7), (True, 7))]
+
+
+@pytest.mark.parametrize(("kind", "centering", "rotation"), VARIANTS)
+def test_lut_scores_equal_decoded_dot_products(kind, centering, rotation):
+    x, q = _emb(400, 37, 1), _emb(3, 37, 2)
+    book = CodeBook.fit(x, kind, centering=centering, rotation=rotation)
+    codes = book.encode(x)
+    base, per_byte = CODE_KINDS[kind]
+    assert codes.shape == (400, -(-37 // per_byte)) and codes.dtype == np.uint8
+    if kind != "binary":
+        assert codes.max() < base**per_byte
+    rec = book.decode(codes).astype(np.float64)
+    lut = book.lut(q)
+    scores = np.stack([lut[i][np.arange(codes.shape[1]), codes].sum(1) for i in range(3)])
+    np.testing.assert_allclose(scores, q.astype(np.float64) @ rec.T, atol=1e-4)
+    # the reconstruction is a fair approximation (each level is its bucket's mean)
+    assert np.mean((rec - x) ** 2) < np.mean(x**2)
+    again = CodeBook.from_dict(json.loads(json.dumps(book.to_dict())), book.rotation)
+    assert np.array_equal(again.encode(x), codes)
+
+
+def test_more_bits_reconstruct_better():
+    x = _emb(2000, 64, 3)
+    err = {k: float(np.mean((CodeBook.fit(x, k).decode(CodeBook.fit(x, k).encode(x)) - x) ** 2)) for k in CODE_KINDS}
+    assert err["2bit"] < err["1.5bit"] < err["binary"]
+
+
+def test_plain_binary_codebook_is_sign_bits():
+    x = _emb(100, 40)
+    assert np.array_equal(CodeBook.fit(x, "binary").encode(x), quantize_embeddings(x, "ubinary"))
+
+
+def test_unknown_kind():
+    with pytest.raises(InvalidInputError, match="unknown code kind"):
+        CodeBook.fit(_emb(10), "3bit")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    groups=st.integers(1, 12),
+    nq=st.integers(1, 3),
+    k=st.integers(1, 450),
+    seed=st.integers(0, 2**32 - 1),
+    with_exclude=st.booleans(),
+)
+def test_lut_topk_matches_brute_force(n, groups, nq, k, seed, with_exclude):
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 256, (n, groups), dtype=np.uint8)
+    luts = rng.integers(-2, 3, (nq, groups, 256)).astype(np.float32)  # small integers: many ties
+    exclude = rng.random(n) < 0.3 if with_exclude else None
+    idx, val = lut_topk(luts, codes, k, exclude)
+    for i in range(nq):
+        s = luts[i][np.arange(groups), codes].sum(1)
+        order = np.lexsort((np.arange(n), -s))
+        if exclude is not None:
+            order = order[~exclude[order]]
+        np.testing.assert_array_equal(idx[i], order[:k])
+        np.testing.assert_allclose(val[i], s[order[:k]])
+
+
+@pytest.mark.parametrize("precision", ["1.5bit", "2bit"])
+@pytest.mark.parametrize("options", [{}, {"centering": True, "rotation": 3}])
+def test_lowbit_collections(tmp_path: Path, precision: str, options: dict):
+    x = _emb(600)
+    col = Collection.create(tmp_path / "c", DIM, precision=precision, **options)
+    col.add(x[:400], ids=[f"d{i}" for i in range(400)])
+    col.add(x[400:], ids=[f"d{i}" for i in range(400, 600)])
+    book = CodeBook.fit(x[:400], precision, **options)
+    rec = book.decode(book.encode(x)).astype(np.float64)
+    q = _emb(5, seed=9)
+    res = col.search(q, k=7, rescore=None)
+    assert res.stages == [precision]
+    for qi, hits in zip(q, res, strict=True):
+        order = np.argsort(-(rec @ qi.astype(np.float64)), kind="stable")[:7]
+        assert [h.id for h in hits] == [f"d{i}" for i in order]
+    # int8 rescoring refines the low-bit candidates
+    ranked = col.search(x[10], k=1)
+    assert ranked.stages == [precision, "int8"] and ranked[0][0].id == "d10"
+    per_byte = CODE_KINDS[precision][1]
+    st_ = col.stats()
+    assert st_["stages"][precision]["ram_bytes"] == 600 * -(-DIM // per_byte)
+    col.delete(["d10"])
+    col.compact()
+    again = Collection.open(tmp_path / "c", verify=True)
+    assert len(again) == 599 and again.search(x[10], k=1)[0][0].id != "d10"
+    assert again.search(x[11], k=1)[0][0].id == "d11"
+
+
+def test_rotation_file_is_checked(tmp_path: Path):
+    col = Collection.create(tmp_path / "c", DIM, precision="2bit", rotation=True)
+    col.add(_emb(200))
+    rot = tmp_path / "c" / "rotation.npy"
+    data = rot.read_bytes()
+    rot.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(CorruptCollectionError, match="rotation.npy fails its sha256"):
+        Collection.open(tmp_path / "c").search(_emb(1)[0], rescore=None)
+
+
+def test_binary_stage1_options(tmp_path: Path):
+    x = _emb(500)
+    q = _emb(4, seed=5)
+    ham = Collection.create(tmp_path / "h", DIM, stage1="hamming")
+    asym = Collection.create(tmp_path / "a", DIM, stage1="asymmetric")
+    rot = Collection.create(tmp_path / "r", DIM, centering=True, rotation=11)
+    for c in (ham, asym, rot):
+        c.add(x)
+    assert ham.search(q, rescore=None).stages == ["hamming"]
+    assert asym.search(q).stages == ["asymmetric", "int8"]
+    assert rot.search(q, rescore=None).stages == ["asymmetric"]
+    # centred + rotated Hamming: the query goes through the same transform as the documents
+    book = CodeBook.fit(x, "binary", centering=True, rotation=11)
+    hits = rot.search(q[0], k=5, rescore_multiplier=1)  # Hamming then int8 over the same 5 rows
+    d = np.bitwise_count(book.encode(x) ^ book.encode(q[:1])).sum(1)
+    assert {h.id for h in hits[0]} <= set(np.flatnonzero(d <= np.sort(d)[4]).tolist())
+    with pytest.raises(InvalidInputError, match="unknown stage1"):
+        Collection.create(tmp_path / "z", DIM, stage1="fast")
+
+
+def test_format_1_collection_still_opens_and_searches(tmp_path: Path):
+    """A collection written before codebooks existed (format 1): plain sign bits, Hamming stage 1."""
+    x = _emb(300)
+    col = Collection.create(tmp_path / "c", DIM, stage1="hamming")
+    col.add(x, ids=[str(i) for i in range(300)])
+    q = _emb(3, seed=4)
+    before = [[(h.id, h.score) for h in r] for r in col.search(q, k=5, rescore=None)]
+    path = tmp_path / "c" / "manifest.json"
+    m = json.loads(path.read_text())
+    for key in ("stage1", "codes", "codebook"):
+        m.pop(key)
+    m["format_version"] = 1
+    path.write_text(json.dumps(m))
+    old = Collection.open(tmp_path / "c", verify=True)
+    assert [[(h.id, h.score) for h in r] for r in old.search(q, k=5, rescore=None)] == before
+    assert old.search(q, k=5, rescore=None).stages == ["hamming"]
+    old.add(_emb(2, seed=8), ids=["new1", "new2"])
+    assert len(Collection.open(tmp_path / "c")) == 302
