@@ -2,8 +2,8 @@
 
 Starts the real CLI (`python -m bitsearch.cli serve`) on a free loopback port over a collection of
 synthetic MiniLM-like vectors that records the packaged all-MiniLM-L6-v2 model, then runs each
-scenario (vector queries, text queries embedded by the server) for a bounded time with httpx async
-clients in this process. Client and server share the machine's cores, so QPS is a floor.
+scenario (vector queries, text queries embedded by the server) for a bounded time with a minimal
+asyncio HTTP/1.1 client in this process. Client and server share the machine's cores, so QPS is a floor.
 
     python benchmarks/bench_server.py [--n 100000] [--duration 10] [--clients 1,8,32] [--dir DIR] [--no-write]
 """
@@ -111,30 +111,29 @@ def serve(path: Path, port: int, threads: int | None = None) -> Any:
     ]
     if threads:
         cmd += ["--threads", str(threads)]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise SystemExit(f"bitsearch serve exited:\n{log.read().decode(errors='replace')}")
-            with contextlib.suppress(httpx.TransportError):
-                info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=5)
-                if info.status_code == 200 and info.json()["server"]["model_loaded"]:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("bitsearch serve did not get ready in 120 s")
-            time.sleep(0.2)
-        yield url, proc
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise SystemExit(f"bitsearch serve exited:\n{log.read().decode(errors='replace')}")
+                with contextlib.suppress(httpx.TransportError):
+                    info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=5)
+                    if info.status_code == 200 and info.json()["server"]["model_loaded"]:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit("bitsearch serve did not get ready in 120 s")
+                time.sleep(0.2)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:

@@ -566,6 +566,12 @@ def test_text_queries_and_text_documents(text_server: tuple[str, Collection]) ->
         r = c.post("/search", json={"query": "baking bread at home", "k": 1})
         assert r.json()["results"][0][0]["id"] == "bread"
         assert c.get("/info").json()["server"]["model_loaded"] is True
+        if "mode" in c.get("/info").json()["server"]["search_options"]:
+            for mode in ("hybrid", "keyword"):
+                r = c.post("/search", json={"query": "sourdough bread", "mode": mode, "k": 3})
+                assert r.status_code == 200, r.text
+                assert r.json()["results"][0][0]["id"] == "bread"
+                assert "keyword" in r.json()["stages"]
         assert c.delete("/documents/bread").status_code == 200
 
 
@@ -630,6 +636,18 @@ def test_search_page_in_headless_browser(text_server: tuple[str, Collection], tm
         assert {"encode", "stage1", "int8", "fetch"} <= stages, stages
         assert "round trip" in driver.find_element(By.ID, "timings-text").text
         assert not driver.find_element(By.ID, "error").is_displayed()
+        if driver.find_element(By.ID, "mode-label").is_displayed():  # Collection.search has mode= (issue 6)
+            from selenium.webdriver.support.ui import Select
+
+            Select(driver.find_element(By.ID, "mode")).select_by_value("hybrid")
+            driver.find_element(By.ID, "go").click()
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-searched") == "2")
+            stages = {e.get_attribute("data-name") for e in driver.find_elements(By.CSS_SELECTOR, "#timing-bars .bar")}
+            assert {"keyword", "fusion"} <= stages, stages
+            assert driver.find_elements(By.CSS_SELECTOR, "#results li.hit")
+            Select(driver.find_element(By.ID, "mode")).select_by_value("dense")
+            driver.find_element(By.ID, "go").click()
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-searched") == "3")
         shot = tmp_path / "server-page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         docs_shot = os.environ.get("BITSEARCH_DOCS_SCREENSHOT")  # e.g. docs/img/server-page.png

@@ -84,6 +84,8 @@ async function loadInfo() {
     if (stages.int8 && info.precision !== "int8") {
       bars.append(bar("int8 rows on disk", stages.int8.disk_bytes, Math.max(ram, f32), bytes(stages.int8.disk_bytes)));
     }
+    const options = (info.server && info.server.search_options) || [];
+    $("mode-label").hidden = !options.includes("mode");
     $("memory").dataset.loaded = "1";
   } catch (e) {
     $("memory-text").textContent = "Collection info unavailable: " + e.message;
@@ -135,6 +137,7 @@ async function search(event) {
     rescore: $("rescore").value,
     rescore_multiplier: Number($("multiplier").value) || 4,
   };
+  if (!$("mode-label").hidden && $("mode").value !== "dense") body.mode = $("mode").value;
   $("go").disabled = true;
   showError("");
   const t0 = performance.now();
