@@ -962,6 +962,10 @@ def eval_(
     split: Annotated[str, typer.Option(help="qrels file to score against: qrels/<split>.tsv.")] = "test",
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per model forward pass.")] = 32,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Cap BLAS and numba threads while searching (steadier latencies on a busy machine)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Measure what each precision costs on a BEIR dataset: NDCG/Recall/MRR, bytes, build time, latency."""
@@ -980,7 +984,7 @@ def eval_(
             f"model {encoder.name} ({encoder.dim} dims)",
             err=True,
         )
-        report = ev.evaluate(ds, encoder, configs=configs, k=k, recall_k=recall_k, progress=not quiet)
+        report = ev.evaluate(ds, encoder, configs=configs, k=k, recall_k=recall_k, progress=not quiet, threads=threads)
         command = " ".join(
             ["bitsearch eval", str(dataset)]
             + ([f"--model {model}"] if model else [])
@@ -988,6 +992,7 @@ def eval_(
             + ([f"--k {k}"] if k != 10 else [])
             + ([f"--recall-k {recall_k}"] if recall_k != 100 else [])
             + ([f"--split {split}"] if split != "test" else [])
+            + ([f"--threads {threads}"] if threads else [])
             + [f"--out {out}"]
         )
         paths = ev.write_report(report, out, plots=plots, command=command)

@@ -7,6 +7,7 @@ reports quality next to memory, disk, build time and latency (markdown, JSON, PN
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -626,6 +627,26 @@ def _environment() -> dict[str, Any]:
     return env
 
 
+@contextlib.contextmanager
+def _thread_limit(threads: int | None) -> Iterator[None]:
+    """Cap BLAS (threadpoolctl) and numba (stage-1 kernels) threads inside the block."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def evaluate(
     dataset: Dataset | str | os.PathLike[str],
     encoder: EncoderLike | None = None,
@@ -638,11 +659,14 @@ def evaluate(
     cache: str | os.PathLike[str] | None = None,
     progress: bool = True,
     repeats: int = 3,
+    threads: int | None = None,
 ) -> Report:
     """Run the configuration grid on `dataset` and return the report (see `write_report`).
 
     Embeddings come from `embeddings`, else from `encoder` (default: `Encoder(model)`) through
     the on-disk cache. The float32 configuration is always run: it is the 100% reference.
+    `threads` caps BLAS and numba threads while searching (None: library defaults): on a small or
+    shared machine, multi-threaded BLAS makes one-query-at-a-time latency erratic.
     """
     from tqdm.auto import tqdm
 
@@ -668,12 +692,14 @@ def evaluate(
         info = encoder.manifest_info() if hasattr(encoder, "manifest_info") else {"name": encoder.name}
     environment = _environment()
     results = []
+    environment["threads"] = threads
     bar = tqdm(chosen, desc=f"eval {ds.name}", unit="config", disable=not progress)
-    for cfg in bar:
-        bar.set_postfix_str(cfg.name)
-        results.append(
-            run_config(cfg, ds, doc_emb, query_emb, k=k, recall_k=recall_k, model_info=info, repeats=repeats)
-        )
+    with _thread_limit(threads):
+        for cfg in bar:
+            bar.set_postfix_str(cfg.name)
+            results.append(
+                run_config(cfg, ds, doc_emb, query_emb, k=k, recall_k=recall_k, model_info=info, repeats=repeats)
+            )
     if hasattr(os, "getloadavg"):
         environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     ref = results[0].metrics
@@ -895,7 +921,13 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
 
 
 def _environment_line(env: dict[str, Any]) -> str:
-    parts = [f"{env.get('cpus')} CPUs", f"numpy {env.get('numpy')}", f"python {env.get('python')}"]
+    threads = env.get("threads")
+    parts = [
+        f"{env.get('cpus')} CPUs",
+        f"search threads: {'library default' if threads is None else threads}",
+        f"numpy {env.get('numpy')}",
+        f"python {env.get('python')}",
+    ]
     if env.get("loadavg_1_5_15"):
         parts.append(f"load average {env['loadavg_1_5_15'][0]} at start, {env.get('loadavg_end', ['?'])[0]} at end")
     return f"Measured {env.get('date', '')}: " + ", ".join(parts) + ".\n"

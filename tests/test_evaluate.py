@@ -378,13 +378,26 @@ def test_cli_eval(tmp_path: Path, cranfield_slice: ev.Dataset, monkeypatch: pyte
     _write_beir(data, cranfield_slice.subset(120, 10), gz=True)
     out = tmp_path / "out"
     res = CliRunner().invoke(
-        cli.app, ["eval", str(data), "--configs", "binary,binary+int8@2", "--out", str(out), "--quiet", "--no-plots"]
+        cli.app,
+        [
+            "eval",
+            str(data),
+            "--configs",
+            "binary,binary+int8@2",
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-plots",
+            "--threads",
+            "1",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "`binary+int8@2`" in res.output and "`float32`" in res.output
     report = json.loads((out / "tiny.json").read_text())
     assert [r["name"] for r in report["results"]] == ["float32", "binary", "binary+int8@2"]
     assert report["command"].startswith(f"bitsearch eval {data} --configs")
+    assert "--threads 1" in report["command"] and report["environment"]["threads"] == 1
     assert not list(out.glob("*.png"))
     bad = CliRunner().invoke(cli.app, ["eval", str(data), "--configs", "int4", "--out", str(out), "--quiet"])
     assert bad.exit_code == 1 and "bad configuration name" in bad.output
