@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def build_collection(path: Path, n: int) -> str:
     if (path / "manifest.json").exists():
         col = Collection.open(path)
         if len(col) == n:
-            return "existing collection"
+            return "synthetic, built earlier by this script in --dir"
         raise SystemExit(f"{path} holds {len(col)} documents, not {n}: remove it or pass another --dir")
     gen, source = synthetic_embeddings(DIM, seed=0)
     model = {
@@ -151,7 +152,12 @@ async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requ
 
 
 async def run_load(
-    url: str, bodies: list[dict[str, Any]], clients: int, duration: float, warmup: float
+    url: str,
+    bodies: list[dict[str, Any]],
+    clients: int,
+    duration: float,
+    warmup: float,
+    cpu: Callable[[], float] = lambda: float("nan"),
 ) -> dict[str, Any]:
     """``clients`` concurrent keep-alive connections posting ``bodies`` round-robin for ``duration`` seconds.
 
@@ -197,7 +203,15 @@ async def run_load(
         finally:
             writer.close()
 
-    await asyncio.gather(*(worker(w) for w in range(clients)))
+    cpu_used: list[float] = []
+
+    async def probe() -> None:  # the server's CPU seconds over the measured window
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        before = cpu()
+        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+        cpu_used.append(cpu() - before)
+
+    await asyncio.gather(probe(), *(worker(w) for w in range(clients)))
     lat = np.asarray(latencies) * 1000
     return {
         "clients": clients,
@@ -207,7 +221,34 @@ async def run_load(
         "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
+        "server_cpu": cpu_used[0] / duration,
+        "cpu_per_request_ms": 1000 * cpu_used[0] / max(1, len(latencies)),
     }
+
+
+def _cpu_meter(pid: int) -> Callable[[], float]:
+    """CPU seconds (user + system) used so far by process ``pid`` and its threads."""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+    except ImportError:
+        return lambda: float("nan")
+
+    def used() -> float:
+        t = proc.cpu_times()
+        return float(t.user + t.system)
+
+    return used
+
+
+def _uvicorn_stack() -> str:
+    """Which HTTP parser and event loop uvicorn picks here (httptools + uvloop come with uvicorn[standard])."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"with {http} + {loop}"
 
 
 def library_baseline(path: Path, vectors: np.ndarray) -> float:
@@ -255,17 +296,21 @@ def main() -> None:
     baseline = library_baseline(path, qvecs[:200])
 
     rows: list[tuple[str, dict[str, Any]]] = []
-    with serve(path, free_port(), args.threads) as (url, _proc):
+    load_before = os.getloadavg()[0]
+    with serve(path, free_port(), args.threads) as (url, proc):
+        cpu = _cpu_meter(proc.pid)
         for kind, bodies, counts in (("vector", vec_bodies, args.clients), ("text", text_bodies, args.text_clients)):
             for c in [int(x) for x in counts.split(",") if x.strip()]:
-                res = asyncio.run(run_load(url, bodies, c, args.duration, args.warmup))
+                res = asyncio.run(run_load(url, bodies, c, args.duration, args.warmup, cpu))
                 rows.append((kind, res))
                 print(
                     f"{kind:6s} clients={c:3d} requests={res['requests']:6d} qps={res['qps']:8.1f} "
-                    f"p50={res['p50']:7.2f} ms p99={res['p99']:7.2f} ms errors={res['errors']} {res['first_error']}",
+                    f"p50={res['p50']:7.2f} ms p99={res['p99']:7.2f} ms cpu={res['server_cpu']:.2f} "
+                    f"({res['cpu_per_request_ms']:.2f} ms/req) errors={res['errors']} {res['first_error']}",
                     file=sys.stderr,
                 )
         info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=10).json()
+    load_after = os.getloadavg()[0]
 
     lines = [
         "## HTTP server under load (issue 7)",
@@ -273,23 +318,30 @@ def main() -> None:
         f"Command: `python benchmarks/bench_server.py --n {args.n} --duration {args.duration:g} "
         f"--clients {args.clients} --text-clients {args.text_clients}`  ",
         f"Machine: {machine()}  ",
-        "Server: `bitsearch serve` (uvicorn, one process) on loopback; clients: "
-        "connections in another process on the same cores, each sending its next request when the last answers.  ",
+        f"Server: `bitsearch serve` (uvicorn {_uvicorn_stack()}, one process) on loopback; clients: "
+        "a minimal asyncio HTTP/1.1 client in the benchmark process, one keep-alive connection each, on the same "
+        "cores; each client sends its next request when the last one answers.  ",
         f"Collection: {args.n:,} x {DIM} vectors ({source}), binary codes in RAM "
         f"({info['stages']['binary']['ram_bytes'] / 2**20:.1f} MiB), int8 rows on disk; "
         f"search k={args.k}, rescore int8 x4. Text queries: "
         + ("SciFact queries" if SCIFACT_QUERIES.exists() else "fixed sentences")
-        + ", embedded in the server by all-MiniLM-L6-v2 (one at a time: the tokenizer is not thread-safe).  ",
+        + ", embedded in the server by all-MiniLM-L6-v2 on one model thread (queries that wait together share "
+        "a forward pass).  ",
         f"Each scenario runs {args.duration:g} s after {args.warmup:g} s of warm-up. "
         f"In-process `Collection.search` of one vector query, for reference: p50 {baseline:.2f} ms.",
         "",
-        "| queries | concurrent clients | requests | QPS | p50 latency | p99 latency | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: other jobs share the 2 cores, so "
+        "'server CPU' (cores the server process used) shows how much of the machine it got, and CPU per request is "
+        "the figure that carries over to an idle machine.",
+        "",
+        "| queries | concurrent clients | requests | QPS | p50 latency | p99 latency | server CPU | CPU per request "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, r in rows:
         lines.append(
             f"| {kind} | {r['clients']} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50']:.2f} ms | "
-            f"{r['p99']:.2f} ms | {r['errors']} |"
+            f"{r['p99']:.2f} ms | {r['server_cpu']:.2f} cores | {r['cpu_per_request_ms']:.2f} ms | {r['errors']} |"
         )
     total_errors = sum(r["errors"] for _, r in rows)
     lines += ["", f"Errors across all scenarios: {total_errors}."]
