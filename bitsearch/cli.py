@@ -116,6 +116,12 @@ class Precision(str, Enum):
     float32 = "float32"
 
 
+class Mode(str, Enum):
+    dense = "dense"
+    keyword = "keyword"
+    hybrid = "hybrid"
+
+
 class Rescore(str, Enum):
     int8 = "int8"
     binary = "binary"
@@ -410,6 +416,7 @@ def index_records(
     keep_float32: bool,
     chunk_size: int,
     skip_bad: bool,
+    keyword_index: bool = True,
     progress: tqdm | None = None,
 ) -> tuple[Collection | None, IndexReport]:
     """Encode and add records chunk by chunk; ids already in the collection are skipped (resume)."""
@@ -449,6 +456,7 @@ def index_records(
                 keep_float32=keep_float32,
                 model=encoder.manifest_info(),
                 truncate_dim=encoder.truncate_dim,
+                keyword_index=keyword_index,
             )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="int8 ranges calibrated on only")
@@ -482,6 +490,9 @@ def index(
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per model forward pass.")] = 32,
     chunk_size: Annotated[int, typer.Option(min=1, help="Documents per atomic add (the unit of resuming).")] = 1000,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip malformed records instead of stopping.")] = False,
+    keyword_index: Annotated[
+        bool, typer.Option("--keyword-index/--no-keyword-index", help="Keep a BM25 index for keyword/hybrid search.")
+    ] = True,
     text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL, CSV, Parquet).")] = "text",
     id_field: Annotated[
         str | None, typer.Option(help="Field holding the id (default: _id, else id, else the record number).")
@@ -522,6 +533,7 @@ def index(
                 keep_float32=keep_float32,
                 chunk_size=chunk_size,
                 skip_bad=skip_bad,
+                keyword_index=keyword_index,
                 progress=bar,
             )
         elapsed = time.perf_counter() - start
@@ -607,11 +619,26 @@ def search(
     queries_file: Annotated[
         str | None, typer.Option(help="One query per line (or JSON lines with 'text'); '-': stdin.")
     ] = None,
+    mode: Annotated[
+        Mode, typer.Option(help="dense vectors, keyword (BM25), or hybrid (both, fused by RRF).")
+    ] = Mode.dense,
+    filter_json: Annotated[
+        str | None,
+        typer.Option(
+            "--filter", help='Metadata filter as JSON, e.g. \'{"lang": "en"}\' or \'{"year": {"$gte": 2020}}\'.'
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
 ) -> None:
     """Search a collection with text queries, embedded by the model the collection was built with."""
     with _reported():
+        flt = None
+        if filter_json is not None:
+            try:
+                flt = json.loads(filter_json)
+            except json.JSONDecodeError as exc:
+                raise CliError(f"--filter is not valid JSON ({exc.msg}): {filter_json}") from None
         items: list[tuple[str | None, str]] = []
         for q in queries or []:
             items.extend(_read_queries("-") if q == "-" else [(None, q)])
@@ -622,23 +649,31 @@ def search(
         if not _is_collection(collection):
             raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
         col = Collection.open(collection)
-        encoder = _encoder_for(col, device=device)
-        # one-time costs (torch's first forward pass, loading the compiled kernels) stay out of the timings
-        col.search(encoder.encode_queries([items[0][1]]), k=1, rescore=None, with_text=False)
-        t0 = time.perf_counter()
-        vectors = encoder.encode_queries([text for _, text in items])
-        encode_s = time.perf_counter() - t0
+        texts = [text for _, text in items]
+        vectors = None
+        timings: dict[str, float] = {}
+        if mode is not Mode.keyword:  # keyword search needs no model
+            encoder = _encoder_for(col, device=device)
+            # one-time costs (torch's first forward pass, loading the compiled kernels) stay out of the timings
+            col.search(encoder.encode_queries(texts[:1]), k=1, rescore=None, with_text=False)
+            t0 = time.perf_counter()
+            vectors = encoder.encode_queries(texts)
+            timings["encode"] = time.perf_counter() - t0
         results = col.search(
             vectors,
             k=k,
             rescore_multiplier=rescore_multiplier,
             rescore=None if rescore is Rescore.none else rescore.value,
+            mode=mode.value,
+            query_texts=texts,
+            filter=flt,
         )
-        timings = {"encode": encode_s, **results.timings}
+        timings.update(results.timings)
         if as_json:
             payload = {
                 "collection": str(collection),
                 "k": k,
+                "mode": mode.value,
                 "stages": list(getattr(results, "stages", [])),
                 "timings": timings,
                 "results": [
