@@ -15,30 +15,76 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .errors import InvalidInputError
-from .kernels import _RB, _block_dist, _compact, _width_tuple, as_words, hamming_topk
+from .kernels import _RB, _block_dist, _width_tuple, as_words, hamming_topk
 
 __all__ = ["BinaryIVF"]
 
 _FILES = ("centroids", "offsets", "rows", "codes")
 
 
+@njit(cache=True, nogil=True)
+def _compact_rows(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
+    """Keep the best k of c candidates by (distance, row id) in place. Returns (kept, t, rmax): a
+    later candidate can only enter with distance < t, or distance == t and row < rmax."""
+    if c <= k:
+        return c, maxd, np.int64(1) << 62
+    hist[:] = 0
+    for m in range(c):
+        hist[cd[m]] += 1
+    total = 0
+    t = maxd
+    for d in range(maxd + 1):
+        if total + hist[d] >= k:
+            t = d
+            break
+        total += hist[d]
+    need = k - total
+    tied = np.empty(hist[t], dtype=np.int64)
+    j = 0
+    for m in range(c):
+        if cd[m] == t:
+            tied[j] = ci[m]
+            j += 1
+    tied.sort()
+    rmax = tied[need - 1]
+    w = 0
+    for m in range(c):
+        d = cd[m]
+        if d < t or (d == t and ci[m] <= rmax):
+            ci[w] = ci[m]
+            cd[w] = d
+            w += 1
+    return w, t, rmax
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def _probe_kernel(q, probes, offsets, codes, rows, wt, excluded, k, maxd, cap, out_rows, out_dist):  # pragma: no cover
-    """Top-k over the rows of each query's probed lists; result ordered by (distance, row)."""
+def _probe_kernel(
+    q, probes, offsets, codes, rows, wt, excluded, k, maxd, cap, splits, out_rows, out_dist
+):  # pragma: no cover
+    """Top-k over the rows of each query's probed lists, by (distance, row id): the same rows the
+    exact scan returns whenever their lists are probed. Each query's probes are dealt round-robin to
+    ``splits`` parallel tasks (so one query uses every thread), whose candidates are then merged."""
     nq = q.shape[0]
     has_ex = excluded.shape[0] > 0
-    for qi in prange(nq):
+    ntask = nq * splits
+    cidx = np.empty((ntask, cap), dtype=np.int64)
+    cdist = np.empty((ntask, cap), dtype=np.int32)
+    cnt = np.zeros(ntask, dtype=np.int64)
+    for task in prange(ntask):
+        qi = task // splits
         buf = np.empty(_RB, dtype=np.int32)
         hist = np.empty(maxd + 1, dtype=np.int64)
-        ci = np.empty(cap, dtype=np.int64)
-        cd = np.empty(cap, dtype=np.int32)
+        ci = cidx[task]
+        cd = cdist[task]
         c = 0
         t = maxd
-        for pj in range(probes.shape[1]):
+        rmax = np.int64(1) << 62
+        for pj in range(task % splits, probes.shape[1], splits):
             lst = probes[qi, pj]
             lo = offsets[lst]
             hi = offsets[lst + 1]
@@ -49,21 +95,35 @@ def _probe_kernel(q, probes, offsets, codes, rows, wt, excluded, k, maxd, cap, o
                     d = buf[i]
                     if d <= t:
                         r = rows[b0 + i]
-                        if has_ex and excluded[r]:
+                        if (d == t and r >= rmax) or (has_ex and excluded[r]):
                             continue
                         ci[c] = r
                         cd[c] = d
                         c += 1
                         if c == cap:
-                            # ties at the threshold: kept by scan order (approximate search anyway)
-                            c, t = _compact(ci, cd, c, k, maxd, hist)
-        c, _ = _compact(ci, cd, c, k, maxd, hist)
-        key = np.empty(c, dtype=np.int64)
-        for j in range(c):
+                            c, t, rmax = _compact_rows(ci, cd, c, k, maxd, hist)
+        cnt[task] = c
+    for qi in prange(nq):
+        m = 0
+        for s in range(splits):
+            m += cnt[qi * splits + s]
+        ci = np.empty(m, dtype=np.int64)
+        cd = np.empty(m, dtype=np.int32)
+        m = 0
+        for s in range(splits):
+            task = qi * splits + s
+            for j in range(cnt[task]):
+                ci[m] = cidx[task, j]
+                cd[m] = cdist[task, j]
+                m += 1
+        hist = np.empty(maxd + 1, dtype=np.int64)
+        m, _, _ = _compact_rows(ci, cd, m, k, maxd, hist)
+        key = np.empty(m, dtype=np.int64)
+        for j in range(m):
             key[j] = (np.int64(cd[j]) << 40) + ci[j]  # row ids < 2**40
         order = np.argsort(key)
         for j in range(out_rows.shape[1]):
-            if j < c:
+            if j < m:
                 out_rows[qi, j] = ci[order[j]]
                 out_dist[qi, j] = cd[order[j]]
             else:
@@ -164,10 +224,12 @@ class BinaryIVF:
     def search(
         self, queries: np.ndarray, k: int, nprobe: int = 32, exclude: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate top-k: (rows int64, distances int32), each (nq, k), by (distance, row).
+        """Approximate top-k: (rows int64, distances int32), each (nq, k), by (distance, row id).
 
-        Scans the ``nprobe`` nearest lists. ``exclude``: bool mask indexed by row id, rows never
-        returned. Slots beyond the rows found hold row -1 and distance bits + 1."""
+        Exactly the exact scan's answer whenever its rows all lie in the probed lists. Scans the
+        ``nprobe`` nearest lists. ``exclude``: bool mask indexed by row id, rows never returned.
+        Slots beyond the rows found hold row -1 and distance bits + 1.
+        """
         q = _words(queries)
         if q.shape[1] != self.centroids.shape[1]:
             raise InvalidInputError(f"query codes have {q.shape[1] * 64} bits, index {self.centroids.shape[1] * 64}")
@@ -182,11 +244,13 @@ class BinaryIVF:
             if len(self.rows) and ex.shape[0] <= int(self.rows.max()):
                 raise InvalidInputError(f"exclude mask has {ex.shape[0]} entries, rows go up to {self.rows.max()}")
         maxd = q.shape[1] * 64
+        # few queries: split each query's probes over the threads; many: one task per query
+        splits = max(1, min(numba.get_num_threads(), nprobe)) if q.shape[0] < 4 * numba.get_num_threads() else 1
         out_rows = np.empty((q.shape[0], int(k)), np.int64)
         out_dist = np.empty((q.shape[0], int(k)), np.int32)
         _probe_kernel(
             q, probes, self.offsets, self.codes, self.rows, _width_tuple(q.shape[1]), ex, int(k), maxd,
-            2 * int(k) + 64, out_rows, out_dist,
+            2 * int(k) + 64, splits, out_rows, out_dist,
         )  # fmt: skip
         return out_rows, out_dist
 
