@@ -23,8 +23,8 @@ from bitsearch.cli import _chunk_text, app, python_doc_passages
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
 if not SCIFACT.exists():  # the checkout may sit elsewhere; the shared data lives at /work/shared
     SCIFACT = Path("/work/shared/data/scifact/corpus.jsonl")
-N_DOCS = 120
-CHUNK = 40
+N_DOCS = 90
+CHUNK = 30
 
 runner = CliRunner()
 
