@@ -8,6 +8,7 @@ and a client that disconnects while its request waits is dropped before it costs
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import inspect
 import json
@@ -186,7 +187,6 @@ class ServerState:
         self._local = threading.local()
         params = inspect.signature(collection.search).parameters
         self.search_params = frozenset(params)
-        self.started = time.time()
 
     @property
     def encoder_loaded(self) -> bool:
@@ -240,7 +240,7 @@ class ServerState:
 
     def _model_loop(self) -> None:
         """The model thread: take every waiting request, embed queries in one call and documents per request."""
-        enc = self.encoder()
+        enc = self._encoder  # loaded by encode() before this thread starts
         while True:
             first = self._model_queue.get()
             if first is None:
@@ -343,7 +343,7 @@ class GuardMiddleware:
 
     def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
         self.app = app
-        self.key = api_key.encode() if api_key else None
+        self.key = hashlib.sha256(api_key.encode()).digest() if api_key else None
         self.max_body = max_body_bytes
 
     def _authorized(self, scope: Scope) -> bool:
@@ -359,8 +359,8 @@ class GuardMiddleware:
             elif name == b"authorization" and value[:7].lower() == b"bearer ":
                 given.append(value[7:].strip())
         ok = False
-        for candidate in given:  # compare every candidate in constant time
-            ok |= hmac.compare_digest(candidate, self.key)
+        for candidate in given:  # digests of equal length, compared in constant time: nothing leaks, not even length
+            ok |= hmac.compare_digest(hashlib.sha256(candidate).digest(), self.key)
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -528,6 +528,8 @@ def create_app(
     if max_body_bytes < 1024:
         raise ValueError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
     n_threads = threads or max(8, 4 * (os.cpu_count() or 1))
+    if encoder is not None and getattr(encoder, "dim", col.dim) != col.dim:
+        raise ValueError(f"encoder gives {encoder.dim}-dim embeddings; the collection holds {col.dim}")
     state = ServerState(col, threads=n_threads, encoder=encoder)
 
     @contextlib.asynccontextmanager
@@ -597,7 +599,7 @@ def create_app(
     # -------------------------------------------------------------- routes
 
     @app.get("/health", tags=["service"])
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         """Liveness probe (no API key needed)."""
         return {"status": "ok"}
 

@@ -326,6 +326,48 @@ def test_disconnected_clients_cost_nothing(vec_server: tuple[str, Collection], v
     assert r.status_code == 200
 
 
+class SlowEncoder:
+    """A stand-in model: 1 s per call, counting the texts it embeds."""
+
+    dim = DIM
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        self.texts.extend(texts)
+        time.sleep(1.0)
+        return unit_vectors(len(texts), seed=len(self.texts))
+
+    encode_documents = encode_queries
+
+
+def test_request_dropped_while_queued_does_no_work(tmp_path: Path) -> None:
+    vecs = unit_vectors(50, seed=2)
+    col = Collection.create(tmp_path / "col", DIM, calibration_embeddings=vecs)
+    col.add(vecs)
+    enc = SlowEncoder()
+    with ServerThread(create_app(col, threads=1, encoder=enc)) as srv:
+        first = threading.Thread(
+            target=lambda: httpx.post(srv.url + "/search", json={"query": "first"}, timeout=30), daemon=True
+        )
+        first.start()  # holds the only worker for 1 s
+        time.sleep(0.3)
+        body = json.dumps({"query": "abandoned"}).encode()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(
+                b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.2)  # queued behind the first request; then the client goes away
+        first.join(30)
+        time.sleep(0.5)
+        assert enc.texts == ["first"]  # the abandoned query was never embedded nor searched
+        r = httpx.post(srv.url + "/search", json={"query": "third"}, timeout=30)
+        assert r.status_code == 200 and enc.texts == ["first", "third"]
+
+
 def test_concurrent_adds_deletes_and_searches(tmp_path: Path) -> None:
     base = unit_vectors(200, seed=1)
     col = Collection.create(tmp_path / "col", DIM, calibration_embeddings=base)
