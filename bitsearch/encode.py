@@ -23,23 +23,27 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {DEFAULT_MODEL.lower(), f"sentence-transformers/{DEFAULT_MODEL}".lower()}
 
 _RETRIEVAL_INSTRUCTION = "Represent this sentence for searching relevant passages: "
-# (substring of the lowercased model name, query prompt, document prompt); first match wins.
-_KNOWN_PROMPTS: list[tuple[str, str | None, str | None]] = [
-    ("e5-mistral", None, None),  # instruction-tuned, task-specific prompts: the caller supplies them
-    ("e5", "query: ", "passage: "),
-    ("mxbai-embed-large", _RETRIEVAL_INSTRUCTION, None),
-    ("bge-m3", None, None),
-    ("bge-", _RETRIEVAL_INSTRUCTION, None),
-    ("snowflake-arctic-embed", _RETRIEVAL_INSTRUCTION, None),
-    ("nomic-embed-text", "search_query: ", "search_document: "),
+_BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章\uff1a"  # ends in a full-width colon
+# (substrings that must all occur in the lowercased model name, query prompt, document prompt);
+# first match wins. A model's own configured prompts ("query"/"document") take precedence over these.
+_KNOWN_PROMPTS: list[tuple[tuple[str, ...], str | None, str | None]] = [
+    (("e5-mistral",), None, None),  # instruction-tuned, task-specific prompts: the caller supplies them
+    (("e5", "instruct"), None, None),
+    (("e5",), "query: ", "passage: "),
+    (("mxbai-embed-large",), _RETRIEVAL_INSTRUCTION, None),
+    (("bge-m3",), None, None),
+    (("bge-", "-zh"), _BGE_ZH_INSTRUCTION, None),
+    (("bge-",), _RETRIEVAL_INSTRUCTION, None),
+    (("snowflake-arctic-embed",), _RETRIEVAL_INSTRUCTION, None),
+    (("nomic-embed-text",), "search_query: ", "search_document: "),
 ]
 
 
 def known_prompts(model: str) -> tuple[str | None, str | None]:
     """(query prompt, document prompt) that a known model family was trained with; (None, None) otherwise."""
     lowered = model.lower()
-    for needle, query, document in _KNOWN_PROMPTS:
-        if needle in lowered:
+    for needles, query, document in _KNOWN_PROMPTS:
+        if all(n in lowered for n in needles):
             return query, document
     return None, None
 

@@ -80,6 +80,8 @@ def test_prompts_known_families_and_overrides(encoder: Encoder) -> None:
     assert known_prompts("mixedbread-ai/mxbai-embed-large-v1")[1] is None
     assert known_prompts("BAAI/bge-small-en-v1.5")[0].startswith("Represent this sentence")
     assert known_prompts("BAAI/bge-m3") == (None, None)
+    assert known_prompts("BAAI/bge-large-zh-v1.5")[0].startswith("为这个句子")
+    assert known_prompts("intfloat/multilingual-e5-large-instruct") == (None, None)
     assert known_prompts("nomic-ai/nomic-embed-text-v1.5") == ("search_query: ", "search_document: ")
     assert known_prompts(DEFAULT_MODEL) == (None, None)
 
