@@ -164,7 +164,7 @@ class ErrorResponse(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 503)
 }
 
 
@@ -388,8 +388,19 @@ class GuardMiddleware:
             for message in _json_message(400 if length < 0 else 413, detail, {"connection": "close"}):
                 await send(message)
             return
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS") or length == 0:
-            await self.app(scope, receive, send)
+        chunked = any(k == b"transfer-encoding" for k, _ in scope.get("headers", []))
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS") or length == 0 or (length is None and not chunked):
+            await self.app(scope, receive, send)  # no body to check
+            return
+        ctype = next((v for k, v in scope.get("headers", []) if k == b"content-type"), b"").split(b";")[0].strip()
+        if ctype != b"application/json" and not ctype.endswith(b"+json"):
+            shown = ctype.decode("latin-1") or "none"
+            for message in _json_message(
+                415,
+                f"send the body as JSON with 'Content-Type: application/json' (got {shown})",
+                {"connection": "close"},
+            ):
+                await send(message)
             return
         # read the body here (at most max_body bytes), so an oversized chunked body is cut off early
         chunks: list[bytes] = []
@@ -481,6 +492,12 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
         if err.get("type") == "json_invalid":
             cause = (err.get("ctx") or {}).get("error", "")
             return _error(400, f"request body is not valid JSON: {cause}".rstrip(": "))
+    for err in errors:
+        if tuple(err.get("loc", ())) == ("body",):  # the body as a whole: missing, or not an object
+            if err.get("type") == "missing":
+                return _error(422, "request body is empty: send a JSON object")
+            if err.get("type") in ("model_attributes_type", "model_type", "dict_type"):
+                return _error(422, "the body must be a JSON object")
     grouped: dict[tuple[str, ...], list[str]] = {}
     for err in errors:
         loc = tuple(str(p) for p in err.get("loc", ()) if p != "body" and not _UNION_TAG.match(str(p)))

@@ -181,7 +181,7 @@ def _raw(client: httpx.Client, path: str, content: bytes) -> httpx.Response:
     [
         (b'{"vector": [0.1, 0.2', 400, "not valid JSON"),
         (b"not json at all", 400, "not valid JSON"),
-        (b"[1, 2, 3]", 422, "object"),
+        (b"[1, 2, 3]", 422, "JSON object"),
         (json.dumps({"vector": [0.1] * (DIM - 1)}).encode(), 422, f"{DIM - 1} dimensions"),
         (json.dumps({"vector": [[0.1] * DIM, [0.1] * (DIM + 1)]}).encode(), 422, "vector[1]"),
         (json.dumps({"vector": [float("nan")] * DIM}).encode(), 422, "NaN"),
@@ -203,6 +203,16 @@ def _raw(client: httpx.Client, path: str, content: bytes) -> httpx.Response:
 )
 def test_bad_search_requests(client: httpx.Client, body: bytes, status: int, needle: str) -> None:
     assert_clean_error(_raw(client, "/search", body), status, needle)
+
+
+def test_body_must_be_a_json_object(client: httpx.Client, vectors: np.ndarray) -> None:
+    body = json.dumps({"vector": vectors[0].tolist()})
+    for ctype in (None, "application/x-www-form-urlencoded", "text/plain"):  # e.g. curl -d without -H
+        r = client.post("/search", content=body, headers={"Content-Type": ctype} if ctype else {})
+        assert_clean_error(r, 415, "Content-Type: application/json")
+    assert client.post("/search", content=body, headers={"Content-Type": "application/json; charset=utf-8"}).is_success
+    assert_clean_error(_raw(client, "/search", b""), 422, "body is empty")
+    assert_clean_error(_raw(client, "/search", b'"text"'), 422, "JSON object")
 
 
 def test_body_too_large_rejected_before_reading(client: httpx.Client) -> None:
