@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +200,33 @@ def test_kill_and_resume_gives_the_same_collection(built: Path, corpus: Path, tm
     assert got["ids"] == want["ids"]
     assert len(set(got["ids"])) == N_DOCS
     np.testing.assert_array_equal(got["ranges"], want["ranges"])
+    np.testing.assert_array_equal(got["binary"], want["binary"])
+    np.testing.assert_array_equal(got["int8"], want["int8"])
+
+
+@pytest.mark.slow  # two fresh processes load torch and the model
+def test_kill_at_an_arbitrary_moment_then_resume(built: Path, corpus: Path, tmp_path: Path) -> None:
+    """SIGKILL from outside while chunks are being encoded or written; the re-run completes the same collection."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "bitsearch.cli", "index", str(corpus), "--out", str(out), "--chunk-size", str(CHUNK)]
+    proc = subprocess.Popen([*cmd, "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            segments = out / "segments"
+            if segments.is_dir() and any(not p.name.startswith(".") for p in segments.iterdir()):
+                break
+            time.sleep(0.05)
+        time.sleep(random.Random(0).uniform(0.1, 0.5))  # somewhere inside the next chunk
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the indexer finished before it could be killed"
+    assert 0 < len(collection_arrays(out)["ids"]) < N_DOCS
+    resumed = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    want, got = collection_arrays(built), collection_arrays(out)
+    assert got["ids"] == want["ids"]
     np.testing.assert_array_equal(got["binary"], want["binary"])
     np.testing.assert_array_equal(got["int8"], want["int8"])
 
