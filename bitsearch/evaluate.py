@@ -302,10 +302,11 @@ def embed_dataset(
 
 # -------------------------------------------------------------------------------- configurations
 
-_STAGES = ("float32", "int8", "binary")
+_PRECISIONS = ("float32", "int8", "2bit", "1.5bit", "binary")
+_LOW_BIT = ("binary", "1.5bit", "2bit")
 _NAME_RE = re.compile(
-    r"^(?P<stage1>float32|int8|binary)(?P<rescore>(?:\+(?:float32|int8|binary))*)"
-    r"(?:@(?P<mult>\d+))?(?:/d(?P<dim>\d+))?$"
+    r"^(?P<stage1>float32|int8|2bit|1\.5bit|binary)(?P<mods>(?:-(?:hamming|asym|center|rot))*)"
+    r"(?P<rescore>(?:\+(?:float32|int8|binary))*)(?:@(?P<mult>\d+))?(?:/d(?P<dim>\d+))?$"
 )
 DEFAULT_MULTIPLIER = 4
 MULTIPLIERS = (1, 2, 4, 8, 16)
@@ -314,17 +315,28 @@ TRUNCATE_DIMS = (384, 256, 128, 64)
 
 @dataclass(frozen=True)
 class Config:
-    """One search configuration: stage-1 precision, rescoring stages, multiplier, truncation."""
+    """One search configuration: stage-1 codes and scoring, rescoring stages, multiplier, truncation.
+
+    `stage1` is the binary scoring mode of `Collection.create` ("auto": asymmetric when nothing
+    rescores, Hamming when something does); `centering`/`rotation` transform low-bit codes.
+    """
 
     precision: str
     rescore: tuple[str, ...] = ()
     multiplier: int = DEFAULT_MULTIPLIER
     truncate_dim: int | None = None
+    stage1: str = "auto"
+    centering: bool = False
+    rotation: bool = False
 
     @property
     def name(self) -> str:
-        """Stable short name, e.g. `binary+int8@4/d128`; `@m` only when rescoring."""
-        name = "+".join((self.precision, *self.rescore))
+        """Stable short name, e.g. `binary+int8@4/d128`, `binary-hamming`, `2bit-rot`; `@m` only when rescoring."""
+        name = self.precision
+        name += {"auto": "", "hamming": "-hamming", "asymmetric": "-asym"}[self.stage1]
+        name += "-center" if self.centering else ""
+        name += "-rot" if self.rotation else ""
+        name = "+".join((name, *self.rescore))
         if self.rescore:
             name += f"@{self.multiplier}"
         if self.truncate_dim is not None:
@@ -339,15 +351,40 @@ class Config:
     def keep_float32(self) -> bool:
         return "float32" in self.rescore
 
+    def create_options(self) -> dict[str, Any]:
+        """Keyword arguments of `Collection.create` beyond the defaults (older cores accept them all)."""
+        opts: dict[str, Any] = {}
+        if self.stage1 != "auto":
+            opts["stage1"] = self.stage1
+        if self.centering:
+            opts["centering"] = True
+        if self.rotation:
+            opts["rotation"] = True
+        return opts
+
 
 def parse_config(name: str) -> Config:
-    """Parse `stage1[+rescore...][@multiplier][/dDIM]`; `@` defaults to 4 (e.g. `int8+float32`)."""
+    """Parse `precision[-hamming|-asym][-center][-rot][+rescore...][@multiplier][/dDIM]`.
+
+    `@` defaults to 4 (`int8+float32` is `int8+float32@4`); precisions float32, int8, 2bit, 1.5bit,
+    binary; rescore stages binary, int8, float32.
+    """
     m = _NAME_RE.match(name.strip())
     if m is None:
         raise ValueError(
-            f"bad configuration name {name!r}: expected stage1[+rescore...][@multiplier][/dDIM], "
-            "stages float32|int8|binary, e.g. binary+int8@4/d128"
+            f"bad configuration name {name!r}: expected precision[-hamming|-asym][-center][-rot]"
+            "[+rescore...][@multiplier][/dDIM] with precisions float32|int8|2bit|1.5bit|binary and "
+            "rescore stages binary|int8|float32, e.g. binary+int8@4/d128"
         )
+    precision = m["stage1"]
+    mods = [x for x in m["mods"].split("-") if x]
+    if len(set(mods)) != len(mods) or ("hamming" in mods and "asym" in mods):
+        raise ValueError(f"{name!r}: repeated or conflicting modifiers")
+    if precision != "binary" and ({"hamming", "asym"} & set(mods)):
+        raise ValueError(f"{name!r}: -hamming/-asym choose how binary codes are scored")
+    if precision not in _LOW_BIT and ({"center", "rot"} & set(mods)):
+        raise ValueError(f"{name!r}: -center/-rot apply to binary, 1.5bit and 2bit codes")
+    stage1 = "hamming" if "hamming" in mods else "asymmetric" if "asym" in mods else "auto"
     rescore = tuple(s for s in m["rescore"].split("+") if s)
     mult = int(m["mult"]) if m["mult"] else DEFAULT_MULTIPLIER
     if mult < 1:
@@ -355,19 +392,32 @@ def parse_config(name: str) -> Config:
     dim = int(m["dim"]) if m["dim"] else None
     if dim is not None and dim < 1:
         raise ValueError(f"{name!r}: truncation dimension must be >= 1")
-    return Config(m["stage1"], rescore, mult if rescore else DEFAULT_MULTIPLIER, dim)
+    return Config(
+        precision,
+        rescore,
+        mult if rescore else DEFAULT_MULTIPLIER,
+        dim,
+        stage1=stage1,
+        centering="center" in mods,
+        rotation="rot" in mods,
+    )
 
 
 def default_grid(dim: int = 384) -> list[Config]:
     """The full grid: every precision, int8 rescoring at 1..16x, 3-stage, Matryoshka x precision.
 
-    Truncated variants use the dims in TRUNCATE_DIMS below `dim` (the full dim is the base grid).
+    `binary-hamming` is plain sign bits ranked by Hamming distance (the classic); `binary` is the
+    library default, which scores the bits asymmetrically when nothing rescores. Truncated variants
+    use the dims in TRUNCATE_DIMS below `dim` (the full dim is the base grid).
     """
     grid = [
         Config("float32"),
         Config("int8"),
         Config("int8", ("float32",)),
+        Config("binary", stage1="hamming"),
         Config("binary"),
+        Config("1.5bit"),
+        Config("2bit"),
         *(Config("binary", ("int8",), m) for m in MULTIPLIERS),
         Config("binary", ("binary",)),
         Config("binary", ("int8", "float32")),
@@ -555,6 +605,7 @@ def run_config(
             keep_float32=config.keep_float32,
             model=model_info,
             truncate_dim=config.truncate_dim,
+            **config.create_options(),
         )
         col.add(doc_emb, ids=list(dataset.doc_ids))
         build_s = time.perf_counter() - t0
@@ -787,6 +838,15 @@ def _pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+_COLORS = {
+    "float32": "tab:blue",
+    "int8": "tab:orange",
+    "2bit": "tab:red",
+    "1.5bit": "tab:purple",
+    "binary": "tab:green",
+}
+
+
 def _label_points(ax: Any, names: list[str], pts: list[tuple[float, float]]) -> None:
     """Label scatter points; labels of points at the same x are stacked so that none overlap."""
     ys = [y for _, y in pts]
@@ -834,7 +894,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     pts = [(r.ram_bytes_per_doc, r.kept[ndcg]) for r in rs]
     front = _pareto(pts)
     fig, ax = plt.subplots(figsize=(9, 6))
-    colors = {"float32": "tab:blue", "int8": "tab:orange", "binary": "tab:green"}
+    colors = _COLORS
     for i, (r, (x, y)) in enumerate(zip(rs, pts, strict=True)):
         marker = "o" if r.truncate_dim is None else "s"
         ax.scatter(
@@ -874,7 +934,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for metric, style in zip(report.metrics, ("o-", "s-", "^-"), strict=True):
             ax.plot([r.multiplier for r in mult], [r.kept[metric] for r in mult], style, label=metric)
-        for name, ls in (("binary", ":"), ("int8", "--")):
+        for name, ls in (("binary-hamming", ":"), ("binary", "-."), ("int8", "--")):
             ref = next((r for r in report.results if r.name == name), None)
             if ref is not None:
                 ax.axhline(ref.kept[ndcg], ls=ls, color="gray", lw=1, label=f"{name} alone ({ndcg})")

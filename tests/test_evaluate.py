@@ -201,13 +201,34 @@ def test_config_names_round_trip() -> None:
         "binary+int8+float32@4",
         "binary+int8@4/d128",
         "float32/d64",
+        "binary-hamming",
+        "1.5bit",
+        "2bit",
     ):
         assert expected in names
     assert not any(n.endswith("/d384") for n in names)  # the full dimension is the base grid
     c = ev.parse_config("int8+float32")
     assert (c.precision, c.rescore, c.multiplier, c.name) == ("int8", ("float32",), 4, "int8+float32@4")
     assert ev.parse_config("binary+int8@8/d256") == ev.Config("binary", ("int8",), 8, 256)
-    for bad in ("binary+", "int4", "binary@0", "binary+int8@x", ""):
+    c = ev.parse_config("2bit-center-rot+int8@2")
+    assert (c.precision, c.centering, c.rotation, c.stage1) == ("2bit", True, True, "auto")
+    assert c.name == "2bit-center-rot+int8@2"
+    assert c.create_options() == {"centering": True, "rotation": True}
+    assert ev.parse_config("binary-hamming").create_options() == {"stage1": "hamming"}
+    assert ev.parse_config("binary-asym+int8").name == "binary-asym+int8@4"
+    assert ev.parse_config("binary").create_options() == {}
+    for bad in (
+        "binary+",
+        "int4",
+        "binary@0",
+        "binary+int8@x",
+        "",
+        "int8-rot",
+        "2bit-hamming",
+        "binary-asym-hamming",
+        "binary-rot-rot",
+        "binary+2bit",
+    ):
         with pytest.raises(ValueError):
             ev.parse_config(bad)
 
@@ -297,10 +318,13 @@ def test_grid_on_cranfield_slice(tmp_path: Path, cranfield_slice: ev.Dataset) ->
         "binary+int8+float32",
         "binary+int8@4/d64",
         "float32/d64",
+        "binary-hamming",
+        "binary-rot",
+        "2bit",
     ]
     report = ev.evaluate(cranfield_slice, enc, configs=configs, cache=tmp_path / "cache", progress=False, repeats=1)
     names = [r.name for r in report.results]
-    assert names[0] == "float32" and len(names) == 10
+    assert names[0] == "float32" and len(names) == 13
     assert report.metrics == ["ndcg@10", "recall@100", "mrr@10"]
     by = {r.name: r for r in report.results}
     f32 = by["float32"]
@@ -319,6 +343,10 @@ def test_grid_on_cranfield_slice(tmp_path: Path, cranfield_slice: ev.Dataset) ->
     assert by["int8"].ram_bytes_per_doc == 128
     assert by["binary"].ram_bytes_per_doc == 16
     assert by["binary+int8@4"].ram_bytes_per_doc == 16
+    assert by["binary-hamming"].ram_bytes_per_doc == 16
+    # asymmetric scoring of the same bits (the library default without rescoring) ranks no worse here
+    assert by["binary"].metrics["ndcg@10"] >= by["binary-hamming"].metrics["ndcg@10"] - 0.05
+    assert by["binary-rot"].stats["stages"]
     assert by["binary+int8@4"].disk_bytes_per_doc > by["binary"].disk_bytes_per_doc
     assert by["binary+int8@4/d64"].ram_bytes_per_doc == 8 and by["binary+int8@4/d64"].dim == 64
     assert by["float32/d64"].ram_bytes_per_doc == 64 * 4
