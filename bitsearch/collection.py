@@ -281,7 +281,7 @@ class CollectionFiles:
         keyword_index: bool = True,
         stage1: str = "auto",
         centering: bool = False,
-        rotation: bool | int = False,
+        rotation: bool | int | None = None,
         exist_ok: bool = False,
     ) -> CollectionFiles:
         """Create an empty collection directory at ``path`` and open it.
@@ -292,7 +292,8 @@ class CollectionFiles:
         the bits' bucket means: better ranking, more work); "auto" uses asymmetric scoring when no
         rescoring stage follows and Hamming when one does. ``centering`` (subtract the corpus mean) and
         ``rotation`` (a seeded random orthogonal rotation; an int is the seed) apply before the codes of
-        binary, 1.5bit and 2bit collections; both are measured options, off by default.
+        binary, 1.5bit and 2bit collections; both are measured options (benchmarks/bench_codes.py):
+        centering is off, rotation (None) is on for 2bit only, where it won on every shared dataset.
         int8 ranges come from ``ranges``,
         ``calibration_embeddings``, or else the first ``add``. With ``exist_ok`` an existing collection
         is opened instead (its settings must match). ``keyword_index`` keeps a BM25 (SQLite FTS5) index
@@ -319,6 +320,8 @@ class CollectionFiles:
             raise CollectionError(f"{p} exists and is not an empty directory or a collection")
         if truncate_dim is not None and truncate_dim != dim:
             raise InvalidInputError(f"truncate_dim {truncate_dim} differs from the collection dim {dim}")
+        if rotation is None:
+            rotation = precision == "2bit"
         if stage1 not in STAGE1_MODES:
             raise InvalidInputError(f"unknown stage1 {stage1!r}; expected one of {', '.join(STAGE1_MODES)}")
         keep_int8 = bool(keep_int8) or precision == "int8"
