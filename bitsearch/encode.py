@@ -91,7 +91,7 @@ class Encoder:
         """Load `model` (default: the packaged all-MiniLM-L6-v2); prompts None -> known family prompts, "" -> none."""
         name = str(model) if model is not None else DEFAULT_MODEL
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
         name = canonical_model_name(name)
         self.name: str = name
         self.device = device
@@ -100,7 +100,7 @@ class Encoder:
         self._model = self._load(name, device)
         full_dim = self._full_dim()
         if truncate_dim is not None and not 1 <= truncate_dim <= full_dim:
-            raise ValueError(f"truncate_dim must be in 1..{full_dim} for {name}, got {truncate_dim}")
+            raise InvalidInputError(f"truncate_dim must be in 1..{full_dim} for {name}, got {truncate_dim}")
         self.full_dim: int = full_dim
         self.truncate_dim: int | None = truncate_dim if truncate_dim != full_dim else None
         self.dim: int = truncate_dim or full_dim
