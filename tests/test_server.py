@@ -337,7 +337,7 @@ def test_disconnected_clients_cost_nothing(vec_server: tuple[str, Collection], v
 
 
 class SlowEncoder:
-    """A stand-in model: 1 s per call, counting the texts it embeds."""
+    """A stand-in model: 1.5 s per call, counting the texts it embeds."""
 
     dim = DIM
 
@@ -346,7 +346,7 @@ class SlowEncoder:
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         self.texts.extend(texts)
-        time.sleep(1.0)
+        time.sleep(1.5)
         return unit_vectors(len(texts), seed=len(self.texts))
 
     encode_documents = encode_queries
@@ -361,8 +361,10 @@ def test_request_dropped_while_queued_does_no_work(tmp_path: Path) -> None:
         first = threading.Thread(
             target=lambda: httpx.post(srv.url + "/search", json={"query": "first"}, timeout=30), daemon=True
         )
-        first.start()  # holds the only worker for 1 s
-        time.sleep(0.3)
+        first.start()  # holds the only worker while the model sleeps
+        deadline = time.monotonic() + 10
+        while enc.texts != ["first"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         body = json.dumps({"query": "abandoned"}).encode()
         with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
             s.sendall(
