@@ -535,11 +535,13 @@ def create_app(
     threads: int | None = None,
     encoder: Any | None = None,
     preload_model: bool = False,
+    refresh_seconds: float | None = 2.0,
 ) -> FastAPI:
     """Build the FastAPI app serving one collection (opened here when given a path).
 
     ``api_key`` guards every route but /health and the page; ``threads`` bounds concurrent work;
-    ``encoder`` replaces the model recorded in the manifest; ``preload_model`` loads it at startup.
+    ``encoder`` replaces the model recorded in the manifest; ``preload_model`` loads it at startup;
+    every ``refresh_seconds`` the collection picks up what other processes (``bitsearch index``) wrote.
     """
     col = path_or_collection if isinstance(path_or_collection, Collection) else Collection.open(path_or_collection)
     if max_body_bytes < 1024:
@@ -555,7 +557,13 @@ def create_app(
         if preload_model and col.manifest.get("model"):
             # in the background: /health answers at once, and the first text query waits on the same lock
             threading.Thread(target=_preload, args=(state,), daemon=True, name="bitsearch-model-load").start()
+        stop = threading.Event()
+        if refresh_seconds:
+            threading.Thread(
+                target=_refresh_loop, args=(col, refresh_seconds, stop), daemon=True, name="bitsearch-refresh"
+            ).start()
         yield
+        stop.set()
         state.close()
 
     auth_note = "Every route but /health and the page needs `Authorization: Bearer KEY` or `X-API-Key: KEY`."
@@ -753,6 +761,20 @@ def create_app(
             return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
 
     return app
+
+
+def _refresh_loop(col: Collection, every: float, stop: threading.Event) -> None:
+    """Reload the collection when another process has committed to it (checked every ``every`` seconds).
+
+    Under the collection's write lock, so a reload never races a write of this process; searches keep
+    the snapshot they started with.
+    """
+    while not stop.wait(every):
+        try:
+            with col._write_lock:
+                col.refresh()
+        except Exception as exc:  # a half-written or broken collection: keep serving the last good state
+            log.warning("could not refresh the collection: %s", exc)
 
 
 def _preload(state: ServerState) -> None:

@@ -444,6 +444,24 @@ def test_concurrent_adds_deletes_and_searches(tmp_path: Path) -> None:
         assert got.id == f"w{w}-b0-0"
 
 
+def test_sees_documents_added_by_another_process(tmp_path: Path) -> None:
+    vecs = unit_vectors(30, seed=4)
+    col = Collection.create(tmp_path / "col", DIM, calibration_embeddings=vecs)
+    col.add(vecs[:20], ids=[f"a{i}" for i in range(20)])
+    with ServerThread(create_app(col, refresh_seconds=0.1)) as srv:
+        other = Collection.open(tmp_path / "col")  # another writer, as `bitsearch index` would be
+        other.add(vecs[20:], ids=[f"b{i}" for i in range(10)])
+        deadline = time.monotonic() + 10
+        while httpx.get(srv.url + "/info", timeout=10).json()["documents"] != 30:
+            assert time.monotonic() < deadline, "the server never saw the other writer's documents"
+            time.sleep(0.05)
+        hits = httpx.post(srv.url + "/search", json={"vector": vecs[25].tolist(), "k": 1}, timeout=10).json()
+        assert hits["results"][0][0]["id"] == "b5"
+        r = httpx.post(srv.url + "/documents", json={"vectors": unit_vectors(1, seed=99).tolist(), "ids": ["c"]})
+        assert r.status_code == 201 and r.json()["documents"] == 31
+        other.close()
+
+
 def test_empty_collection(tmp_path: Path) -> None:
     col = Collection.create(tmp_path / "empty", DIM)
     with ServerThread(create_app(col)) as srv:
