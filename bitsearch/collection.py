@@ -443,6 +443,12 @@ class CollectionFiles:
                 for d in (self.path / "segments").iterdir():
                     if d.name not in listed:
                         shutil.rmtree(d, ignore_errors=True)
+                ann = state.manifest.get("ann")
+                for d in self.path.glob("ann-*"):
+                    if ann is None or d.name != ann["dir"]:
+                        shutil.rmtree(d, ignore_errors=True)
+                for d in self.path.glob(".ann-*.tmp-*"):
+                    shutil.rmtree(d, ignore_errors=True)
                 for f in self.path.glob("tombstones-*.npy"):
                     tomb = state.manifest["tombstones"]
                     if tomb is None or f.name != tomb["file"]:
@@ -605,14 +611,77 @@ class CollectionFiles:
             m["segments"] = [self._write_segment_arrays(name, arrays)] if keep.size else []
             m["next_segment"] = int(m["next_segment"]) + 1
             m["tombstones"] = None
+            old_ann = m.get("ann")
+            if old_ann is not None:  # row numbers change: rebuild the index over the new rows
+                m["ann"] = None
+                if keep.size and state.words is not None:
+                    m["ann"] = self._write_ann(state.words[keep], int(m["next_segment"]), **_ann_params(old_ann))
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
+            if old_ann is not None:
+                shutil.rmtree(self.path / old_ann["dir"], ignore_errors=True)
             if state.tombstones.size:
                 self._docs.purge_seqs(state.tombstones.tolist())
             for seg in old_segments:
                 shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
             if old_tomb is not None:
                 (self.path / old_tomb["file"]).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------- approximate stage 1
+
+    def build_index(self, nlist: int | None = None, nprobe: int = 32, seed: int = 0) -> None:
+        """Build an approximate stage 1 (an IVF over the binary codes) for very large collections.
+
+        ``nlist`` lists (default ~4 x sqrt(rows)); searches scan the ``nprobe`` nearest lists (see
+        ``search(nprobe=...)``). Rows added later are scanned exactly until the next build;
+        ``compact`` rebuilds it. ``drop_index`` goes back to exact search.
+        """
+        with self._writing() as state:
+            m = json.loads(json.dumps(state.manifest))
+            if m["precision"] != "binary" or state.words is None:
+                raise InvalidInputError("an approximate index needs a binary collection")
+            if state.rows == 0:
+                raise InvalidInputError("the collection is empty: add documents before building an index")
+            if nlist is None:
+                nlist = int(min(state.rows, max(1, round(4 * np.sqrt(state.rows)))))
+            if nprobe < 1:
+                raise InvalidInputError(f"nprobe must be >= 1, got {nprobe}")
+            old = m.get("ann")
+            m["ann"] = self._write_ann(state.words, int(m["next_segment"]), nlist=nlist, nprobe=nprobe, seed=seed)
+            m["next_segment"] = int(m["next_segment"]) + 1
+            self._commit(m)
+            self._state = _load_state(self.path, m, verify=False)
+            if old is not None:
+                shutil.rmtree(self.path / old["dir"], ignore_errors=True)
+
+    def drop_index(self) -> None:
+        """Remove the approximate index: stage 1 is an exact scan again."""
+        with self._writing() as state:
+            m = json.loads(json.dumps(state.manifest))
+            old = m.get("ann")
+            if old is None:
+                return
+            m["ann"] = None
+            self._commit(m)
+            self._state = _load_state(self.path, m, verify=False)
+            shutil.rmtree(self.path / old["dir"], ignore_errors=True)
+
+    def _write_ann(self, words: np.ndarray, number: int, *, nlist: int, nprobe: int, seed: int) -> dict[str, Any]:
+        """Train and fill an IVF over ``words`` and write its arrays to ``ann-NNNNNN/`` (atomically)."""
+        from .ann import BinaryIVF
+
+        ivf = BinaryIVF.train(words, int(nlist), seed=int(seed))
+        ivf.add(words)
+        name = f"ann-{number:06d}"
+        tmp = self.path / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        files = {f"{k}.npy": _save_npy(tmp / f"{k}.npy", v) for k, v in ivf.to_arrays().items()}
+        _fsync_dir(tmp)
+        os.rename(tmp, self.path / name)
+        _fsync_dir(self.path)
+        return {"kind": "ivf", "dir": name, "nlist": int(nlist), "nprobe": int(nprobe), "seed": int(seed),
+                "rows": int(words.shape[0]), "files": files}  # fmt: skip
 
     # -------------------------------------------------------------- stats
 
@@ -634,6 +703,11 @@ class CollectionFiles:
             else:
                 ram = 0
             stages[kind] = {"ram_bytes": ram, "disk_bytes": int(disk)}
+        if m.get("ann") is not None and state.extra.get("ann") is not None:
+            stages["ivf"] = {
+                "ram_bytes": int(state.extra["ann"].nbytes),
+                "disk_bytes": int(sum(f["bytes"] for f in m["ann"]["files"].values())),
+            }
         seq_disk = sum(s["files"]["seqs.npy"]["bytes"] for s in m["segments"])
         docs_disk = sum(f.stat().st_size for f in self.path.glob(DOCS + "*"))
         ram = sum(v["ram_bytes"] for v in stages.values()) + int(state.deleted.nbytes)
@@ -691,6 +765,22 @@ def _codebook(path: Path, m: dict[str, Any]) -> CodeBook | None:
     if d.get("rotation"):
         rotation = _load_npy(path / d["rotation"]["file"], d["rotation"], mmap=False, verify=True)
     return CodeBook.from_dict(d, rotation)
+
+
+def _ann_params(ann: dict[str, Any]) -> dict[str, int]:
+    return {"nlist": int(ann["nlist"]), "nprobe": int(ann["nprobe"]), "seed": int(ann["seed"])}
+
+
+def _load_ann(path: Path, m: dict[str, Any], verify: bool) -> Any:
+    """The IVF index named by the manifest (arrays checked against their sizes / checksums)."""
+    ann = m.get("ann")
+    if ann is None:
+        return None
+    from .ann import BinaryIVF
+
+    d = path / ann["dir"]
+    arrays = {f[:-4]: _load_npy(d / f, info, mmap=False, verify=verify) for f, info in ann["files"].items()}
+    return BinaryIVF.from_arrays(arrays)
 
 
 def _valid_ranges(ranges: object, dim: int) -> np.ndarray:
@@ -869,7 +959,10 @@ def _load_state(path: Path, m: dict[str, Any], *, verify: bool, reuse: State | N
     if reuse is not None and [s.name for s in reuse.segments] == [s["name"] for s in m["segments"]]:
         tomb = _tombstones(path, m)
         deleted = _deleted_mask(reuse.segments, tomb, reuse.rows)
-        return State(m, reuse.segments, reuse.offsets, reuse.words, reuse.ram_rows, deleted, tomb)
+        extra = {"ann": reuse.extra.get("ann")} if m.get("ann") == reuse.manifest.get("ann") else {}
+        if "ann" not in extra:
+            extra["ann"] = _load_ann(path, m, verify)
+        return State(m, reuse.segments, reuse.offsets, reuse.words, reuse.ram_rows, deleted, tomb, extra)
     segments, ram_parts = [], []
     for info in m["segments"]:
         seg, ram = _load_segment(path, info, m, verify)
@@ -879,7 +972,8 @@ def _load_state(path: Path, m: dict[str, Any], *, verify: bool, reuse: State | N
     words, ram_rows = _assemble(m, segments, ram_parts)
     tomb = _tombstones(path, m)
     offsets = _offsets(segments)
-    return State(m, tuple(segments), offsets, words, ram_rows, _deleted_mask(segments, tomb, int(offsets[-1])), tomb)
+    deleted = _deleted_mask(segments, tomb, int(offsets[-1]))
+    return State(m, tuple(segments), offsets, words, ram_rows, deleted, tomb, {"ann": _load_ann(path, m, verify)})
 
 
 def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, Any]) -> State:
@@ -895,4 +989,5 @@ def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, A
         assert ram is not None
         ram_rows = ram if ram_rows is None or ram_rows.shape[0] == 0 else np.concatenate([ram_rows, ram])
     deleted = np.concatenate([state.deleted, np.zeros(seg.rows, dtype=np.bool_)])
-    return State(m, segments, _offsets(segments), words, ram_rows, deleted, state.tombstones)
+    extra = {"ann": state.extra.get("ann")}
+    return State(m, segments, _offsets(segments), words, ram_rows, deleted, state.tombstones, extra)

@@ -19,7 +19,7 @@ import numpy as np
 from .collection import CollectionFiles, State, _codebook
 from .errors import InvalidInputError
 from .hybrid import reciprocal_rank_fusion
-from .kernels import hamming_topk, rescore_bits, rescore_float32, rescore_int8
+from .kernels import as_words, hamming_topk, rescore_bits, rescore_float32, rescore_int8
 from .lutscan import lut_topk
 from .quantize import CodeBook, check_embeddings, quantize_embeddings
 from .store import DocId, DocStore, filter_sql
@@ -32,7 +32,7 @@ HYBRID_DEPTH = 100
 
 RESCORE_STAGES = ("binary", "int8", "float32")
 # how precise each representation is; a rescoring stage must be more precise than the one before it
-_RANK = {"hamming": 0, "binary": 1, "asymmetric": 1, "1.5bit": 1.3, "2bit": 1.5, "int8": 2, "float32": 3}
+_RANK = {"ivf": 0, "hamming": 0, "binary": 1, "asymmetric": 1, "1.5bit": 1.3, "2bit": 1.5, "int8": 2, "float32": 3}
 _EXACT_CHUNK = 65536  # rows per block in exact int8/float32 scans
 
 
@@ -62,6 +62,7 @@ class SearchResults(list):  # type: ignore[type-arg]
 class _Plan:
     stage1: str
     rescore: list[str] = field(default_factory=list)
+    nprobe: int | None = None
 
 
 class Collection(CollectionFiles):
@@ -88,6 +89,8 @@ class Collection(CollectionFiles):
         filter: dict[str, Any] | None = None,
         rrf_k: float = 60.0,
         weights: Sequence[float] | None = None,
+        nprobe: int | None = None,
+        exact: bool = False,
         with_text: bool = True,
     ) -> SearchResults:
         """Find the ``k`` best documents for each query.
@@ -105,6 +108,9 @@ class Collection(CollectionFiles):
         Stages no more precise than stage 1 are skipped. Scores are dot products with the last stage's
         rows (binary without rescoring: ``1 - 2 * hamming / dim``); keyword scores are BM25; hybrid
         scores are fused RRF scores.
+
+        With an approximate index (``build_index``), Hamming stage 1 scans the ``nprobe`` nearest
+        lists (default: the index's setting); ``exact=True`` scans every row instead.
         """
         state = self._state
         if mode not in MODES:
@@ -143,6 +149,16 @@ class Collection(CollectionFiles):
         dense: list[list[tuple[int, float]]] = []
         if mode != "keyword":
             assert q is not None
+            if nprobe is not None:
+                _check_positive("nprobe", nprobe)
+            auto = state.manifest.get("stage1") == "auto"
+            if (
+                state.extra.get("ann") is not None
+                and not exact
+                and (plan.stage1 == "hamming" or (plan.stage1 == "asymmetric" and auto))
+            ):
+                plan.stage1 = "ivf"  # the index is for scale: "auto" trades asymmetric scoring for it
+            plan.nprobe = nprobe
             dense = self._dense(state, q, depth, int(rescore_multiplier), plan, exclude, timings)
         keyword: list[list[tuple[int, float]]] = []
         if mode != "dense":
@@ -213,7 +229,7 @@ class Collection(CollectionFiles):
             return [[] for _ in range(q.shape[0])]
         n_cand = min(live, k * (rescore_multiplier if plan.rescore else 1))
         t0 = time.perf_counter()
-        rows, scores = self._stage1(state, q, n_cand, plan.stage1, exclude)
+        rows, scores = self._stage1(state, q, n_cand, plan.stage1, exclude, plan.nprobe)
         timings["stage1"] = time.perf_counter() - t0
         for i, stage in enumerate(plan.rescore):
             t0 = time.perf_counter()
@@ -303,13 +319,16 @@ class Collection(CollectionFiles):
     # -------------------------------------------------------------- stages
 
     def _stage1(
-        self, state: State, q: np.ndarray, n: int, stage: str, exclude: np.ndarray | None
+        self, state: State, q: np.ndarray, n: int, stage: str, exclude: np.ndarray | None, nprobe: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         book = self._codebook(state)
-        if stage == "hamming":
+        if stage in ("hamming", "ivf"):
             qcodes = quantize_embeddings(q, "ubinary") if book is None else book.encode(q)
             assert state.words is not None
-            rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
+            if stage == "ivf":
+                rows, dist = _ivf_topk(state, as_words(qcodes), n, exclude, nprobe)
+            else:
+                rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
             return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
         if stage in ("asymmetric", "1.5bit", "2bit"):
             if book is None:  # plain sign bits without calibrated levels: +-1 per dimension
@@ -380,6 +399,33 @@ class Collection(CollectionFiles):
                 hits.append(Hit(doc_id, float(score), text if with_text else None, meta if with_text else None))
             out.append(hits)
         return out
+
+
+def _ivf_topk(
+    state: State, qwords: np.ndarray, n: int, exclude: np.ndarray | None, nprobe: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate Hamming top-n: the IVF over the indexed rows, an exact scan of rows added since."""
+    ann = state.extra["ann"]
+    indexed = int(state.manifest["ann"]["rows"])
+    probe = int(nprobe or state.manifest["ann"]["nprobe"])
+    rows, dist = ann.search(qwords, n, nprobe=probe, exclude=exclude)
+    if state.rows > indexed:
+        assert state.words is not None
+        ex_tail = None if exclude is None else exclude[indexed:]
+        if ex_tail is None or not ex_tail.all():
+            r2, d2 = hamming_topk(qwords, state.words[indexed:], n, exclude=ex_tail)
+            rows = np.concatenate([rows, r2 + indexed], axis=1)
+            dist = np.concatenate([dist, d2], axis=1)
+    out_r = np.empty((rows.shape[0], n), np.int64)
+    out_d = np.empty((rows.shape[0], n), np.int32)
+    found = n
+    for i in range(rows.shape[0]):
+        ok = rows[i] >= 0
+        r, d = rows[i][ok], dist[i][ok]
+        order = np.lexsort((r, d))[:n]
+        found = min(found, order.size)
+        out_r[i, : order.size], out_d[i, : order.size] = r[order], d[order]
+    return out_r[:, :found], out_d[:, :found]
 
 
 def _check_positive(name: str, value: object) -> None:
