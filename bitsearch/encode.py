@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -59,6 +61,17 @@ def canonical_model_name(model: str | None) -> str:
         return DEFAULT_MODEL
     path = Path(name).expanduser()
     return str(path.resolve()) if path.exists() else name
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Fail at once, not after a minute of download retries, when the model hub's host cannot be resolved."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        raise OSError(f"{name} is not in the local cache and HF_HUB_OFFLINE is set")
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        raise OSError(f"not in the local cache, and the model hub {host} is unreachable ({exc})") from None
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -140,6 +153,7 @@ class Encoder:
             try:  # a cached copy needs no network (and fails fast when absent)
                 return SentenceTransformer(name, device=device, local_files_only=True)
             except OSError:  # not cached: download it
+                _check_hub_reachable(name)
                 return SentenceTransformer(name, device=device)
         except ImportError as exc:
             raise ModelLoadError(

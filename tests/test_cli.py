@@ -282,7 +282,10 @@ def test_unloadable_model_is_a_clean_error(corpus: Path, tmp_path: Path) -> None
     (junk / "README.txt").write_text("not a model")
     broken = invoke("index", corpus, "--out", tmp_path / "b", "--model", junk, "--quiet")
     assert_clean_failure(broken, "cannot load model", "junk-model")
-    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    hub = invoke("index", corpus, "--out", tmp_path / "c", "--model", "bitsearch-tests/no-such-model", "--quiet")
+    assert_clean_failure(hub, "cannot load model", "bitsearch-tests/no-such-model")
+    for name in ("a", "b", "c"):
+        assert not (tmp_path / name).exists() or not any((tmp_path / name).iterdir())
 
 
 def test_search_and_info_on_a_non_collection(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -120,6 +121,10 @@ def test_unloadable_models_raise_model_load_error(tmp_path) -> None:
     (junk / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="junk"):
         Encoder(str(junk))
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="bitsearch-tests/no-such-model"):
+        Encoder("bitsearch-tests/no-such-model")  # offline: fails at once; online: the hub answers 404
+    assert time.monotonic() - start < 30
     with pytest.raises(ModelLoadError, match="no model name"):
         Encoder.from_manifest_info({"dim": 384})
     with pytest.raises(ModelLoadError, match="expects 256"):
