@@ -444,6 +444,51 @@ def test_concurrent_adds_deletes_and_searches(tmp_path: Path) -> None:
         assert got.id == f"w{w}-b0-0"
 
 
+def test_readers_never_see_half_an_add(tmp_path: Path) -> None:
+    """Each add is 5 near-copies of one vector: a search for it sees all 5 or none, never part of a batch."""
+    base = unit_vectors(100, seed=11)
+    col = Collection.create(tmp_path / "col", DIM, calibration_embeddings=base)
+    col.add(base, ids=[f"r{i}" for i in range(100)])
+    centers = unit_vectors(15, seed=12)
+    rng = np.random.default_rng(13)
+    seen: list[int] = []
+    bad: list[str] = []
+    done = threading.Event()
+    with ServerThread(create_app(col)) as srv:
+
+        def read(seed: int) -> None:
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                i = seed
+                while not done.is_set():
+                    b = i % len(centers)
+                    r = c.post("/search", json={"vector": centers[b].tolist(), "k": 5})
+                    if r.status_code != 200:
+                        bad.append(r.text)
+                        return
+                    ids = [h["id"] for h in r.json()["results"][0]]
+                    mine = [x for x in ids if x.startswith(f"b{b}-")]
+                    if mine and len(mine) != 5:
+                        bad.append(f"batch {b}: {ids}")
+                    seen.append(len(mine))
+                    i += 1
+
+        readers = [threading.Thread(target=read, args=(s,)) for s in range(3)]
+        for t in readers:
+            t.start()
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for b, center in enumerate(centers):
+                vecs = center + 1e-3 * rng.standard_normal((5, DIM)).astype(np.float32)
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                r = c.post("/documents", json={"vectors": vecs.tolist(), "ids": [f"b{b}-{j}" for j in range(5)]})
+                assert r.status_code == 201, r.text
+                time.sleep(0.02)
+        done.set()
+        for t in readers:
+            t.join(30)
+    assert not bad, bad[:3]
+    assert 0 in seen and 5 in seen  # searches ran both before and after batches landed
+
+
 def test_sees_documents_added_by_another_process(tmp_path: Path) -> None:
     vecs = unit_vectors(30, seed=4)
     col = Collection.create(tmp_path / "col", DIM, calibration_embeddings=vecs)
