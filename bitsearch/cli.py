@@ -60,13 +60,18 @@ class CliError(Exception):
 
 @contextlib.contextmanager
 def _reported(on_interrupt: str = "interrupted") -> Iterator[None]:
-    """Turn expected failures (bad input, unloadable model, broken collection) into `error: ...` and exit 1."""
+    """Turn expected failures (bad input, unloadable model, broken collection) into `error: ...` and exit 1.
+
+    Set BITSEARCH_DEBUG=1 to see the traceback instead.
+    """
     try:
         yield
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1) from None
     except (CliError, BitsearchError, ValueError, OSError) as exc:
+        if os.environ.get("BITSEARCH_DEBUG"):  # developers: the full traceback
+            raise
         message = str(exc) or type(exc).__name__
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
