@@ -76,7 +76,16 @@ _UNION_TAG = re.compile(r"^(str|int|float|bool|none|list\[.*\]|dict\[.*\]|litera
 class SearchRequest(BaseModel):
     """One query or a batch: text (embedded with the collection's model) or vectors of the collection's dim."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"query": "how do I parse JSON?", "k": 10},
+                {"query": ["first question", "second question"], "k": 5, "rescore": "int8", "rescore_multiplier": 4},
+                {"vector": [0.12, -0.03, 0.08], "k": 10, "rescore": "none"},
+            ]
+        },
+    )
 
     query: str | list[str] | None = Field(None, description="Query text, or a list of them (a batch).")
     vector: list[float] | list[list[float]] | None = Field(
@@ -109,7 +118,18 @@ class SearchRequest(BaseModel):
 class AddRequest(BaseModel):
     """Documents to add: vectors and/or texts (texts alone are embedded with the collection's model)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "texts": ["A first document.", "A second one."],
+                    "ids": ["doc-1", "doc-2"],
+                    "metadata": [{"lang": "en"}, None],
+                },
+            ]
+        },
+    )
 
     ids: list[DocIdIn] | None = Field(None, description="Unique str or int ids; default: the next integers.")
     texts: list[str] | None = Field(None, description="Document texts (stored, and embedded when no vectors).")
