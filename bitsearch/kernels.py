@@ -36,7 +36,9 @@ __all__ = [
 # Rows scored per step: 512 rows x <= 128 bytes stays in L1 while every query of a batch reads it.
 _RB = 512
 # Queries handed to one kernel call; bounds the per-part candidate buffers (parts x queries x cap).
-_QCHUNK = 1024
+_QCHUNK = 512
+# Scans with fewer (queries x rows x words) than this run serially: a few hundred microseconds at most.
+_SERIAL_WORDS = 1 << 21
 # Bytes the candidate buffers of one kernel call may take (bounds the query chunk for large k).
 _CAND_BUDGET = 64 * 1024 * 1024
 # Queries scored together by the batch kernel (its vectorized inner loop).
@@ -107,85 +109,104 @@ def _compact(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
     return w, t - 1
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _merge_parts(cidx, cdist, cnt, k, maxd, out_idx, out_dist):  # pragma: no cover - compiled
-    """Per query: concatenate the parts' candidates in row order, keep the best k, sort them."""
+@njit(cache=True, nogil=True)
+def _merge_one(qi, cidx, cdist, cnt, k, maxd, out_idx, out_dist):  # pragma: no cover - compiled
+    """One query: concatenate the parts' candidates in row order, keep the best k, sort them."""
     nparts = cidx.shape[0]
-    nq = cidx.shape[1]
-    for qi in prange(nq):
-        m = 0
-        for p in range(nparts):
-            m += cnt[p, qi]
-        ci = np.empty(m, dtype=np.int64)
-        cd = np.empty(m, dtype=np.int32)
-        m = 0
-        for p in range(nparts):
-            for j in range(cnt[p, qi]):
-                ci[m] = cidx[p, qi, j]
-                cd[m] = cdist[p, qi, j]
-                m += 1
-        hist = np.zeros(maxd + 2, dtype=np.int64)
-        m, _ = _compact(ci, cd, m, k, maxd, hist[: maxd + 1])
-        # stable counting sort of the k survivors by distance (row order kept within a distance)
-        hist[:] = 0
-        for j in range(m):
-            hist[cd[j] + 1] += 1
-        for d in range(maxd + 1):
-            hist[d + 1] += hist[d]
-        for j in range(m):
-            pos = hist[cd[j]]
-            hist[cd[j]] = pos + 1
-            out_idx[qi, pos] = ci[j]
-            out_dist[qi, pos] = cd[j]
+    m = 0
+    for p in range(nparts):
+        m += cnt[p, qi]
+    ci = np.empty(m, dtype=np.int64)
+    cd = np.empty(m, dtype=np.int32)
+    m = 0
+    for p in range(nparts):
+        for j in range(cnt[p, qi]):
+            ci[m] = cidx[p, qi, j]
+            cd[m] = cdist[p, qi, j]
+            m += 1
+    hist = np.zeros(maxd + 2, dtype=np.int64)
+    m, _ = _compact(ci, cd, m, k, maxd, hist[: maxd + 1])
+    # stable counting sort of the k survivors by distance (row order kept within a distance)
+    hist[:] = 0
+    for j in range(m):
+        hist[cd[j] + 1] += 1
+    for d in range(maxd + 1):
+        hist[d + 1] += hist[d]
+    for j in range(m):
+        pos = hist[cd[j]]
+        hist[cd[j]] = pos + 1
+        out_idx[qi, pos] = ci[j]
+        out_dist[qi, pos] = cd[j]
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _topk_kernel(q, db, wt, excluded, k, maxd, nparts, cap, out_idx, out_dist):  # pragma: no cover
-    """Exact top-k per query, fused with the distance pass: no N-length distance array.
+@njit(cache=True, nogil=True)
+def _scan_task(task, ntasks_q, q, qt, db, wt, excluded, k, maxd, per, cidx, cdist, cnt):  # pragma: no cover
+    """One parallel task: a contiguous part of the rows against one group of queries.
 
-    Rows are split into ``nparts`` contiguous parts run in parallel. Each part walks its rows in
-    blocks of _RB (reused from L1 by every query), keeps per query the rows at or under a running
-    threshold in a small buffer and shrinks it by counting sort when full. Parts are then merged in
-    row order, so ties always resolve to the lower row."""
-    nq = q.shape[0]
+    Keeps per query the rows at or under a running threshold in a small buffer (cidx/cdist of this
+    part), shrunk by counting sort when full; no N-length distance array is ever written. Single
+    queries (``qt`` empty) score each 512-row block vectorized over rows; batches score 128-row
+    blocks against the whole group vectorized over queries (``qt``: words x queries)."""
+    p = task // ntasks_q
     n = db.shape[0]
     has_ex = excluded.shape[0] == n
-    cidx = np.empty((nparts, nq, cap), dtype=np.int64)
-    cdist = np.empty((nparts, nq, cap), dtype=np.int32)
-    cnt = np.zeros((nparts, nq), dtype=np.int64)
-    per = (n + nparts - 1) // nparts
-    per = (per + _RB - 1) // _RB * _RB
-    for p in prange(nparts):
-        start = p * per
-        end = min(n, start + per)
+    start = p * per
+    end = min(n, start + per)
+    hist = np.empty(maxd + 1, dtype=np.int64)
+    cap = cidx.shape[2]
+    c_p = cnt[p]
+    if qt.shape[1] == 0:
+        qi = task % ntasks_q
         buf = np.empty(_RB, dtype=np.int32)
-        hist = np.empty(maxd + 1, dtype=np.int64)
-        thr = np.full(nq, maxd, dtype=np.int64)
+        ci = cidx[p, qi]
+        cd = cdist[p, qi]
+        t = maxd
+        c = 0
         for b0 in range(start, end, _RB):
             b1 = min(end, b0 + _RB)
-            for qi in range(nq):
-                _block_dist(q[qi], db, b0, b1, wt, buf)
-                t = thr[qi]
-                c = cnt[p, qi]
-                ci = cidx[p, qi]
-                cd = cdist[p, qi]
-                for i in range(b1 - b0):
-                    d = buf[i]
-                    if d <= t:
-                        r = b0 + i
-                        if has_ex and excluded[r]:
-                            continue
-                        ci[c] = r
-                        cd[c] = d
-                        c += 1
-                        if c == cap:
-                            c, t = _compact(ci, cd, c, k, maxd, hist)
-                thr[qi] = t
-                cnt[p, qi] = c
-        for qi in range(nq):
-            c, _ = _compact(cidx[p, qi], cdist[p, qi], cnt[p, qi], k, maxd, hist)
-            cnt[p, qi] = c
-    _merge_parts(cidx, cdist, cnt, k, maxd, out_idx, out_dist)
+            _block_dist(q[qi], db, b0, b1, wt, buf)
+            for i in range(b1 - b0):
+                d = buf[i]
+                if d <= t:
+                    r = b0 + i
+                    if has_ex and excluded[r]:
+                        continue
+                    ci[c] = r
+                    cd[c] = d
+                    c += 1
+                    if c == cap:
+                        c, t = _compact(ci, cd, c, k, maxd, hist)
+        c_p[qi], _ = _compact(ci, cd, c, k, maxd, hist)
+        return
+    nq = qt.shape[1]
+    per_g = (nq + ntasks_q - 1) // ntasks_q
+    g0 = (task % ntasks_q) * per_g
+    g1 = min(nq, g0 + per_g)
+    if g0 >= g1:
+        return
+    qg = qt[:, g0:g1].copy()
+    dist = np.empty((_RBQ, g1 - g0), dtype=np.int32)
+    thr = np.full(g1 - g0, maxd, dtype=np.int64)
+    for b0 in range(start, end, _RBQ):
+        b1 = min(end, b0 + _RBQ)
+        _block_dist_queries(qg, db[b0:b1], wt, dist)
+        for i in range(b1 - b0):
+            r = b0 + i
+            if has_ex and excluded[r]:
+                continue
+            for gi in range(g1 - g0):
+                d = dist[i, gi]
+                if d <= thr[gi]:
+                    qi = g0 + gi
+                    c = c_p[qi]
+                    cidx[p, qi, c] = r
+                    cdist[p, qi, c] = d
+                    c += 1
+                    if c == cap:
+                        c, thr[gi] = _compact(cidx[p, qi], cdist[p, qi], c, k, maxd, hist)
+                    c_p[qi] = c
+    for qi in range(g0, g1):
+        c_p[qi], _ = _compact(cidx[p, qi], cdist[p, qi], c_p[qi], k, maxd, hist)
 
 
 @njit(cache=True, nogil=True)
@@ -204,52 +225,24 @@ def _block_dist_queries(qt, sub, wt, dist):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _topk_batch_kernel(qt, db, wt, excluded, k, maxd, nparts, cap, out_idx, out_dist):  # pragma: no cover
-    """As ``_topk_kernel`` for a batch: each block of rows is scored against a group of _QG queries at
-    once (vectorized over queries), then each query's threshold filters its column. Parallel tasks
-    are (row part x query group), so a small ``db`` with many queries still uses every thread."""
-    nq = qt.shape[1]
-    n = db.shape[0]
-    has_ex = excluded.shape[0] == n
-    cidx = np.empty((nparts, nq, cap), dtype=np.int64)
-    cdist = np.empty((nparts, nq, cap), dtype=np.int32)
-    cnt = np.zeros((nparts, nq), dtype=np.int64)
-    per = (n + nparts - 1) // nparts
-    per = (per + _RBQ - 1) // _RBQ * _RBQ
-    ngroups = (nq + _QG - 1) // _QG
-    for task in prange(nparts * ngroups):
-        p = task // ngroups
-        g0 = (task % ngroups) * _QG
-        g1 = min(nq, g0 + _QG)
-        qg = qt[:, g0:g1].copy()
-        start = p * per
-        end = min(n, start + per)
-        dist = np.empty((_RBQ, g1 - g0), dtype=np.int32)
-        hist = np.empty(maxd + 1, dtype=np.int64)
-        thr = np.full(g1 - g0, maxd, dtype=np.int64)
-        c_p = cnt[p]
-        for b0 in range(start, end, _RBQ):
-            b1 = min(end, b0 + _RBQ)
-            _block_dist_queries(qg, db[b0:b1], wt, dist)
-            for i in range(b1 - b0):
-                r = b0 + i
-                if has_ex and excluded[r]:
-                    continue
-                for gi in range(g1 - g0):
-                    d = dist[i, gi]
-                    if d <= thr[gi]:
-                        qi = g0 + gi
-                        c = c_p[qi]
-                        cidx[p, qi, c] = r
-                        cdist[p, qi, c] = d
-                        c += 1
-                        if c == cap:
-                            c, thr[gi] = _compact(cidx[p, qi], cdist[p, qi], c, k, maxd, hist)
-                        c_p[qi] = c
-        for qi in range(g0, g1):
-            c, _ = _compact(cidx[p, qi], cdist[p, qi], c_p[qi], k, maxd, hist)
-            c_p[qi] = c
-    _merge_parts(cidx, cdist, cnt, k, maxd, out_idx, out_dist)
+def _topk_parallel(
+    q, qt, db, wt, excluded, k, maxd, nparts, ntasks_q, per, cidx, cdist, cnt, out_idx, out_dist
+):  # pragma: no cover
+    for task in prange(nparts * ntasks_q):
+        _scan_task(task, ntasks_q, q, qt, db, wt, excluded, k, maxd, per, cidx, cdist, cnt)
+    for qi in prange(out_idx.shape[0]):
+        _merge_one(qi, cidx, cdist, cnt, k, maxd, out_idx, out_dist)
+
+
+@njit(cache=True, nogil=True)
+def _topk_serial(
+    q, qt, db, wt, excluded, k, maxd, nparts, ntasks_q, per, cidx, cdist, cnt, out_idx, out_dist
+):  # pragma: no cover
+    """As ``_topk_parallel`` without a parallel region: waking threads costs more than small scans."""
+    for task in range(nparts * ntasks_q):
+        _scan_task(task, ntasks_q, q, qt, db, wt, excluded, k, maxd, per, cidx, cdist, cnt)
+    for qi in range(out_idx.shape[0]):
+        _merge_one(qi, cidx, cdist, cnt, k, maxd, out_idx, out_dist)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -350,13 +343,8 @@ def hamming_topk(
         return out_idx, out_dist
     q = np.ascontiguousarray(q)
     db = np.ascontiguousarray(db)
-    _topk_into(q, db, kk, exclude, _default_parts(n), out_idx, out_dist)
+    _topk_into(q, db, kk, exclude, None, out_idx, out_dist)
     return out_idx, out_dist
-
-
-def _default_parts(n: int) -> int:
-    """Row parts for one search: a few per thread (balances load on a busy machine), >= 4 blocks each."""
-    return max(1, min(numba.get_num_threads() * _PARTS_PER_THREAD, n // (4 * _RB)))
 
 
 def _topk_into(
@@ -364,22 +352,42 @@ def _topk_into(
     db: np.ndarray,
     k: int,
     exclude: np.ndarray,
-    nparts: int,
+    nparts: int | None,
     out_idx: np.ndarray,
     out_dist: np.ndarray,
 ) -> None:
-    """Run the fused top-k kernel over query chunks; k <= live rows, arrays already validated."""
-    maxd = q.shape[1] * 64
-    wt = _width_tuple(q.shape[1])
+    """Run the fused top-k kernels over query chunks; k <= live rows, arrays already validated.
+
+    ``nparts`` (row parts) defaults by case: single queries split the rows over a few parts per
+    thread (evens out threads slowed by other work); batches use one part per thread and split the
+    queries into groups; scans smaller than _SERIAL_WORDS word-pairs run without a parallel region."""
+    n, words = db.shape
+    maxd = words * 64
+    wt = _width_tuple(words)
     cap = 2 * k + 64
-    qchunk = max(_BATCH_MIN, min(_QCHUNK, _CAND_BUDGET // (12 * cap * nparts)))
-    for s in range(0, q.shape[0], qchunk):
-        e = min(q.shape[0], s + qchunk)
-        if e - s >= _BATCH_MIN:
+    threads = numba.get_num_threads()
+    nblocks = max(1, n // (4 * _RB))
+    for s in range(0, q.shape[0], _QCHUNK):
+        e = min(q.shape[0], s + _QCHUNK)
+        nq = e - s
+        serial = threads == 1 or nq * n * words < _SERIAL_WORDS
+        if nq >= _BATCH_MIN:
             qt = np.ascontiguousarray(q[s:e].T)
-            _topk_batch_kernel(qt, db, wt, exclude, k, maxd, nparts, cap, out_idx[s:e], out_dist[s:e])
+            parts = nparts or (1 if serial else min(threads, nblocks))
+            ntasks_q = -(-nq // _QG) if serial else max(-(-nq // _QG), -(-threads // parts))
         else:
-            _topk_kernel(q[s:e], db, wt, exclude, k, maxd, nparts, cap, out_idx[s:e], out_dist[s:e])
+            qt = np.zeros((words, 0), np.uint64)
+            parts = nparts or (1 if serial else min(threads * _PARTS_PER_THREAD, nblocks))
+            ntasks_q = nq
+        while parts > 1 and parts * nq * cap * 12 > _CAND_BUDGET:
+            parts //= 2
+        per = -(-n // parts)
+        per = -(-per // _RB) * _RB
+        cidx = np.empty((parts, nq, cap), dtype=np.int64)
+        cdist = np.empty((parts, nq, cap), dtype=np.int32)
+        cnt = np.zeros((parts, nq), dtype=np.int64)
+        run = _topk_serial if serial else _topk_parallel
+        run(q[s:e], qt, db, wt, exclude, k, maxd, parts, ntasks_q, per, cidx, cdist, cnt, out_idx[s:e], out_dist[s:e])
 
 
 def exact_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
