@@ -53,10 +53,11 @@ def build_collection(path: Path, n: int) -> str:
     from bitsearch import Collection
     from bitsearch.encode import DEFAULT_MODEL
 
+    note = path.with_name(path.name + ".source.txt")  # where the vectors came from, for reruns on a kept --dir
     if (path / "manifest.json").exists():
         col = Collection.open(path)
         if len(col) == n:
-            return "synthetic, built earlier by this script in --dir"
+            return note.read_text().strip() if note.exists() else "synthetic, built earlier by this script"
         raise SystemExit(f"{path} holds {len(col)} documents, not {n}: remove it or pass another --dir")
     gen, source = synthetic_embeddings(DIM, seed=0)
     model = {
@@ -77,6 +78,7 @@ def build_collection(path: Path, n: int) -> str:
             texts=[f"synthetic document {i}" for i in range(start, start + m)],
         )
     col.close()
+    note.write_text(source + "\n")
     return source
 
 
