@@ -890,7 +890,13 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     paths: list[Path] = []
 
     # 1. quality kept vs bytes per document, Pareto front marked
-    rs = [r for r in report.results if r.ram_bytes_per_doc == r.ram_bytes_per_doc]
+    # the multiplier sweep has its own plot: keep only its x4 point here, and no unmeasured bytes
+    rs = [
+        r
+        for r in report.results
+        if not np.isnan(r.ram_bytes_per_doc)
+        and not (r.rescore and r.multiplier != DEFAULT_MULTIPLIER and r.truncate_dim is None)
+    ]
     pts = [(r.ram_bytes_per_doc, r.kept[ndcg]) for r in rs]
     front = _pareto(pts)
     fig, ax = plt.subplots(figsize=(9, 6))
@@ -900,11 +906,11 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
         ax.scatter(
             x,
             y,
-            c=colors[r.precision],
+            c=colors.get(r.precision, "tab:gray"),
             marker=marker,
             s=60 if i in front else 25,
             edgecolors="black" if i in front else "none",
-            zorder=3,
+            zorder=5,  # above the labels' white boxes
         )
     _label_points(ax, [r.name for r in rs], pts)
     fx = [pts[i][0] for i in front]
@@ -917,7 +923,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("bytes per document held in RAM (log scale)")
     ax.set_ylabel(f"{ndcg} kept, % of float32")
-    ax.set_title(f"Quality vs memory: {title}", fontsize=9)
+    ax.set_title(f"Quality vs memory (rescore multiplier 4): {title}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -957,7 +963,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     y = np.arange(len(rs))
     p50 = [r.latency_p50_ms for r in rs]
     p95 = [r.latency_p95_ms for r in rs]
-    ax.barh(y, p50, color=[colors[r.precision] for r in rs], label="p50 (color: stage 1)")
+    ax.barh(y, p50, color=[colors.get(r.precision, "tab:gray") for r in rs], label="p50 (color: stage 1)")
     ax.scatter(p95, y, marker="|", s=120, color="black", label="p95", zorder=3)
     for yi, r in zip(y, rs, strict=True):
         ax.annotate(
