@@ -507,6 +507,35 @@ def test_sees_documents_added_by_another_process(tmp_path: Path) -> None:
         other.close()
 
 
+def test_search_retried_when_a_delete_races_it(tmp_path: Path) -> None:
+    """A search whose snapshot names a row that a concurrent delete just purged is rerun on the new state."""
+    from bitsearch.server import ServerState
+
+    vecs = unit_vectors(20, seed=6)
+    col = Collection.create(tmp_path / "col", DIM, calibration_embeddings=vecs)
+    col.add(vecs)
+    state = ServerState(col, threads=2)
+    real = col.search
+    calls = []
+
+    def flaky(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError(7)  # what Collection._hits raises for a purged row
+        return real(*args, **kw)
+
+    col.search = flaky  # type: ignore[method-assign]
+    assert state.search(vecs[3], k=1)[0][0].id == 3 and len(calls) == 2
+    from bitsearch.errors import UnknownIdError
+
+    def unknown(*args: Any, **kw: Any) -> Any:
+        raise UnknownIdError("no such id")
+
+    col.search = unknown  # type: ignore[method-assign]
+    with pytest.raises(UnknownIdError):
+        state.search(vecs[3], k=1)
+
+
 def test_empty_collection(tmp_path: Path) -> None:
     col = Collection.create(tmp_path / "empty", DIM)
     with ServerThread(create_app(col)) as srv:
