@@ -139,7 +139,8 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
 def load_dataset(path: str | os.PathLike[str], split: str = "test") -> Dataset:
     """Read a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv; each may be .gz).
 
-    Only queries with at least one positive judgment are kept, in queries.jsonl order.
+    Only queries with at least one positive judgment are kept, in queries.jsonl order; judged queries
+    missing there are looked up in queries_all.jsonl (where the shared datasets keep every query).
     """
     folder = Path(path)
     doc_ids: list[str] = []
@@ -163,8 +164,6 @@ def load_dataset(path: str | os.PathLike[str], split: str = "test") -> Dataset:
             seen.add(qid)
             query_ids.append(qid)
             query_texts.append(str(row.get("text") or ""))
-        if query_ids:
-            break
     if not query_ids:
         raise ValueError(f"{folder}: no query has a positive judgment in qrels/{split}.tsv")
     return Dataset(

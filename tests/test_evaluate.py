@@ -116,6 +116,11 @@ def test_load_beir_folder(tmp_path: Path) -> None:
     assert ds.query_ids == ["q1", "q3"]  # q2 has no judgments: not evaluated
     assert ds.query_texts == ["lift", "shock"]
     assert ds.qrels == {"q1": {"d1": 1}, "q3": {"3": 2, "d2": 0}}
+    # a judged query found only in queries_all.jsonl is evaluated too
+    (tmp_path / "queries_all.jsonl").write_text(json.dumps({"_id": "q4", "text": "drag"}) + "\n")
+    with (tmp_path / "qrels" / "test.tsv").open("a") as fh:
+        fh.write("q4\td1\t1\n")
+    assert ev.load_dataset(tmp_path).query_ids == ["q1", "q3", "q4"]
 
 
 @needs_cranfield
