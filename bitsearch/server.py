@@ -757,7 +757,7 @@ def create_app(
             return _error(499, "client closed the request")
         return JSONResponse(payload, status_code=201)
 
-    @app.delete("/documents/{doc_id}", tags=["documents"], response_model=DeleteResponse, responses=_ERRORS)
+    @app.delete("/documents/{doc_id:path}", tags=["documents"], response_model=DeleteResponse, responses=_ERRORS)
     async def delete_document(doc_id: str, request: Request) -> Any:
         """Delete one document by id (an all-digit id matches the integer id when no such string id exists)."""
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -272,6 +273,12 @@ def test_documents_add_search_delete(client: httpx.Client, vec_server: tuple[str
     assert "new-b" not in ids
     assert client.delete("/documents/new-a").status_code == 200
     assert client.get("/info").json()["documents"] == before
+    # ids may be paths (`bitsearch index` on a folder) or hold other URL-special characters
+    odd = ["docs/intro.md", "a b?c#d", "ünï"]
+    assert client.post("/documents", json={"vectors": unit_vectors(3, seed=43).tolist(), "ids": odd}).status_code == 201
+    for doc_id in odd:
+        r = client.delete("/documents/" + quote(doc_id, safe="/"))
+        assert r.status_code == 200 and r.json()["deleted"] == doc_id, r.text
 
 
 def test_info(client: httpx.Client, vec_server: tuple[str, Collection]) -> None:
