@@ -1080,7 +1080,8 @@ def serve(
                 err=True,
             )
         api = create_app(collection, api_key=api_key, threads=threads, preload_model=True)
-        uvicorn.run(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        # connections beyond limit_concurrency get 503 at once instead of queueing without bound
+        uvicorn.run(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, limit_concurrency=1024)
 
 
 if __name__ == "__main__":  # pragma: no cover
