@@ -120,8 +120,16 @@ class InputFormat(str, Enum):
 
 class Precision(str, Enum):
     binary = "binary"
+    bits15 = "1.5bit"
+    bits2 = "2bit"
     int8 = "int8"
     float32 = "float32"
+
+
+class Stage1(str, Enum):
+    auto = "auto"
+    hamming = "hamming"
+    asymmetric = "asymmetric"
 
 
 class Mode(str, Enum):
@@ -426,6 +434,7 @@ def index_records(
     skip_bad: bool,
     keyword_index: bool = True,
     progress: tqdm | None = None,
+    create_options: dict[str, Any] | None = None,
 ) -> tuple[Collection | None, IndexReport]:
     """Encode and add records chunk by chunk; ids already in the collection are skipped (resume)."""
     report = IndexReport()
@@ -465,6 +474,7 @@ def index_records(
                 model=encoder.manifest_info(),
                 truncate_dim=encoder.truncate_dim,
                 keyword_index=keyword_index,
+                **(create_options or {}),
             )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="int8 ranges calibrated on only")
@@ -501,6 +511,21 @@ def index(
     keyword_index: Annotated[
         bool, typer.Option("--keyword-index/--no-keyword-index", help="Keep a BM25 index for keyword/hybrid search.")
     ] = True,
+    stage1: Annotated[
+        Stage1,
+        typer.Option(
+            help="binary: Hamming, asymmetric (float query vs bits), or auto (asymmetric when nothing rescores)."
+        ),
+    ] = Stage1.auto,
+    centering: Annotated[
+        bool, typer.Option("--centering", help="Subtract the corpus mean before binary/1.5bit/2bit codes.")
+    ] = False,
+    rotation: Annotated[
+        bool | None,
+        typer.Option(
+            "--rotation/--no-rotation", help="Random orthogonal rotation before the codes (default: 2bit only)."
+        ),
+    ] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL, CSV, Parquet).")] = "text",
     id_field: Annotated[
         str | None, typer.Option(help="Field holding the id (default: _id, else id, else the record number).")
@@ -543,6 +568,7 @@ def index(
                 skip_bad=skip_bad,
                 keyword_index=keyword_index,
                 progress=bar,
+                create_options={"stage1": stage1.value, "centering": centering, "rotation": rotation},
             )
         elapsed = time.perf_counter() - start
         if report.records == 0:

@@ -1,0 +1,5 @@
+"""``python -m bitsearch``: the command line."""
+
+from .cli import main
+
+main()
