@@ -689,10 +689,8 @@ def create_app(
         if count > MAX_QUERIES:
             return _error(422, f"{count} queries in one request; at most {MAX_QUERIES}")
         rescore: Any = None if req.rescore in (None, "none") else req.rescore
-        if texts is not None:
-            for name in ("query_texts", "texts"):  # keyword/hybrid search needs the text too
-                if name in state.search_params:
-                    extra[name] = texts
+        if texts is not None and "query_texts" in state.search_params:
+            extra["query_texts"] = texts  # keyword and hybrid modes rank the text itself too
 
         def work() -> dict[str, Any]:
             timings: dict[str, float] = {}
