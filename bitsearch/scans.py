@@ -1,5 +1,6 @@
-"""Hot loops for asymmetric stage 1: a float query scores low-bit codes by table lookup.
+"""Stage-1 scans other than Hamming: table lookups over low-bit codes, exact dot products over rows.
 
+Asymmetric stage 1: a float query scores low-bit codes by table lookup.
 Each document is ``groups`` bytes (8 sign bits, 5 ternary or 4 two-bit levels per byte); a query's
 table ``lut[g, byte]`` holds its dot product with that byte's reconstruction, so a score is one
 lookup and add per byte, the same work for 1, 1.5 or 2 bits per dimension. Top-k selection is a
@@ -13,7 +14,7 @@ from numba import njit, prange
 
 from .errors import InvalidInputError
 
-__all__ = ["lut_topk"]
+__all__ = ["dot_topk", "lut_topk"]
 
 _BLOCK = 4096
 _BINS = 2048
@@ -115,5 +116,47 @@ def lut_topk(
     for s in range(0, nq, chunk):
         scores = np.empty((min(chunk, nq - s), n), dtype=np.float32)
         _lut_scores(luts[s : s + chunk], codes, scores)
+        _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
+    return out_idx, out_val
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _dot_scores(w, const, rows, out):  # pragma: no cover - compiled
+    n, dim = rows.shape
+    nq = w.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        start = b * _BLOCK
+        end = min(n, start + _BLOCK)
+        for qi in range(nq):
+            for i in range(start, end):
+                s = np.float32(0.0)
+                for j in range(dim):
+                    s += w[qi, j] * np.float32(rows[i, j])
+                out[qi, i] = s + const[qi]
+
+
+def dot_topk(
+    weights: np.ndarray, rows: np.ndarray, k: int, exclude: np.ndarray | None = None, const: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of ``rows @ weights[q] + const[q]`` over int8 or float32 rows, ties by row.
+
+    For int8 rows pass the query with each dimension's bucket width folded in, and the offset as
+    ``const`` (see ``kernels.rescore_int8``): the scan then scores dequantized values without
+    converting the rows, in numba rather than BLAS (whose threads thrash on a busy machine).
+    """
+    w = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float32)
+    c = np.zeros(w.shape[0], np.float32) if const is None else np.ascontiguousarray(const, dtype=np.float32)
+    n = rows.shape[0]
+    excl = np.zeros(0, dtype=np.bool_) if exclude is None else np.ascontiguousarray(exclude, dtype=np.bool_)
+    live = n - (int(excl.sum()) if exclude is not None else 0)
+    kk = min(int(k), live)
+    out_idx = np.empty((w.shape[0], kk), dtype=np.int64)
+    out_val = np.empty((w.shape[0], kk), dtype=np.float32)
+    if kk == 0:
+        return out_idx, out_val
+    chunk = max(1, _DIST_BUDGET // max(1, 4 * n))
+    for s in range(0, w.shape[0], chunk):
+        scores = np.empty((min(chunk, w.shape[0] - s), n), dtype=np.float32)
+        _dot_scores(w[s : s + chunk], c[s : s + chunk], rows, scores)
         _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
     return out_idx, out_val

@@ -20,8 +20,8 @@ from .collection import CollectionFiles, State, _codebook
 from .errors import InvalidInputError
 from .hybrid import reciprocal_rank_fusion
 from .kernels import as_words, hamming_topk, rescore_bits, rescore_float32, rescore_int8
-from .lutscan import lut_topk
 from .quantize import CodeBook, check_embeddings, quantize_embeddings
+from .scans import dot_topk, lut_topk
 from .store import DocId, DocStore, filter_sql
 
 __all__ = ["MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
@@ -34,6 +34,7 @@ RESCORE_STAGES = ("binary", "int8", "float32")
 # how precise each representation is; a rescoring stage must be more precise than the one before it
 _RANK = {"ivf": 0, "hamming": 0, "binary": 1, "asymmetric": 1, "1.5bit": 1.3, "2bit": 1.5, "int8": 2, "float32": 3}
 _EXACT_CHUNK = 65536  # rows per block in exact int8/float32 scans
+_NUMBA_SCAN_MAX_QUERIES = 16  # up to this many queries, exact scans run in numba; more go to BLAS
 
 
 @dataclass
@@ -340,10 +341,16 @@ class Collection(CollectionFiles):
                 assert state.ram_rows is not None
                 codes = state.ram_rows
             return lut_topk(book.lut(q), codes, n, exclude=exclude)
-        # exact scans over the int8 / float32 rows held in RAM, in blocks to bound temporaries
+        # exact scans over the int8 / float32 rows held in RAM
         assert state.ram_rows is not None
         data = state.ram_rows
         nq, total = q.shape[0], data.shape[0]
+        if nq <= _NUMBA_SCAN_MAX_QUERIES:  # a few queries: numba (BLAS threads thrash on a busy box)
+            if stage == "int8":
+                w, const = _int8_weights(q, self.ranges)
+                return dot_topk(w, data, n, exclude, const)
+            return dot_topk(q, data, n, exclude)
+        # many queries: BLAS matrix products in blocks of rows, merged
         best_rows = np.empty((nq, 0), dtype=np.int64)
         best_scores = np.empty((nq, 0), dtype=np.float32)
         for start in range(0, total, _EXACT_CHUNK):
@@ -460,13 +467,19 @@ def _split_queries(
     return vectors, texts
 
 
-def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
-    """Scores of many queries against a block of int8 rows, dequantized (scale folded into queries)."""
+def _int8_weights(q: np.ndarray, ranges: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Fold int8 dequantization into the queries: scores = codes @ w + const (see rescore_int8)."""
     assert ranges is not None
     steps = (ranges[1] - ranges[0]) / np.float32(255)
     steps = np.where(steps == 0, 1, steps).astype(np.float32)
-    w = q * steps
-    const = q @ ranges[0] + np.float32(128.5) * w.sum(axis=1)
+    w = (q * steps).astype(np.float32)
+    const = (q @ ranges[0] + np.float32(128.5) * w.sum(axis=1)).astype(np.float32)
+    return w, const
+
+
+def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
+    """Scores of many queries against a block of int8 rows, dequantized (scale folded into queries)."""
+    w, const = _int8_weights(q, ranges)
     return w @ block.astype(np.float32).T + const[:, None]
 
 
