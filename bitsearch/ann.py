@@ -24,7 +24,7 @@ from .kernels import _RB, _block_dist, _width_tuple, as_words, hamming_topk
 
 __all__ = ["BinaryIVF"]
 
-_FILES = ("centroids", "offsets", "rows", "codes")
+_FILES = ("centroids", "offsets", "rows", "codes", "means")
 
 
 @njit(cache=True, nogil=True)
@@ -138,9 +138,14 @@ def _words(codes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w[None, :] if w.ndim == 1 else w)
 
 
+def _bits(words: np.ndarray) -> np.ndarray:
+    """Unpacked bits (n, 64 * w) uint8 of uint64 words, in the order ``_majority`` packs them."""
+    return np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=1, bitorder="little")
+
+
 def _majority(codes: np.ndarray, assign: np.ndarray, nlist: int, old: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Majority-bit centroid of each list (an empty list keeps ``old``); also the list sizes."""
-    bits = np.unpackbits(codes.view(np.uint8), axis=1, bitorder="little")
+    bits = _bits(codes)
     order = np.argsort(assign, kind="stable")
     sizes = np.bincount(assign, minlength=nlist)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -157,15 +162,29 @@ class BinaryIVF:
 
     Attributes (all numpy arrays, the whole state): ``centroids`` (nlist, w) uint64, ``offsets``
     (nlist + 1,) int64 into the list-ordered arrays, ``rows`` (n,) int64 row ids (the caller's
-    numbering), ``codes`` (n, w) uint64 reordered by list.
+    numbering), ``codes`` (n, w) uint64 reordered by list, ``means`` (nlist, 64 w) float32 bit
+    frequencies per list (ranks the lists to probe).
     """
 
-    def __init__(self, centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, codes: np.ndarray) -> None:
+    def __init__(
+        self,
+        centroids: np.ndarray,
+        offsets: np.ndarray,
+        rows: np.ndarray,
+        codes: np.ndarray,
+        means: np.ndarray | None = None,
+    ) -> None:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.uint64)
         self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         self.rows = np.ascontiguousarray(rows, dtype=np.int64)
         # np.asarray keeps a memory map's pages (no copy) but hands numba a plain ndarray
         self.codes = np.asarray(codes) if codes.dtype == np.uint64 else np.ascontiguousarray(codes, np.uint64)
+        bits = self.centroids.shape[1] * 64
+        if means is None:  # no rows yet: a list's members look like its centroid
+            means = _bits(self.centroids).astype(np.float32)
+        self.means = np.ascontiguousarray(means, dtype=np.float32)
+        if self.means.shape != (self.nlist, bits):
+            raise InvalidInputError(f"means must have shape ({self.nlist}, {bits}), got {self.means.shape}")
         n = len(self.rows)
         if self.offsets.shape != (self.nlist + 1,) or self.offsets[-1] != n or self.codes.shape[0] != n:
             raise InvalidInputError("inconsistent IVF arrays (offsets, rows and codes disagree)")
@@ -218,16 +237,38 @@ class BinaryIVF:
         self.codes = np.concatenate([self.codes, words])[order]
         self.rows = all_rows[order]
         self.offsets = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=self.nlist))]).astype(np.int64)
+        self.means = self._list_means()
+
+    def _list_means(self, chunk: int = 262144) -> np.ndarray:
+        """Per list, the fraction of its rows with each bit set (a list's centroid when empty)."""
+        sums = np.zeros(self.means.shape, np.int64)
+        sizes = np.diff(self.offsets)
+        lists = np.repeat(np.arange(self.nlist), sizes)
+        for s in range(0, len(self.rows), chunk):
+            lc = lists[s : s + chunk]
+            starts = np.flatnonzero(np.r_[True, lc[1:] != lc[:-1]])
+            sums[lc[starts]] += np.add.reduceat(_bits(self.codes[s : s + chunk]), starts, axis=0, dtype=np.int64)
+        means = sums / np.maximum(sizes, 1)[:, None]
+        empty = sizes == 0
+        means[empty] = _bits(self.centroids[empty])
+        return means.astype(np.float32)
 
     # ------------------------------------------------------------------ search
 
     def search(
-        self, queries: np.ndarray, k: int, nprobe: int = 32, exclude: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int = 32,
+        exclude: np.ndarray | None = None,
+        rank: str = "expected",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k: (rows int64, distances int32), each (nq, k), by (distance, row id).
 
         Exactly the exact scan's answer whenever its rows all lie in the probed lists. Scans the
-        ``nprobe`` nearest lists. ``exclude``: bool mask indexed by row id, rows never returned.
+        ``nprobe`` nearest lists: by default ranked by the expected Hamming distance to their rows
+        (per-list bit frequencies), measured better than the distance to the majority-bit centroid
+        (``rank="hamming"``). ``exclude``: bool mask indexed by row id, rows never returned.
         Slots beyond the rows found hold row -1 and distance bits + 1.
         """
         q = _words(queries)
@@ -236,7 +277,20 @@ class BinaryIVF:
         if k < 1:
             raise InvalidInputError(f"k must be >= 1, got {k}")
         nprobe = max(1, min(int(nprobe), self.nlist))
-        probes = hamming_topk(q, self.centroids, nprobe)[0]
+        if rank == "hamming":
+            probes = hamming_topk(q, self.centroids, nprobe)[0]
+        elif rank == "expected":
+            # expected Hamming distance to a list's rows: sum_j |q_j - mean_lj| = sum_j m_lj + q . (1 - 2 m_l)
+            m = self.means
+            score = _bits(q).astype(np.float32) @ (1 - 2 * m).T + m.sum(axis=1)
+            probes = np.argpartition(score, nprobe - 1, axis=1)[:, :nprobe] if nprobe < self.nlist else None
+            if probes is None:
+                probes = np.argsort(score, axis=1)
+            else:  # nearest lists first: the threshold tightens sooner
+                probes = np.take_along_axis(probes, np.argsort(np.take_along_axis(score, probes, 1), 1), 1)
+            probes = np.ascontiguousarray(probes, dtype=np.int64)
+        else:
+            raise InvalidInputError(f'rank must be "expected" or "hamming", got {rank!r}')
         if exclude is None:
             ex = np.zeros(0, np.bool_)
         else:
@@ -275,8 +329,8 @@ class BinaryIVF:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> BinaryIVF:
-        """Rebuild from ``to_arrays`` output (arrays may be memory-mapped)."""
-        return cls(*(arrays[f] for f in _FILES))
+        """Rebuild from ``to_arrays`` output (arrays may be memory-mapped; ``means`` may be absent)."""
+        return cls(*(arrays[f] for f in _FILES[:4]), arrays.get("means"))
 
     def save(self, directory: str | Path) -> None:
         """Write centroids.npy, offsets.npy, rows.npy, codes.npy into ``directory`` (no pickle)."""

@@ -41,12 +41,14 @@ def test_all_lists_probed_is_exact(data):
     set_num_threads(2)
 
 
-def test_few_probes_high_recall(data):
+@pytest.mark.parametrize("rank", ["expected", "hamming"])
+def test_few_probes_high_recall(data, rank):
     db, q, ivf = data
-    rows, _ = ivf.search(q, 10, nprobe=4)
+    rows, _ = ivf.search(q, 10, nprobe=4, rank=rank)
     ref_rows, _ = hamming_topk(q, db, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, ref_rows, strict=True)])
     assert recall >= 0.9
+    assert ivf.means.shape == (ivf.nlist, 384) and ivf.means.min() >= 0 and ivf.means.max() <= 1
     assert len(ivf) == len(db) and np.diff(ivf.offsets).sum() == len(db)
 
 
@@ -92,5 +94,7 @@ def test_bad_input(data):
         ivf.search(q, 0)
     with pytest.raises(InvalidInputError, match="exclude"):
         ivf.search(q, 5, exclude=np.zeros(10, bool))
+    with pytest.raises(InvalidInputError, match="rank"):
+        ivf.search(q, 5, rank="nope")
     with pytest.raises(InvalidInputError, match="inconsistent"):
         BinaryIVF(ivf.centroids, ivf.offsets, ivf.rows[:-1], ivf.codes)
