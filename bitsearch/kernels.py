@@ -1,8 +1,14 @@
 """Hot loops: exact Hamming top-k over packed sign bits, and rescoring of candidates.
 
-Stage 1 runs in numba (popcount on 64-bit words, counting-sort selection over the small range of
-Hamming distances), chosen by measurement against numpy's ``bitwise_count`` and FAISS
-(see benchmarks/). Rescoring is a few small matrix products in numpy.
+Stage 1 runs in numba, chosen by measurement against FAISS IndexBinaryFlat, usearch and numpy
+(benchmarks/bench_kernels.py, bench_peers.py): popcount on 64-bit words with the word loop unrolled
+per code width (so LLVM vectorizes it, vpopcntq where the CPU has AVX-512 VPOPCNTDQ), fused with
+the selection: each task keeps, per query, the rows under a running threshold in a small buffer
+shrunk by counting sort over the small range of distances; no N-length distance array is written.
+Single queries vectorize over rows and split the rows over a few parallel parts; batches vectorize
+over queries (one row word against 4 queries per instruction) and reuse each row block from cache
+for the whole query group. Results are exact, ordered by (distance, row). Rescoring is a few small
+matrix products in numpy.
 """
 
 from __future__ import annotations
@@ -33,13 +39,13 @@ __all__ = [
     "set_num_threads",
 ]
 
-# Rows scored per step: 512 rows x <= 128 bytes stays in L1 while every query of a batch reads it.
+# Rows scored per step of the single-query kernel (distances of a block land in an L1 buffer).
 _RB = 512
 # Queries handed to one kernel call; bounds the per-part candidate buffers (parts x queries x cap).
 _QCHUNK = 512
 # Scans with fewer (queries x rows x words) than this run serially: a few hundred microseconds at most.
 _SERIAL_WORDS = 1 << 21
-# Bytes the candidate buffers of one kernel call may take (bounds the query chunk for large k).
+# Bytes the candidate buffers of one kernel call may take (fewer row parts for large k).
 _CAND_BUDGET = 64 * 1024 * 1024
 # Queries scored together by the batch kernel (its vectorized inner loop).
 _QG = 64
