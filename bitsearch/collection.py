@@ -376,9 +376,10 @@ class CollectionFiles:
 
     def refresh(self) -> None:
         """Reload the manifest if another process has written to the collection since it was opened."""
-        manifest = _read_manifest(self.path)
-        if manifest["generation"] != self._state.manifest["generation"]:
-            self._state = _load_state(self.path, manifest, verify=False)
+        with self._write_lock:  # never put back an older state than a writer of ours installed
+            manifest = _read_manifest(self.path)
+            if manifest["generation"] > self._state.manifest["generation"]:
+                self._state = _load_state(self.path, manifest, verify=False)
 
     def verify(self) -> None:
         """Check every file of the collection against its sha256 in the manifest."""

@@ -112,22 +112,63 @@ def test_binary_without_rescore_scores_hamming(tmp_path: Path, emb: np.ndarray):
     assert res[0][0].id == "d3" and res.stages == ["hamming"]
 
 
-def test_auto_stage1_is_asymmetric_without_rescoring(col: Collection, emb: np.ndarray):
-    """With nothing to rescore, the float query scores the sign bits' bucket means over every row."""
+def test_asymmetric_stage1_scores_bucket_means(tmp_path: Path, col: Collection, emb: np.ndarray):
+    """The float query scores the sign bits' bucket means: exactly over every row with
+    stage1="asymmetric", over the Hamming top 16 x k with "auto" (the default) when nothing rescores."""
     from bitsearch.quantize import CodeBook
+    from bitsearch.search import ASYMMETRIC_PRESELECT
 
     book = CodeBook.fit(emb[:300], "binary")  # the first add calibrated the codebook
     rec = book.decode(book.encode(emb)).astype(np.float64)
     ids = [f"d{i}" for i in range(300)] + list(range(300, 500))
+    full = Collection.create(tmp_path / "a", DIM, stage1="asymmetric")
+    full.add(emb[:300], ids=ids[:300])
+    full.add(emb[300:], ids=ids[300:])
     queries = _emb(10, seed=21)
-    res = col.search(queries, k=8, rescore=None)
-    assert res.stages == ["asymmetric"]
-    for q, hits in zip(queries, res, strict=True):
-        ref = rec @ q.astype(np.float64)
-        order = np.argsort(-ref, kind="stable")[:8]
-        assert [h.id for h in hits] == [ids[i] for i in order]
-        np.testing.assert_allclose([h.score for h in hits], ref[order], rtol=1e-4, atol=1e-5)
+    bits = np.where(emb > 0, 1, -1)
+    for c, preselect in ((full, False), (col, True)):
+        res = c.search(queries, k=8, rescore=None)
+        assert res.stages == ["asymmetric"]
+        for q, hits in zip(queries, res, strict=True):
+            ref = rec @ q.astype(np.float64)
+            rows = np.arange(500)
+            if preselect:
+                ham = (bits != np.where(q > 0, 1, -1)).sum(1)
+                rows = np.sort(np.lexsort((np.arange(500), ham))[: 8 * ASYMMETRIC_PRESELECT])
+            order = rows[np.argsort(-ref[rows], kind="stable")[:8]]
+            assert [h.id for h in hits] == [ids[i] for i in order]
+            np.testing.assert_allclose([h.score for h in hits], ref[order], rtol=1e-4, atol=1e-5)
     assert col.search(queries, k=8).stages == ["hamming", "int8"]  # a rescoring stage follows
+
+
+def test_search_survives_concurrent_deletes_and_compaction(col: Collection, emb: np.ndarray, tmp_path: Path):
+    import threading
+
+    other = Collection.open(tmp_path / "c")  # another handle: its snapshot goes stale on disk
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader(c: Collection) -> None:
+        try:
+            while not stop.is_set():
+                for hits in c.search(emb[:20], k=10):
+                    assert len({h.id for h in hits}) == len(hits)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(c,)) for c in (col, other)]
+    for t in threads:
+        t.start()
+    for i in range(0, 200, 10):
+        col.delete([f"d{j}" for j in range(i, i + 10)])
+        if i % 50 == 0:
+            col.compact()
+        other.refresh()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert len(col) == 300
 
 
 @pytest.mark.parametrize("precision", ["int8", "float32"])
