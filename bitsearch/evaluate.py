@@ -3,6 +3,21 @@
 Loads BEIR-format datasets, caches their embeddings on disk, runs a grid of search configurations
 through the real `Collection` search path, scores them with ranx (NDCG@10, Recall@100, MRR@10) and
 reports quality next to memory, disk, build time and latency (markdown, JSON, PNG plots).
+
+Configuration names (`parse_config`):
+
+- dense: `precision[-hamming|-asym][-center][-rot][+rescore...][@multiplier][/dDIM]`, e.g. `float32`,
+  `binary+int8@4/d128`: `Collection.search(mode="dense")` over vectors only (no texts stored);
+- `keyword`: BM25 alone (SQLite FTS5, `mode="keyword"` with the query strings); the collection
+  stores the dataset's texts (empty ones as None) next to the cheapest codes (binary, no rows kept),
+  which a collection needs but this mode never reads;
+- `hybrid:<dense name>`, e.g. `hybrid:float32`, `hybrid:binary+int8@4`: that dense configuration
+  fused with BM25 by reciprocal rank fusion (`mode="hybrid"`, `rrf_k=60`, equal weights; each
+  ranking is max(k, 100) deep before fusion).
+
+Bytes per document count the vector codes (`Collection.stats()["stages"]`); keyword adds
+`docs.sqlite` (ids, texts and the FTS5 index, `stats()["docs_disk_bytes"]`) on disk and holds
+nothing in RAM; hybrid counts its dense codes plus `docs.sqlite` on disk.
 """
 
 from __future__ import annotations
@@ -16,7 +31,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -308,6 +323,8 @@ _NAME_RE = re.compile(
     r"(?P<rescore>(?:\+(?:float32|int8|binary))*)(?:@(?P<mult>\d+))?(?:/d(?P<dim>\d+))?$"
 )
 DEFAULT_MULTIPLIER = 4
+SEARCH_MODES = ("dense", "keyword", "hybrid")
+HYBRID_PREFIX = "hybrid:"
 MULTIPLIERS = (1, 2, 4, 8, 16)
 TRUNCATE_DIMS = (384, 256, 128, 64)
 
@@ -318,6 +335,8 @@ class Config:
 
     `stage1` is the binary scoring mode of `Collection.create` ("auto": asymmetric when nothing
     rescores, Hamming when something does); `centering`/`rotation` transform low-bit codes.
+    `mode` is the search mode: "dense", "keyword" (BM25 only; the codes are built but unused) or
+    "hybrid" (these dense settings fused with BM25).
     """
 
     precision: str
@@ -327,10 +346,18 @@ class Config:
     stage1: str = "auto"
     centering: bool = False
     rotation: bool = False
+    mode: str = "dense"
 
     @property
     def name(self) -> str:
-        """Stable short name, e.g. `binary+int8@4/d128`, `binary-hamming`, `2bit-rot`; `@m` only when rescoring."""
+        """Stable short name, e.g. `binary+int8@4/d128`, `binary-hamming`, `keyword`, `hybrid:float32`."""
+        if self.mode == "keyword":
+            return "keyword"
+        return (HYBRID_PREFIX if self.mode == "hybrid" else "") + self.dense_name
+
+    @property
+    def dense_name(self) -> str:
+        """The dense part of the name (`@m` only when rescoring)."""
         name = self.precision
         name += {"auto": "", "hamming": "-hamming", "asymmetric": "-asym"}[self.stage1]
         name += "-center" if self.centering else ""
@@ -341,6 +368,11 @@ class Config:
         if self.truncate_dim is not None:
             name += f"/d{self.truncate_dim}"
         return name
+
+    @property
+    def needs_texts(self) -> bool:
+        """Whether the collection must store the dataset's texts (keyword and hybrid modes)."""
+        return self.mode != "dense"
 
     @property
     def keep_int8(self) -> bool:
@@ -362,18 +394,31 @@ class Config:
         return opts
 
 
+KEYWORD = Config("binary", mode="keyword")
+
+
 def parse_config(name: str) -> Config:
-    """Parse `precision[-hamming|-asym][-center][-rot][+rescore...][@multiplier][/dDIM]`.
+    """Parse `precision[-hamming|-asym][-center][-rot][+rescore...][@multiplier][/dDIM]`, `keyword`
+    or `hybrid:<dense name>`.
 
     `@` defaults to 4 (`int8+float32` is `int8+float32@4`); precisions float32, int8, 2bit, 1.5bit,
     binary; rescore stages binary, int8, float32.
     """
-    m = _NAME_RE.match(name.strip())
+    name = name.strip()
+    if name == "keyword":
+        return KEYWORD
+    if name.startswith(HYBRID_PREFIX):
+        dense = name[len(HYBRID_PREFIX) :]
+        if dense.startswith(HYBRID_PREFIX) or dense == "keyword":
+            raise ValueError(f"{name!r}: hybrid: takes a dense configuration, e.g. hybrid:binary+int8@4")
+        return replace(parse_config(dense), mode="hybrid")
+    m = _NAME_RE.match(name)
     if m is None:
         raise ValueError(
             f"bad configuration name {name!r}: expected precision[-hamming|-asym][-center][-rot]"
             "[+rescore...][@multiplier][/dDIM] with precisions float32|int8|2bit|1.5bit|binary and "
-            "rescore stages binary|int8|float32, e.g. binary+int8@4/d128"
+            "rescore stages binary|int8|float32, e.g. binary+int8@4/d128; or keyword; or "
+            "hybrid:<that>, e.g. hybrid:binary+int8@4"
         )
     precision = m["stage1"]
     mods = [x for x in m["mods"].split("-") if x]
@@ -403,7 +448,8 @@ def parse_config(name: str) -> Config:
 
 
 def default_grid(dim: int = 384) -> list[Config]:
-    """The full grid: every precision, int8 rescoring at 1..16x, 3-stage, Matryoshka x precision.
+    """The full grid: every precision, int8 rescoring at 1..16x, 3-stage, Matryoshka x precision,
+    then BM25 (`keyword`) and two hybrids (`hybrid:float32`, `hybrid:binary+int8@4`).
 
     `binary-hamming` is plain sign bits ranked by Hamming distance (the classic); `binary` is the
     library default, which scores the bits asymmetrically when nothing rescores. Truncated variants
@@ -430,6 +476,7 @@ def default_grid(dim: int = 384) -> list[Config]:
             Config("binary", truncate_dim=d),
             Config("binary", ("int8",), truncate_dim=d),
         ]
+    grid += [KEYWORD, Config("float32", mode="hybrid"), Config("binary", ("int8",), mode="hybrid")]
     return grid
 
 
@@ -511,6 +558,7 @@ class ConfigResult:
     latency_p95_ms: float = 0.0
     batch_qps: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
+    mode: str = "dense"  # "dense", "keyword" or "hybrid"
 
 
 @dataclass
@@ -583,6 +631,8 @@ def run_config(
 
     NDCG@k and MRR@k come from a k-deep search, Recall@recall_k from a recall_k-deep one, both with
     the configuration's rescore multiplier (candidates = depth x multiplier), as a user would run them.
+    Keyword and hybrid configurations store the dataset's texts (empty ones as None) and search with
+    the query strings; their latency includes the SQLite FTS5 query.
     """
     from bitsearch import Collection
     from bitsearch.quantize import truncate_embeddings
@@ -606,27 +656,40 @@ def run_config(
             truncate_dim=config.truncate_dim,
             **config.create_options(),
         )
-        col.add(doc_emb, ids=list(dataset.doc_ids))
+        if config.needs_texts:  # the collection rejects empty texts (two Cranfield documents)
+            col.add(doc_emb, ids=list(dataset.doc_ids), texts=[t if t.strip() else None for t in dataset.doc_texts])
+        else:
+            col.add(doc_emb, ids=list(dataset.doc_ids))
         build_s = time.perf_counter() - t0
         stats = _jsonable(col.stats())
+        qtexts = list(dataset.query_texts)
 
-        def search(q: np.ndarray, depth: int) -> Any:
-            return col.search(q, k=depth, rescore_multiplier=config.multiplier, rescore=rescore)
+        def search(rows: slice | int, depth: int) -> Any:
+            texts = qtexts[rows] if config.needs_texts else None
+            if config.mode == "keyword":
+                return col.search(None, k=depth, mode="keyword", query_texts=texts)
+            return col.search(
+                query_emb[rows],
+                k=depth,
+                rescore_multiplier=config.multiplier,
+                rescore=rescore,
+                **({"mode": config.mode, "query_texts": texts} if config.needs_texts else {}),
+            )
 
-        search(query_emb[: min(8, len(query_emb))], k)  # warm-up: compile kernels, fill caches
+        search(slice(0, min(8, len(query_emb))), k)  # warm-up: compile kernels, fill caches
         batch_times = []
         for _ in range(max(1, repeats)):
             t0 = time.perf_counter()
-            results = search(query_emb, k)
+            results = search(slice(None), k)
             batch_times.append(time.perf_counter() - t0)
-        deep = search(query_emb, recall_k)
+        deep = search(slice(None), recall_k)
         # one query at a time, `repeats` passes; each query keeps its fastest pass (as timeit does),
         # which filters out other processes taking the CPU on a shared machine
         lat = np.empty((max(1, repeats), len(query_emb)))
         for rep in range(lat.shape[0]):
             for i in range(len(query_emb)):
                 t0 = time.perf_counter()
-                search(query_emb[i], k)
+                search(i, k)
                 lat[rep, i] = time.perf_counter() - t0
         lat = lat.min(axis=0)
         close = getattr(col, "close", None)
@@ -637,6 +700,9 @@ def run_config(
     metrics = compute_metrics(dataset.qrels, run, (f"ndcg@{k}", f"mrr@{k}"))
     metrics.update(compute_metrics(dataset.qrels, deep_run, (f"recall@{recall_k}",)))
     ram, disk = _bytes_per_doc(stats)
+    if config.needs_texts:
+        docs_disk = float(stats.get("docs_disk_bytes", 0)) / max(len(dataset.doc_ids), 1)
+        ram, disk = (0.0, docs_disk) if config.mode == "keyword" else (ram, disk + docs_disk)
     return ConfigResult(
         name=config.name,
         precision=config.precision,
@@ -652,6 +718,7 @@ def run_config(
         latency_p95_ms=float(np.percentile(lat, 95) * 1e3),
         batch_qps=len(query_emb) / min(batch_times),
         stats=stats,
+        mode=config.mode,
     )
 
 
@@ -787,13 +854,13 @@ def markdown_table(report: Report) -> str:
     )
     lines = [head, "|" + "---|" * 14]
     for r in report.results:
-        smaller = ref.ram_bytes_per_doc / r.ram_bytes_per_doc if r.ram_bytes_per_doc > 0 else float("nan")
+        smaller = f"{ref.ram_bytes_per_doc / r.ram_bytes_per_doc:.1f}x" if r.ram_bytes_per_doc > 0 else "-"
         lines.append(
             f"| `{r.name}` | {r.metrics[ndcg]:.4f} | {r.kept[ndcg]:.1f}% "
             f"| {r.metrics[recall]:.4f} | {r.kept[recall]:.1f}% "
             f"| {r.metrics[mrr]:.4f} | {r.kept[mrr]:.1f}% "
             f"| {_fmt_bytes(r.ram_bytes_per_doc)} | {_fmt_bytes(r.disk_bytes_per_doc)} "
-            f"| {smaller:.1f}x | {r.build_s:.2f} | {r.latency_p50_ms:.3f} | {r.latency_p95_ms:.3f} "
+            f"| {smaller} | {r.build_s:.2f} | {r.latency_p50_ms:.3f} | {r.latency_p95_ms:.3f} "
             f"| {r.batch_qps:,.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -846,6 +913,9 @@ _COLORS = {
 }
 
 
+_MODE_COLORS = {"keyword": "tab:brown", "hybrid": "tab:gray"}
+
+
 def _label_points(ax: Any, names: list[str], pts: list[tuple[float, float]]) -> None:
     """Label scatter points; labels of points at the same x are stacked so that none overlap."""
     ys = [y for _, y in pts]
@@ -889,11 +959,13 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     paths: list[Path] = []
 
     # 1. quality kept vs bytes per document, Pareto front marked
-    # the multiplier sweep has its own plot: keep only its x4 point here, and no unmeasured bytes
+    # the multiplier sweep has its own plot: keep only its x4 point here, and no unmeasured bytes;
+    # dense configurations only (keyword holds nothing in RAM, hybrid needs the texts on disk)
     rs = [
         r
         for r in report.results
-        if not np.isnan(r.ram_bytes_per_doc)
+        if r.mode == "dense"
+        and not np.isnan(r.ram_bytes_per_doc)
         and not (r.rescore and r.multiplier != DEFAULT_MULTIPLIER and r.truncate_dim is None)
     ]
     pts = [(r.ram_bytes_per_doc, r.kept[ndcg]) for r in rs]
@@ -932,7 +1004,11 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
 
     # 2. quality vs rescore multiplier (full-dimension binary + int8 rescoring)
     mult = sorted(
-        (r for r in report.results if r.precision == "binary" and r.rescore == ["int8"] and r.truncate_dim is None),
+        (
+            r
+            for r in report.results
+            if r.mode == "dense" and r.precision == "binary" and r.rescore == ["int8"] and r.truncate_dim is None
+        ),
         key=lambda r: r.multiplier,
     )
     if mult:
@@ -962,7 +1038,8 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
     y = np.arange(len(rs))
     p50 = [r.latency_p50_ms for r in rs]
     p95 = [r.latency_p95_ms for r in rs]
-    ax.barh(y, p50, color=[colors.get(r.precision, "tab:gray") for r in rs], label="p50 (color: stage 1)")
+    bar_colors = [_MODE_COLORS.get(r.mode) or colors.get(r.precision, "tab:gray") for r in rs]
+    ax.barh(y, p50, color=bar_colors, label="p50 (color: stage 1; brown: keyword, gray: hybrid)")
     ax.scatter(p95, y, marker="|", s=120, color="black", label="p95", zorder=3)
     for yi, r in zip(y, rs, strict=True):
         ax.annotate(
