@@ -536,7 +536,7 @@ class CollectionFiles:
             arrays["binary.npy"] = quantize_embeddings(emb, "ubinary") if book is None else book.encode(emb)
         elif manifest["precision"] in LOWBIT:
             assert book is not None
-            arrays["codes.npy"] = book.encode(emb)
+            arrays["codes.npy"] = book.encode_planes(emb) if manifest["precision"] == "2bit" else book.encode(emb)
         if manifest["keep_int8"]:
             arrays["int8.npy"] = quantize_embeddings(emb, "int8", ranges=ranges)
         if manifest["keep_float32"]:
@@ -600,6 +600,10 @@ class CollectionFiles:
                 nbytes = -(-int(m["dim"]) // 8)
                 assert state.words is not None
                 arrays["binary.npy"] = state.words[keep].view(np.uint8)[:, :nbytes]
+            elif m["precision"] == "2bit":
+                assert state.ram_rows is not None and state.words is not None
+                hi = state.words[keep].view(np.uint8)[:, : -(-int(m["dim"]) // 8)]
+                arrays["codes.npy"] = np.concatenate([hi, state.ram_rows[keep]], axis=1)
             elif m["precision"] in LOWBIT:
                 assert state.ram_rows is not None
                 arrays["codes.npy"] = state.ram_rows[keep]
@@ -700,7 +704,7 @@ class CollectionFiles:
             if kind == "binary":
                 ram = int(state.words.nbytes) if state.words is not None else 0
             elif m["precision"] == kind and state.ram_rows is not None:
-                ram = int(state.ram_rows.nbytes)
+                ram = int(state.ram_rows.nbytes) + (int(state.words.nbytes) if state.words is not None else 0)
             else:
                 ram = 0
             stages[kind] = {"ram_bytes": ram, "disk_bytes": int(disk)}
@@ -896,7 +900,7 @@ def _load_segment(
         if kind == "binary":
             width = (-(-int(m["dim"]) // 8),)
         elif kind == "codes":
-            width = (-(-int(m["dim"]) // CODE_KINDS[m["precision"]][1]),)
+            width = (_codes_width(m),)
         elif kind != "seqs":
             width = (int(m["dim"]),)
         if shape != (rows, *width):
@@ -923,11 +927,30 @@ def _assemble(
             words.view(np.uint8)[pos : pos + part.shape[0], :nbytes] = part
             pos += part.shape[0]
         return words, None
+    if m["precision"] == "2bit":  # bit planes: the high plane as words for Hamming, the low plane as bytes
+        splits = [_split_planes(part, int(m["dim"])) for part in ram_parts] or [_split_planes(None, int(m["dim"]))]
+        return np.concatenate([w for w, _ in splits]), np.concatenate([lo for _, lo in splits])
     dtype = {"int8": np.int8, "float32": np.float32}.get(m["precision"], np.uint8)
     if not ram_parts:
-        width = int(m["dim"]) if m["precision"] not in LOWBIT else -(-int(m["dim"]) // CODE_KINDS[m["precision"]][1])
+        width = int(m["dim"]) if m["precision"] not in LOWBIT else _codes_width(m)
         return None, np.zeros((0, width), dtype=dtype)
     return None, ram_parts[0] if len(ram_parts) == 1 else np.concatenate(ram_parts)
+
+
+def _codes_width(m: dict[str, Any]) -> int:
+    """Bytes per row of a low-bit segment's codes.npy (2bit: two bit planes)."""
+    dim = int(m["dim"])
+    return 2 * -(-dim // 8) if m["precision"] == "2bit" else -(-dim // CODE_KINDS[m["precision"]][1])
+
+
+def _split_planes(part: np.ndarray | None, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """2bit rows (n, 2 x bytes) -> (high plane as uint64 words, low plane bytes)."""
+    nbytes = -(-dim // 8)
+    if part is None:
+        part = np.zeros((0, 2 * nbytes), np.uint8)
+    words = np.zeros((part.shape[0], -(-nbytes // 8)), dtype=np.uint64)
+    words.view(np.uint8)[:, :nbytes] = part[:, :nbytes]
+    return words, np.ascontiguousarray(part[:, nbytes:])
 
 
 def _tombstones(path: Path, m: dict[str, Any]) -> np.ndarray:
@@ -986,6 +1009,10 @@ def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, A
         assert ram is not None
         new_words = as_words(ram)
         words = new_words if words is None or words.shape[0] == 0 else np.concatenate([words, new_words])
+    elif m["precision"] == "2bit":
+        assert ram is not None and words is not None and ram_rows is not None
+        new_words, new_lo = _split_planes(ram, int(m["dim"]))
+        words, ram_rows = np.concatenate([words, new_words]), np.concatenate([ram_rows, new_lo])
     else:
         assert ram is not None
         ram_rows = ram if ram_rows is None or ram_rows.shape[0] == 0 else np.concatenate([ram_rows, ram])

@@ -284,22 +284,73 @@ class CodeBook:
         Summing ``lut[g, codes[g]]`` over the groups gives the query's dot product with the decoded
         document (plus the offset's contribution when centred), so ranking needs no decoding.
         """
+        return self._table(queries, self._digits, self.groups)
+
+    def lut_planes(self, queries: np.ndarray) -> np.ndarray:
+        """Lookup tables (nq, 2 x bytes, 256) for 2-bit codes stored as bit planes (``encode_planes``).
+
+        Group g covers 4 dimensions: one nibble of the high plane and the same nibble of the low
+        plane; entry ``(high << 4) | low`` holds the query's dot product with their reconstruction.
+        """
+        if self.kind != "2bit":
+            raise InvalidInputError("bit planes exist for 2bit codes only")
+        return self._table(queries, _PLANE_DIGITS, 2 * self.plane_bytes)
+
+    def _table(self, queries: np.ndarray, digits: np.ndarray, groups: int) -> np.ndarray:
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
+        per = digits.shape[1]
         tq = q @ self.rotation if self.rotation is not None else q  # the offset is added once, below
-        pad = self.groups * self.per_byte - self.dim
+        pad = groups * per - self.dim
         lv = np.pad(self.levels, ((0, 0), (0, pad)))  # padded dimensions decode to 0
         tq = np.pad(tq, ((0, 0), (0, pad)))
-        # contrib[n, level, g, j] = q[n, g*per_byte + j] * level value of that dimension
-        contrib = (tq[:, None, :] * lv[None, :, :]).reshape(q.shape[0], self.base, self.groups, self.per_byte)
-        table = np.zeros((q.shape[0], self.groups, 256), dtype=np.float32)
-        n_pat = self._digits.shape[0]
-        for j in range(self.per_byte):
-            table[:, :, :n_pat] += np.transpose(contrib[..., j][:, self._digits[:, j], :], (0, 2, 1))
+        # contrib[n, level, g, j] = q[n, g*per + j] * level value of that dimension
+        contrib = (tq[:, None, :] * lv[None, :, :]).reshape(q.shape[0], self.base, groups, per)
+        table = np.zeros((q.shape[0], groups, 256), dtype=np.float32)
+        n_pat = digits.shape[0]
+        for j in range(per):
+            table[:, :, :n_pat] += np.transpose(contrib[..., j][:, digits[:, j], :], (0, 2, 1))
         if self.offset is not None:
             table[:, 0, :] += (q @ self.offset)[:, None]
         return table
+
+    @property
+    def plane_bytes(self) -> int:
+        """Bytes of one bit plane of one vector."""
+        return -(-self.dim // 8)
+
+    def levels_of(self, embeddings: np.ndarray) -> np.ndarray:
+        """Each dimension's level (n, dim) int64: how many thresholds its value exceeds."""
+        t = self.transform(check_embeddings(embeddings, self.dim))
+        lv = np.zeros(t.shape, dtype=np.int64)
+        for thr in self.thresholds:
+            lv += t > thr
+        return lv
+
+    def encode_planes(self, embeddings: np.ndarray) -> np.ndarray:
+        """2-bit codes as two bit planes (n, 2 x bytes): high bits (level >= 2, the median split)
+        then low bits. The high plane is a sign-like code that Hamming distance can pre-select on."""
+        if self.kind != "2bit":
+            raise InvalidInputError("bit planes exist for 2bit codes only")
+        lv = self.levels_of(embeddings)
+        return np.concatenate([np.packbits(lv >= 2, axis=-1), np.packbits(lv & 1, axis=-1)], axis=1)
+
+    def decode_planes(self, planes: np.ndarray) -> np.ndarray:
+        """Reconstructed vectors from ``encode_planes`` output."""
+        b = self.plane_bytes
+        p = np.asarray(planes, dtype=np.uint8)
+        hi = np.unpackbits(p[:, :b], axis=-1)[:, : self.dim].astype(np.int64)
+        lo = np.unpackbits(p[:, b:], axis=-1)[:, : self.dim].astype(np.int64)
+        return self._reconstruct(2 * hi + lo)
+
+    def _reconstruct(self, lv: np.ndarray) -> np.ndarray:
+        rec = self.levels[lv, np.arange(self.dim)]
+        if self.rotation is not None:
+            rec = rec @ self.rotation.T
+        if self.offset is not None:
+            rec = rec + self.offset
+        return rec.astype(np.float32)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Reconstructed vectors (n, dim) float32, in the original (uncentred, unrotated) space."""
@@ -333,6 +384,12 @@ class CodeBook:
             None if d.get("offset") is None else np.asarray(d["offset"], np.float32),
             rotation,
         )
+
+
+# pattern (high nibble << 4 | low nibble) -> the 4 dimensions' levels, most significant bit first
+_PLANE_DIGITS = np.array(
+    [[2 * ((p >> 4) >> (3 - j) & 1) + ((p & 15) >> (3 - j) & 1) for j in range(4)] for p in range(256)], dtype=np.int64
+)
 
 
 def _bucket_means(t: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from .errors import InvalidInputError
 
-__all__ = ["dot_topk", "lut_topk"]
+__all__ = ["dot_topk", "lut_planes_topk", "lut_topk"]
 
 _BLOCK = 4096
 _BINS = 2048
@@ -158,5 +158,48 @@ def dot_topk(
     for s in range(0, w.shape[0], chunk):
         scores = np.empty((min(chunk, w.shape[0] - s), n), dtype=np.float32)
         _dot_scores(w[s : s + chunk], c[s : s + chunk], rows, scores)
+        _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
+    return out_idx, out_val
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _lut_planes_scores(luts, hi, lo, out):  # pragma: no cover - compiled
+    n = hi.shape[0]
+    groups = luts.shape[1]
+    nq = luts.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        start = b * _BLOCK
+        end = min(n, start + _BLOCK)
+        for qi in range(nq):
+            table = luts[qi]
+            for i in range(start, end):
+                s = np.float32(0.0)
+                for g in range(groups):
+                    byte = g >> 1
+                    shift = 4 - 4 * (g & 1)
+                    idx = (((hi[i, byte] >> shift) & 15) << 4) | ((lo[i, byte] >> shift) & 15)
+                    s += table[g, idx]
+                out[qi, i] = s
+
+
+def lut_planes_topk(
+    luts: np.ndarray, hi: np.ndarray, lo: np.ndarray, k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``lut_topk`` for 2-bit codes kept as bit planes: ``hi`` and ``lo`` (n, bytes) uint8 views."""
+    luts = np.ascontiguousarray(luts, dtype=np.float32)
+    if hi.shape != lo.shape or luts.shape[1] != 2 * hi.shape[1]:
+        raise InvalidInputError(f"planes {hi.shape} / {lo.shape} do not fit tables {luts.shape}")
+    n = hi.shape[0]
+    excl = np.zeros(0, dtype=np.bool_) if exclude is None else np.ascontiguousarray(exclude, dtype=np.bool_)
+    live = n - (int(excl.sum()) if exclude is not None else 0)
+    kk = min(int(k), live)
+    out_idx = np.empty((luts.shape[0], kk), dtype=np.int64)
+    out_val = np.empty((luts.shape[0], kk), dtype=np.float32)
+    if kk == 0:
+        return out_idx, out_val
+    chunk = max(1, _DIST_BUDGET // max(1, 4 * n))
+    for s in range(0, luts.shape[0], chunk):
+        scores = np.empty((min(chunk, luts.shape[0] - s), n), dtype=np.float32)
+        _lut_planes_scores(luts[s : s + chunk], hi, lo, scores)
         _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
     return out_idx, out_val

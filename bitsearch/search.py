@@ -21,7 +21,7 @@ from .errors import InvalidInputError
 from .hybrid import reciprocal_rank_fusion
 from .kernels import as_words, hamming_topk, rescore_bits, rescore_float32, rescore_int8
 from .quantize import CodeBook, check_embeddings, quantize_embeddings
-from .scans import dot_topk, lut_topk
+from .scans import dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, filter_sql
 
 __all__ = ["MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
@@ -200,6 +200,8 @@ class Collection(CollectionFiles):
             ):
                 plan.stage1 = "ivf"  # the index is for scale: "auto" trades asymmetric scoring for it
             plan.nprobe = nprobe
+            if exact:
+                plan.preselect = False
             dense = self._dense(state, q, depth, int(rescore_multiplier), plan, exclude, timings)
         keyword: list[list[tuple[int, float]]] = []
         if mode != "dense":
@@ -373,6 +375,8 @@ class Collection(CollectionFiles):
         if m["precision"] == "binary" and mode == "auto" and not plan.rescore:
             plan.stage1 = "asymmetric"  # nothing rescores: spend the work on a better stage 1
             plan.preselect = True
+        if m["precision"] == "2bit":
+            plan.preselect = True
         return plan
 
     # -------------------------------------------------------------- stages
@@ -396,7 +400,18 @@ class Collection(CollectionFiles):
             else:
                 rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
             return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
-        if stage in ("asymmetric", "1.5bit", "2bit"):
+        if stage == "2bit":
+            assert state.words is not None and state.ram_rows is not None and book is not None
+            hi = state.words.view(np.uint8)[:, : book.plane_bytes]
+            luts = book.lut_planes(q)
+            lo = state.ram_rows
+            if preselect and state.rows > n * ASYMMETRIC_PRESELECT:
+                hq = np.packbits(book.levels_of(q) >= 2, axis=-1)  # the median split, like sign bits
+                return _preselected(
+                    hq, state, n, exclude, lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n), luts
+                )
+            return lut_planes_topk(luts, hi, lo, n, exclude=exclude)
+        if stage in ("asymmetric", "1.5bit"):
             if book is None:  # plain sign bits without calibrated levels: +-1 per dimension
                 book = CodeBook("binary", np.zeros((1, self.dim)), np.stack([-np.ones(self.dim), np.ones(self.dim)]))
             if stage == "asymmetric":
@@ -405,8 +420,12 @@ class Collection(CollectionFiles):
             else:
                 assert state.ram_rows is not None
                 codes = state.ram_rows
-            if preselect and state.rows > n * ASYMMETRIC_PRESELECT:
-                return _preselected_lut_topk(book, q, codes, state, n, exclude)
+            if preselect and stage == "asymmetric" and state.rows > n * ASYMMETRIC_PRESELECT:
+                luts = book.lut(q)
+                return _preselected(
+                    book.encode(q), state, n, exclude,
+                    lambda i, c: lut_topk(luts[i : i + 1], np.ascontiguousarray(codes[c]), n), luts,
+                )  # fmt: skip
             return lut_topk(book.lut(q), codes, n, exclude=exclude)
         # exact scans over the int8 / float32 rows held in RAM
         assert state.ram_rows is not None
@@ -479,24 +498,23 @@ class Collection(CollectionFiles):
         return out
 
 
-def _preselected_lut_topk(
-    book: CodeBook, q: np.ndarray, codes: np.ndarray, state: State, n: int, exclude: np.ndarray | None
+def _preselected(
+    qcodes: np.ndarray, state: State, n: int, exclude: np.ndarray | None, score: Any, luts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Asymmetric scores of the Hamming-nearest ``n x ASYMMETRIC_PRESELECT`` rows only.
+    """Score only the Hamming-nearest ``n x ASYMMETRIC_PRESELECT`` rows with ``score(query, rows)``.
 
-    The sign bits' Hamming distance is a cheap filter for the asymmetric score: on the four shared
-    datasets the top 16 x k by Hamming hold the asymmetric top k (NDCG@10 equal to a full scan), at
-    about the cost of the Hamming scan (benchmarks/bench_codes.py).
+    Hamming distance over sign-like bits (sign bits; 2bit's median plane) is a cheap filter for the
+    asymmetric score: on the four shared datasets the top 16 x k by Hamming hold the asymmetric top k
+    (NDCG@10 equal to a full scan), at about the cost of the Hamming scan (benchmarks/bench_codes.py).
     """
     assert state.words is not None
-    cand, _ = hamming_topk(book.encode(q), state.words, n * ASYMMETRIC_PRESELECT, exclude=exclude)
-    luts = book.lut(q)
+    cand, _ = hamming_topk(qcodes, state.words, n * ASYMMETRIC_PRESELECT, exclude=exclude)
     kk = min(n, cand.shape[1])
-    rows = np.empty((q.shape[0], kk), np.int64)
-    scores = np.empty((q.shape[0], kk), np.float32)
-    for i in range(q.shape[0]):
+    rows = np.empty((luts.shape[0], kk), np.int64)
+    scores = np.empty((luts.shape[0], kk), np.float32)
+    for i in range(luts.shape[0]):
         c = np.sort(cand[i])  # ascending rows: score ties go to the lower row, as everywhere
-        r, s = lut_topk(luts[i : i + 1], np.ascontiguousarray(codes[c]), kk)
+        r, s = score(i, c)
         rows[i], scores[i] = c[r[0]], s[0]
     return rows, scores
 

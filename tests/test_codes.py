@@ -96,17 +96,28 @@ def test_lowbit_collections(tmp_path: Path, precision: str, options: dict):
     book = CodeBook.fit(x[:400], precision, **{"rotation": precision == "2bit", **options})
     rec = book.decode(book.encode(x)).astype(np.float64)
     q = _emb(5, seed=9)
-    res = col.search(q, k=7, rescore=None)
+    res = col.search(q, k=7, rescore=None, exact=True)  # exact: score every row
     assert res.stages == [precision]
     for qi, hits in zip(q, res, strict=True):
         order = np.argsort(-(rec @ qi.astype(np.float64)), kind="stable")[:7]
         assert [h.id for h in hits] == [f"d{i}" for i in order]
+    if precision == "2bit":  # by default: only the Hamming top 16 x k on the median plane are scored
+        from bitsearch.search import ASYMMETRIC_PRESELECT
+
+        hi = book.levels_of(x) >= 2
+        for qi, hits in zip(q, col.search(q, k=7, rescore=None), strict=True):
+            ham = (hi != (book.levels_of(qi) >= 2)).sum(1)
+            rows = np.sort(np.lexsort((np.arange(600), ham))[: 7 * ASYMMETRIC_PRESELECT])
+            order = rows[np.argsort(-(rec[rows] @ qi.astype(np.float64)), kind="stable")[:7]]
+            assert [h.id for h in hits] == [f"d{i}" for i in order]
     # int8 rescoring refines the low-bit candidates
     ranked = col.search(x[10], k=1)
     assert ranked.stages == [precision, "int8"] and ranked[0][0].id == "d10"
     per_byte = CODE_KINDS[precision][1]
     st_ = col.stats()
-    assert st_["stages"][precision]["ram_bytes"] == 600 * -(-DIM // per_byte)
+    # 2bit: two bit planes, the high one held as 64-bit words for the Hamming pre-selection
+    per_row = 8 * -(-DIM // 64) + DIM // 8 if precision == "2bit" else -(-DIM // per_byte)
+    assert st_["stages"][precision]["ram_bytes"] == 600 * per_row
     col.delete(["d10"])
     col.compact()
     again = Collection.open(tmp_path / "c", verify=True)
