@@ -209,6 +209,9 @@ def test_config_names_round_trip() -> None:
         "binary-hamming",
         "1.5bit",
         "2bit",
+        "keyword",
+        "hybrid:float32",
+        "hybrid:binary+int8@4",
     ):
         assert expected in names
     assert not any(n.endswith("/d384") for n in names)  # the full dimension is the base grid
@@ -233,9 +236,45 @@ def test_config_names_round_trip() -> None:
         "binary-asym-hamming",
         "binary-rot-rot",
         "binary+2bit",
+        "hybrid:",
+        "hybrid:keyword",
+        "hybrid:hybrid:float32",
+        "hybrid:int4",
+        "keyword+int8",
+        "keyword@4",
+        "dense:float32",
     ):
         with pytest.raises(ValueError):
             ev.parse_config(bad)
+
+
+def test_search_mode_names() -> None:
+    kw = ev.parse_config("keyword")
+    assert (kw.mode, kw.name, kw.needs_texts, kw.keep_int8, kw.keep_float32) == (
+        "keyword",
+        "keyword",
+        True,
+        False,
+        False,
+    )
+    assert ev.parse_config(" keyword ") == kw
+    h = ev.parse_config("hybrid:binary+int8@4")
+    assert (h.mode, h.precision, h.rescore, h.multiplier, h.name) == (
+        "hybrid",
+        "binary",
+        ("int8",),
+        4,
+        "hybrid:binary+int8@4",
+    )
+    assert h.dense_name == "binary+int8@4" and h.needs_texts and h.keep_int8
+    assert ev.parse_config("hybrid:binary+int8") == h  # @4 by default, as for dense names
+    h = ev.parse_config("hybrid:binary-hamming+int8+float32@8/d128")
+    assert (h.stage1, h.rescore, h.multiplier, h.truncate_dim) == ("hamming", ("int8", "float32"), 8, 128)
+    assert ev.parse_config(h.name) == h
+    assert ev.parse_config("hybrid:float32") == ev.Config("float32", mode="hybrid")
+    # dense names are unchanged: no mode prefix, no texts stored
+    d = ev.parse_config("binary+int8@4")
+    assert (d.mode, d.name, d.needs_texts) == ("dense", "binary+int8@4", False)
 
 
 def test_select_configs() -> None:
@@ -247,6 +286,10 @@ def test_select_configs() -> None:
     ]
     sel = ev.select_configs("binary+int8@?", 384)
     assert [c.name for c in sel] == ["float32", *(f"binary+int8@{m}" for m in (1, 2, 4, 8))]
+    sel = ev.select_configs("hybrid:*", 384)
+    assert [c.name for c in sel] == ["float32", "hybrid:float32", "hybrid:binary+int8@4"]
+    sel = ev.select_configs("float32,binary+int8@4,keyword,hybrid:*", 384)
+    assert [c.name for c in sel] == ["float32", "binary+int8@4", "keyword", "hybrid:float32", "hybrid:binary+int8@4"]
     sel = ev.select_configs("binary, int8+float32", 384)
     assert [c.name for c in sel] == ["float32", "binary", "int8+float32@4"]  # float32: the reference
     assert len(ev.select_configs(None, 384)) == len(ev.default_grid(384))
@@ -372,6 +415,71 @@ def test_grid_on_cranfield_slice(tmp_path: Path, cranfield_slice: ev.Dataset) ->
     assert f"{by['binary'].kept['ndcg@10']:.1f}%" in row
 
 
+@needs_cranfield
+def test_keyword_and_hybrid_on_cranfield_slice(
+    tmp_path: Path, cranfield_slice: ev.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bitsearch import Collection
+
+    calls: list[tuple[str, int, list[int]]] = []
+    search = Collection.search
+
+    def spy(self: Collection, *args: object, **kw: object) -> object:
+        res = search(self, *args, **kw)  # type: ignore[arg-type]
+        calls.append((str(kw.get("mode", "dense")), int(kw["k"]), [len(h) for h in res]))  # type: ignore[call-overload]
+        return res
+
+    monkeypatch.setattr(Collection, "search", spy)
+    enc = HashingEncoder(dim=128)
+    configs = "binary+int8@4,keyword,hybrid:*"
+    report = ev.evaluate(cranfield_slice, enc, configs=configs, cache=tmp_path / "cache", progress=False, repeats=1)
+    by = {r.name: r for r in report.results}
+    assert list(by) == ["float32", "binary+int8@4", "keyword", "hybrid:float32", "hybrid:binary+int8@4"]
+    assert [by[n].mode for n in by] == ["dense", "dense", "keyword", "hybrid", "hybrid"]
+    kw, hyb = by["keyword"], by["hybrid:binary+int8@4"]
+    # BM25 finds Cranfield's relevant documents (word overlap is what its judgments reward)
+    assert kw.metrics["ndcg@10"] > 0.2 and kw.metrics["recall@100"] > 0.5
+    for r in report.results:
+        assert all(0.0 <= v <= 1.0 for v in r.metrics.values())
+        assert r.latency_p50_ms > 0 and r.batch_qps > 0
+    for name in ("hybrid:float32", "hybrid:binary+int8@4"):
+        # fusing two rankings that both carry signal lands at least near the weaker one
+        worse = min(kw.metrics["ndcg@10"], by[name.removeprefix("hybrid:")].metrics["ndcg@10"])
+        assert by[name].metrics["ndcg@10"] >= worse - 0.02
+    # every mode searched as asked, and hybrid and keyword return k hits per query at both depths
+    modes = {m for m, _, _ in calls}
+    assert modes == {"dense", "keyword", "hybrid"}
+    for mode, k, lens in calls:
+        if mode == "hybrid":
+            assert all(n == k for n in lens), (k, lens)
+    assert any(m == "hybrid" and k == 100 for m, k, _ in calls)
+    # bytes: keyword holds nothing in RAM and docs.sqlite on disk; hybrid adds docs.sqlite to its codes
+    n = len(cranfield_slice.doc_ids)
+    assert kw.ram_bytes_per_doc == 0 and kw.disk_bytes_per_doc == pytest.approx(kw.stats["docs_disk_bytes"] / n)
+    assert kw.disk_bytes_per_doc > 100  # texts + FTS5 index
+    assert hyb.ram_bytes_per_doc == by["binary+int8@4"].ram_bytes_per_doc == 16
+    docs = hyb.stats["docs_disk_bytes"] / n
+    assert hyb.disk_bytes_per_doc == pytest.approx(by["binary+int8@4"].disk_bytes_per_doc + docs)
+    # reports and plots take the new rows (keyword's 0 RAM stays off the log-scale Pareto plot)
+    paths = ev.write_report(report, tmp_path / "out")
+    md = paths["markdown"].read_text()
+    assert "| `keyword` |" in md and "| `hybrid:binary+int8@4` |" in md
+    assert ev.load_report(paths["json"]) == report
+
+
+@pytest.mark.filterwarnings("ignore:int8 ranges calibrated on only")
+def test_keyword_config_stores_empty_texts_as_none(tmp_path: Path) -> None:
+    # Cranfield has documents with neither title nor text: the collection rejects empty strings
+    ds = ev.Dataset(
+        "tiny", ["a", "b", "c"], ["lift on wings", "", "shock waves"], ["q1", "q2"], ["wings", "shock"],
+        {"q1": {"a": 1}, "q2": {"c": 1}},
+    )  # fmt: skip
+    d, q = ev.embed_dataset(ds, HashingEncoder(dim=16), cache=tmp_path / "cache")
+    for name in ("keyword", "hybrid:binary+int8@2"):
+        r = ev.run_config(ev.parse_config(name), ds, d, q, k=2, recall_k=3, workdir=tmp_path, repeats=1)
+        assert r.metrics["mrr@2"] == 1.0 and r.metrics["recall@3"] == 1.0, name
+
+
 def test_pareto_front() -> None:
     pts = [(1536.0, 100.0), (384.0, 99.9), (48.0, 91.0), (48.0, 99.0), (16.0, 85.0), (100.0, 95.0)]
     assert ev._pareto(pts) == [4, 3, 1, 0]
@@ -416,7 +524,7 @@ def test_cli_eval(tmp_path: Path, cranfield_slice: ev.Dataset, monkeypatch: pyte
             "eval",
             str(data),
             "--configs",
-            "binary,binary+int8@2",
+            "binary,binary+int8@2,keyword,hybrid:binary+int8@2",
             "--out",
             str(out),
             "--quiet",
@@ -426,9 +534,10 @@ def test_cli_eval(tmp_path: Path, cranfield_slice: ev.Dataset, monkeypatch: pyte
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "`binary+int8@2`" in res.output and "`float32`" in res.output
+    assert "`binary+int8@2`" in res.output and "`float32`" in res.output and "`keyword`" in res.output
     report = json.loads((out / "tiny.json").read_text())
-    assert [r["name"] for r in report["results"]] == ["float32", "binary", "binary+int8@2"]
+    names = [r["name"] for r in report["results"]]
+    assert names == ["float32", "binary", "binary+int8@2", "keyword", "hybrid:binary+int8@2"]
     assert report["command"].startswith(f"bitsearch eval {data} --configs")
     assert "--threads 1" in report["command"] and report["environment"]["threads"] == 1
     assert not list(out.glob("*.png"))
