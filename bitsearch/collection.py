@@ -63,6 +63,7 @@ _ARRAY_FILES = {
     "float32": "float32.npy",
 }
 _HASH_BLOCK = 1 << 22
+_FD_LOCK = threading.Lock()
 
 
 # ----------------------------------------------------------------------------- atomic file helpers
@@ -137,6 +138,7 @@ class DiskRows:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fd_cache: int | None = None
         with open(path, "rb") as f:
             try:
                 major, _ = np.lib.format.read_magic(f)
@@ -160,27 +162,42 @@ class DiskRows:
         count = int(np.prod(self.shape, dtype=np.int64))
         return np.fromfile(self.path, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
 
+    def _fd(self) -> int:
+        """A read-only descriptor, opened on first use and kept: a snapshot whose files a compaction
+        has since removed can still finish reading them."""
+        fd = self._fd_cache
+        if fd is None:
+            with _FD_LOCK:
+                if self._fd_cache is None:
+                    self._fd_cache = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                fd = self._fd_cache
+        return fd
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd_cache", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The given rows (ascending row numbers), coalescing runs of consecutive rows into one read."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size * 8 > self.shape[0]:  # a large share of the file: one sequential read is cheaper
-            return self.read_all()[rows]
+        rl = np.asarray(rows, dtype=np.int64).tolist()
+        n = len(rl)
+        if n * 8 > self.shape[0]:  # a large share of the file: one sequential read is cheaper
+            return self.read_all()[np.asarray(rl, dtype=np.int64)]
         rb = self.row_bytes
-        buf = bytearray(rows.size * rb)
+        buf = bytearray(n * rb)
         view = memoryview(buf)
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        starts = np.concatenate([[0], breaks])
-        ends = np.concatenate([breaks, [rows.size]])
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-                want = (b - a) * rb
-                got = os.preadv(fd, [view[a * rb : b * rb]], self.offset + int(rows[a]) * rb)
-                if got != want:
-                    raise CorruptCollectionError(f"collection file {self.path} ended early while reading rows")
-        finally:
-            os.close(fd)
-        return np.frombuffer(buf, dtype=self.dtype).reshape((rows.size, *self.shape[1:]))
+        fd = self._fd()
+        a = 0
+        while a < n:
+            b = a + 1
+            while b < n and rl[b] == rl[b - 1] + 1:
+                b += 1
+            if os.preadv(fd, [view[a * rb : b * rb]], self.offset + rl[a] * rb) != (b - a) * rb:
+                raise CorruptCollectionError(f"collection file {self.path} ended early while reading rows")
+            a = b
+        return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
 
 
 @dataclass(frozen=True)

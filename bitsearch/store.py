@@ -140,6 +140,7 @@ class DocStore:
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages: texts of recent hits stay parsed
             self._local.con = con
         return con
 
