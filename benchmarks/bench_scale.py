@@ -13,6 +13,7 @@ Optionally the same for FAISS IndexBinaryIVF (--faiss; its add is much slower). 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--faiss", action="store_true", help="also FAISS IndexBinaryIVF (slow add)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/bitsearch-bench"))
+    ap.add_argument("--reuse", action="store_true", help="load the IVF a previous run saved in --dir")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     set_num_threads(args.threads)
@@ -77,12 +79,20 @@ def main() -> None:
     t_exact_batch = time.perf_counter() - t0
     t_exact_one = median_time(lambda: hamming_topk(qcodes[:1], codes, args.k), repeat=5)
     rss0 = proc.memory_info().rss
-    t0 = time.perf_counter()
-    ivf = BinaryIVF.train(codes, args.nlist, seed=0)
-    t_train = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ivf.add(codes)
-    t_add = time.perf_counter() - t0
+    saved = args.dir / f"ivf-{args.n}x{args.dim}-nlist{args.nlist}"
+    if args.reuse and (saved / "build.json").exists():  # latency sweep again without rebuilding
+        ivf = BinaryIVF.load(saved)
+        t_train, t_add = json.loads((saved / "build.json").read_text())
+        print(f"IVF loaded from {saved} (build times from its first run)", flush=True)
+    else:
+        t0 = time.perf_counter()
+        ivf = BinaryIVF.train(codes, args.nlist, seed=0)
+        t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ivf.add(codes)
+        t_add = time.perf_counter() - t0
+        ivf.save(saved)
+        (saved / "build.json").write_text(json.dumps([t_train, t_add]))
     rss1 = proc.memory_info().rss
     print(f"IVF trained in {t_train:.1f} s, added in {t_add:.1f} s, {ivf.nbytes / 1e6:.0f} MB", flush=True)
     sizes = np.diff(ivf.offsets)
