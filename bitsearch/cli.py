@@ -1020,8 +1020,9 @@ def eval_(
         typer.Option(
             "--configs",
             "-c",
-            help="Comma-separated configuration names or globs, e.g. 'binary,binary+int8@*,int8/d128' "
-            "(default: the full grid; float32 always runs as the reference).",
+            help="Comma-separated configuration names or globs, e.g. 'binary,binary+int8@*,int8/d128', "
+            "'keyword' (BM25), 'hybrid:binary+int8@4' or 'hybrid:*' (default: the full grid; float32 always "
+            "runs as the reference).",
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <dataset>.md, .json and PNG plots.")] = Path(

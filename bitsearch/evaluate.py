@@ -15,9 +15,9 @@ Configuration names (`parse_config`):
   fused with BM25 by reciprocal rank fusion (`mode="hybrid"`, `rrf_k=60`, equal weights; each
   ranking is max(k, 100) deep before fusion).
 
-Bytes per document count the vector codes (`Collection.stats()["stages"]`); keyword adds
-`docs.sqlite` (ids, texts and the FTS5 index, `stats()["docs_disk_bytes"]`) on disk and holds
-nothing in RAM; hybrid counts its dense codes plus `docs.sqlite` on disk.
+Bytes per document count the vector codes (`Collection.stats()["stages"]`) for dense; keyword counts
+nothing in RAM and only `docs.sqlite` (ids, texts and the FTS5 index, `stats()["docs_disk_bytes"]`)
+on disk; hybrid counts its dense codes plus `docs.sqlite` on disk.
 """
 
 from __future__ import annotations
@@ -325,6 +325,8 @@ _NAME_RE = re.compile(
 DEFAULT_MULTIPLIER = 4
 SEARCH_MODES = ("dense", "keyword", "hybrid")
 HYBRID_PREFIX = "hybrid:"
+# the codes a keyword collection is built with (a collection needs vectors; keyword never reads them)
+_KEYWORD_DENSE = ("binary", (), DEFAULT_MULTIPLIER, None, "auto")
 MULTIPLIERS = (1, 2, 4, 8, 16)
 TRUNCATE_DIMS = (384, 256, 128, 64)
 
@@ -347,6 +349,13 @@ class Config:
     centering: bool = False
     rotation: bool = False
     mode: str = "dense"
+
+    def __post_init__(self) -> None:
+        if self.mode not in SEARCH_MODES:
+            raise ValueError(f"search mode must be one of {', '.join(SEARCH_MODES)}, not {self.mode!r}")
+        dense = (self.precision, self.rescore, self.multiplier, self.truncate_dim, self.stage1)
+        if self.mode == "keyword" and (dense, self.centering, self.rotation) != (_KEYWORD_DENSE, False, False):
+            raise ValueError("a keyword configuration has no dense settings: use parse_config('keyword')")
 
     @property
     def name(self) -> str:

@@ -272,6 +272,10 @@ def test_search_mode_names() -> None:
     assert (h.stage1, h.rescore, h.multiplier, h.truncate_dim) == ("hamming", ("int8", "float32"), 8, 128)
     assert ev.parse_config(h.name) == h
     assert ev.parse_config("hybrid:float32") == ev.Config("float32", mode="hybrid")
+    with pytest.raises(ValueError):
+        ev.Config("float32", mode="sparse")
+    with pytest.raises(ValueError):
+        ev.Config("int8", mode="keyword")  # one keyword configuration, one name
     # dense names are unchanged: no mode prefix, no texts stored
     d = ev.parse_config("binary+int8@4")
     assert (d.mode, d.name, d.needs_texts) == ("dense", "binary+int8@4", False)
