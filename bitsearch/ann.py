@@ -131,6 +131,19 @@ def _probe_kernel(
                 out_dist[qi, j] = maxd + 1
 
 
+@njit(cache=True, nogil=True)
+def _rank_scores(qbits, w, b, out):  # pragma: no cover - compiled
+    """out[q] = b + sum of the rows of w at the query's set bits (BLAS's matvec: measured 1.4 ms)."""
+    for qi in range(qbits.shape[0]):
+        acc = out[qi]
+        acc[:] = b
+        for j in range(qbits.shape[1]):
+            if qbits[qi, j]:
+                row = w[j]
+                for lst in range(acc.shape[0]):
+                    acc[lst] += row[lst]
+
+
 def _words(codes: np.ndarray) -> np.ndarray:
     """uint64 words (n, w), C-contiguous, from packed codes or words."""
     c = np.asarray(codes)
@@ -185,6 +198,12 @@ class BinaryIVF:
         self.means = np.ascontiguousarray(means, dtype=np.float32)
         if self.means.shape != (self.nlist, bits):
             raise InvalidInputError(f"means must have shape ({self.nlist}, {bits}), got {self.means.shape}")
+        self._rank_tables()
+
+    def _rank_tables(self) -> None:
+        """Precompute the expected-distance ranking: score = bits(q) @ (1 - 2 means).T + means.sum(1)."""
+        self._rank_w = np.ascontiguousarray((1 - 2 * self.means).T, dtype=np.float32)
+        self._rank_b = self.means.sum(axis=1, dtype=np.float32)
         n = len(self.rows)
         if self.offsets.shape != (self.nlist + 1,) or self.offsets[-1] != n or self.codes.shape[0] != n:
             raise InvalidInputError("inconsistent IVF arrays (offsets, rows and codes disagree)")
@@ -238,6 +257,7 @@ class BinaryIVF:
         self.rows = all_rows[order]
         self.offsets = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=self.nlist))]).astype(np.int64)
         self.means = self._list_means()
+        self._rank_tables()
 
     def _list_means(self, chunk: int = 262144) -> np.ndarray:
         """Per list, the fraction of its rows with each bit set (a list's centroid when empty)."""
@@ -281,8 +301,8 @@ class BinaryIVF:
             probes = hamming_topk(q, self.centroids, nprobe)[0]
         elif rank == "expected":
             # expected Hamming distance to a list's rows: sum_j |q_j - mean_lj| = sum_j m_lj + q . (1 - 2 m_l)
-            m = self.means
-            score = _bits(q).astype(np.float32) @ (1 - 2 * m).T + m.sum(axis=1)
+            score = np.empty((q.shape[0], self.nlist), np.float32)
+            _rank_scores(_bits(q), self._rank_w, self._rank_b, score)
             probes = np.argpartition(score, nprobe - 1, axis=1)[:, :nprobe] if nprobe < self.nlist else None
             if probes is None:
                 probes = np.argsort(score, axis=1)
