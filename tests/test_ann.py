@@ -98,3 +98,16 @@ def test_bad_input(data):
         ivf.search(q, 5, rank="nope")
     with pytest.raises(InvalidInputError, match="inconsistent"):
         BinaryIVF(ivf.centroids, ivf.offsets, ivf.rows[:-1], ivf.codes)
+
+
+def test_expected_rank_is_mean_distance_to_list_rows(data):
+    from bitsearch.ann import _bits, _rank_scores
+
+    _, q, ivf = data
+    score = np.empty((2, ivf.nlist), np.float32)
+    qw = np.ascontiguousarray(np.frombuffer(q[:2].tobytes(), np.uint64).reshape(2, -1))
+    _rank_scores(_bits(qw), ivf._rank_w, ivf._rank_b, score)
+    for lst in (0, 5, ivf.nlist - 1):
+        rows = ivf.codes[ivf.offsets[lst] : ivf.offsets[lst + 1]]
+        mean_d = np.bitwise_count(qw[:, None, :] ^ rows[None]).sum(-1).mean(1)
+        np.testing.assert_allclose(score[:, lst], mean_d, rtol=1e-4)
