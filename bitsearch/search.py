@@ -186,7 +186,7 @@ class Collection(CollectionFiles):
         elif state.tombstones.size:
             exclude = state.deleted
 
-        depth = int(k) if mode == "dense" else max(int(k), HYBRID_DEPTH)
+        depth = max(int(k), HYBRID_DEPTH) if mode == "hybrid" else int(k)
         dense: list[list[tuple[int, float]]] = []
         if mode != "keyword":
             assert q is not None
