@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .collection import CollectionFiles, State, _codebook
-from .errors import InvalidInputError
+from .errors import CollectionError, InvalidInputError
 from .hybrid import reciprocal_rank_fusion
 from .kernels import as_words, hamming_topk, rescore_bits, rescore_float32, rescore_int8
 from .quantize import CodeBook, check_embeddings, quantize_embeddings
@@ -34,6 +34,7 @@ RESCORE_STAGES = ("binary", "int8", "float32")
 # how precise each representation is; a rescoring stage must be more precise than the one before it
 _RANK = {"ivf": 0, "hamming": 0, "binary": 1, "asymmetric": 1, "1.5bit": 1.3, "2bit": 1.5, "int8": 2, "float32": 3}
 _EXACT_CHUNK = 65536  # rows per block in exact int8/float32 scans
+_SEARCH_ATTEMPTS = 5  # tries against fresh snapshots when concurrent writers remove rows or files
 ASYMMETRIC_PRESELECT = 16  # stage1="auto": asymmetric scoring of the Hamming top 16 x k
 _NUMBA_SCAN_MAX_QUERIES = 16  # up to this many queries, exact scans run in numba; more go to BLAS
 
@@ -125,13 +126,17 @@ class Collection(CollectionFiles):
             query_texts=query_texts, filter=filter, rrf_k=rrf_k, weights=weights, nprobe=nprobe, exact=exact,
             with_text=with_text,
         )  # fmt: skip
-        try:
-            return self._search(self._state, strict=True, **args)
-        except _StaleSnapshot:
-            # a concurrent delete or compaction removed rows this snapshot still pointed at: the
-            # writer has installed a newer state (or another process has: reload it) and we go again
-            self.refresh()
-            return self._search(self._state, strict=False, **args)
+        for attempt in range(_SEARCH_ATTEMPTS):
+            try:
+                return self._search(self._state, strict=attempt < _SEARCH_ATTEMPTS - 1, **args)
+            except _StaleSnapshot:
+                # a concurrent delete or compaction removed rows this snapshot still pointed at: the
+                # writer has installed a newer state (or another process has: reload it); go again
+                self.refresh()
+        raise CollectionError(
+            f"the collection changed under this search {_SEARCH_ATTEMPTS} times in a row (compactions "
+            "racing it); search again"
+        )
 
     def _search(
         self,
