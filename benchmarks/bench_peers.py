@@ -64,7 +64,7 @@ SIZES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
 # The measuring child: loads the cached data it needs, builds, times, prints one JSON line.
 CHILD = textwrap.dedent(
     r"""
-    import gc, json, os, resource, sys, time, statistics
+    import gc, json, os, sys, time, statistics
     import numpy as np, psutil
     method, fpath, cpath, qpath, threads, batches, colpath = sys.argv[1:8]
     threads = [int(t) for t in threads.split(",")]
@@ -182,7 +182,9 @@ CHILD = textwrap.dedent(
     if ids is None:
         ids = np.concatenate([run(queries[i:i + 1], 1) for i in range(len(queries))])
     out["ids"] = np.asarray(ids)[:, :K].tolist()
-    out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across fork + exec)
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    out["peak"] = int(hwm.split()[1]) * 1024
     print("RESULT " + json.dumps(out))
     """
 ).replace("__PARAMS__", f"{K}, {MULT}, {SINGLE}")
