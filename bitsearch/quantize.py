@@ -269,14 +269,12 @@ class CodeBook:
 
     def encode(self, embeddings: np.ndarray) -> np.ndarray:
         """Codes (n, groups) uint8: each dimension's level, ``per_byte`` dimensions per byte."""
-        t = self.transform(check_embeddings(embeddings, self.dim))
-        lv = np.zeros((t.shape[0], self.groups * self.per_byte), dtype=np.int64)
-        for thr in self.thresholds:  # level = number of thresholds exceeded
-            lv[:, : self.dim] += t > thr
+        lv = self.levels_of(embeddings)
         if self.kind == "binary":
             return np.packbits(lv.astype(bool), axis=-1)
+        lv = np.pad(lv, ((0, 0), (0, self.groups * self.per_byte - self.dim)))  # padded dims: level 0
         weights = self.base ** np.arange(self.per_byte)[::-1]
-        return (lv.reshape(t.shape[0], self.groups, self.per_byte) @ weights).astype(np.uint8)
+        return (lv.reshape(lv.shape[0], self.groups, self.per_byte) @ weights).astype(np.uint8)
 
     def lut(self, queries: np.ndarray) -> np.ndarray:
         """Per-query lookup tables (nq, groups, 256) float32: dot products with each byte's reconstruction.
@@ -359,12 +357,7 @@ class CodeBook:
             lv = np.unpackbits(c, axis=-1)[:, : self.dim].astype(np.int64)
         else:
             lv = self._digits[c.astype(np.int64)].reshape(c.shape[0], -1)[:, : self.dim]
-        rec = self.levels[lv, np.arange(self.dim)]
-        if self.rotation is not None:
-            rec = rec @ self.rotation.T
-        if self.offset is not None:
-            rec = rec + self.offset
-        return rec.astype(np.float32)
+        return self._reconstruct(lv)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe description (the rotation matrix is stored beside it as .npy by the collection)."""

@@ -9,6 +9,8 @@ histogram threshold plus a sort of the survivors, ordered by (score desc, row as
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numba import njit, prange
 
@@ -99,24 +101,27 @@ def lut_topk(
         raise InvalidInputError(f"lookup tables must have shape (nq, groups, 256), got {luts.shape}")
     if codes.ndim != 2 or codes.dtype != np.uint8 or codes.shape[1] != luts.shape[1]:
         raise InvalidInputError(f"codes must be uint8 (n, {luts.shape[1]}), got {codes.dtype} {codes.shape}")
-    n = codes.shape[0]
-    if exclude is None:
-        excl = np.zeros(0, dtype=np.bool_)
-        live = n
-    else:
-        excl = np.ascontiguousarray(exclude, dtype=np.bool_)
-        live = n - int(excl.sum())
+    return _scan_topk(luts.shape[0], codes.shape[0], k, exclude, lambda a, b, out: _lut_scores(luts[a:b], codes, out))
+
+
+def _scan_topk(
+    nq: int, n: int, k: int, exclude: np.ndarray | None, score: Callable[[int, int, np.ndarray], None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k per query of scores that ``score(first, last, out)`` writes for queries first..last-1,
+    computed in chunks of queries so the (queries x rows) score matrix stays bounded."""
+    excl = np.zeros(0, dtype=np.bool_) if exclude is None else np.ascontiguousarray(exclude, dtype=np.bool_)
+    live = n - (int(excl.sum()) if exclude is not None else 0)
     kk = min(int(k), live)
-    nq = luts.shape[0]
     out_idx = np.empty((nq, kk), dtype=np.int64)
     out_val = np.empty((nq, kk), dtype=np.float32)
     if kk == 0:
         return out_idx, out_val
     chunk = max(1, _DIST_BUDGET // max(1, 4 * n))
     for s in range(0, nq, chunk):
-        scores = np.empty((min(chunk, nq - s), n), dtype=np.float32)
-        _lut_scores(luts[s : s + chunk], codes, scores)
-        _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
+        e = min(nq, s + chunk)
+        scores = np.empty((e - s, n), dtype=np.float32)
+        score(s, e, scores)
+        _select_rows(scores, excl, kk, out_idx[s:e], out_val[s:e])
     return out_idx, out_val
 
 
@@ -146,20 +151,7 @@ def dot_topk(
     """
     w = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float32)
     c = np.zeros(w.shape[0], np.float32) if const is None else np.ascontiguousarray(const, dtype=np.float32)
-    n = rows.shape[0]
-    excl = np.zeros(0, dtype=np.bool_) if exclude is None else np.ascontiguousarray(exclude, dtype=np.bool_)
-    live = n - (int(excl.sum()) if exclude is not None else 0)
-    kk = min(int(k), live)
-    out_idx = np.empty((w.shape[0], kk), dtype=np.int64)
-    out_val = np.empty((w.shape[0], kk), dtype=np.float32)
-    if kk == 0:
-        return out_idx, out_val
-    chunk = max(1, _DIST_BUDGET // max(1, 4 * n))
-    for s in range(0, w.shape[0], chunk):
-        scores = np.empty((min(chunk, w.shape[0] - s), n), dtype=np.float32)
-        _dot_scores(w[s : s + chunk], c[s : s + chunk], rows, scores)
-        _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
-    return out_idx, out_val
+    return _scan_topk(w.shape[0], rows.shape[0], k, exclude, lambda a, b, out: _dot_scores(w[a:b], c[a:b], rows, out))
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -189,17 +181,6 @@ def lut_planes_topk(
     luts = np.ascontiguousarray(luts, dtype=np.float32)
     if hi.shape != lo.shape or luts.shape[1] != 2 * hi.shape[1]:
         raise InvalidInputError(f"planes {hi.shape} / {lo.shape} do not fit tables {luts.shape}")
-    n = hi.shape[0]
-    excl = np.zeros(0, dtype=np.bool_) if exclude is None else np.ascontiguousarray(exclude, dtype=np.bool_)
-    live = n - (int(excl.sum()) if exclude is not None else 0)
-    kk = min(int(k), live)
-    out_idx = np.empty((luts.shape[0], kk), dtype=np.int64)
-    out_val = np.empty((luts.shape[0], kk), dtype=np.float32)
-    if kk == 0:
-        return out_idx, out_val
-    chunk = max(1, _DIST_BUDGET // max(1, 4 * n))
-    for s in range(0, luts.shape[0], chunk):
-        scores = np.empty((min(chunk, luts.shape[0] - s), n), dtype=np.float32)
-        _lut_planes_scores(luts[s : s + chunk], hi, lo, scores)
-        _select_rows(scores, excl, kk, out_idx[s : s + chunk], out_val[s : s + chunk])
-    return out_idx, out_val
+    return _scan_topk(
+        luts.shape[0], hi.shape[0], k, exclude, lambda a, b, out: _lut_planes_scores(luts[a:b], hi, lo, out)
+    )

@@ -277,21 +277,14 @@ class Collection(CollectionFiles):
             return [[] for _ in range(q.shape[0])]
         n_cand = min(live, k * (rescore_multiplier if plan.rescore else 1))
         try:
-            return self._dense_stages(state, q, k, rescore_multiplier, plan, exclude, timings, n_cand)
+            return self._stages(state, q, k, rescore_multiplier, plan, exclude, timings, n_cand)
         except FileNotFoundError:  # a compaction removed the segments of this snapshot
             raise _StaleSnapshot from None
 
-    def _dense_stages(
-        self,
-        state: State,
-        q: np.ndarray,
-        k: int,
-        rescore_multiplier: int,
-        plan: _Plan,
-        exclude: np.ndarray | None,
-        timings: dict[str, float],
-        n_cand: int,
-    ) -> list[list[tuple[int, float]]]:
+    def _stages(
+        self, state: State, q: np.ndarray, k: int, rescore_multiplier: int, plan: _Plan,
+        exclude: np.ndarray | None, timings: dict[str, float], n_cand: int,
+    ) -> list[list[tuple[int, float]]]:  # fmt: skip
         """Stage 1, the rescoring stages, then row numbers -> sequence numbers."""
         t0 = time.perf_counter()
         rows, scores = self._stage1(state, q, n_cand, plan.stage1, exclude, plan.nprobe, plan.preselect)
