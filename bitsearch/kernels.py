@@ -373,8 +373,9 @@ def _topk_into(
     cap = 2 * k + 64
     threads = numba.get_num_threads()
     nblocks = max(1, n // (4 * _RB))
-    for s in range(0, q.shape[0], _QCHUNK):
-        e = min(q.shape[0], s + _QCHUNK)
+    qchunk = max(1, min(_QCHUNK, _CAND_BUDGET // (12 * cap)))  # large k: fewer queries per call
+    for s in range(0, q.shape[0], qchunk):
+        e = min(q.shape[0], s + qchunk)
         nq = e - s
         serial = threads == 1 or nq * n * words < _SERIAL_WORDS
         if nq >= _BATCH_MIN:

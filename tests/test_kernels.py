@@ -196,3 +196,16 @@ def test_topk_thread_counts(threads):
         np.testing.assert_array_equal(full, np.bitwise_count(q[:, None, :] ^ db[None]).sum(-1))
     finally:
         set_num_threads(before)
+
+
+def test_topk_query_chunks_for_large_k(monkeypatch):
+    import bitsearch.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_CAND_BUDGET", 12 * (2 * 300 + 64) * 5)  # 5 queries per kernel call
+    rng = np.random.default_rng(9)
+    db = rng.integers(0, 256, (4000, 48), dtype=np.uint8)
+    q = rng.integers(0, 256, (23, 48), dtype=np.uint8)
+    idx, dist = hamming_topk(q, db, 300)
+    ref_idx, ref_dist = _reference(q, db, 300)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(dist, ref_dist)
