@@ -15,12 +15,6 @@ from __future__ import annotations
 
 import os
 
-# Threads that wait at the end of a parallel region sleep instead of spinning. On a machine whose
-# cores are shared (here: 2 cores, other jobs), spinning OpenMP threads steal the working thread's
-# core: measured 12-40 ms per region with the default policy, 4 us with this one. Only takes effect
-# if set before the OpenMP runtime numba uses is loaded; the user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numba
 import numpy as np
 from numba import njit, prange, types
