@@ -793,7 +793,7 @@ def _ann_params(ann: dict[str, Any]) -> dict[str, int]:
     return {"nlist": int(ann["nlist"]), "nprobe": int(ann["nprobe"]), "seed": int(ann["seed"])}
 
 
-def _load_ann(path: Path, m: dict[str, Any], verify: bool) -> Any:
+def _load_ann(path: Path, m: dict[str, Any]) -> Any:
     """The IVF index named by the manifest (arrays checked against their sizes / checksums)."""
     ann = m.get("ann")
     if ann is None:
@@ -801,7 +801,7 @@ def _load_ann(path: Path, m: dict[str, Any], verify: bool) -> Any:
     from .ann import BinaryIVF
 
     d = path / ann["dir"]
-    arrays = {f[:-4]: _load_npy(d / f, info, mmap=False, verify=verify) for f, info in ann["files"].items()}
+    arrays = {f[:-4]: _load_npy(d / f, info, mmap=False, verify=True) for f, info in ann["files"].items()}
     return BinaryIVF.from_arrays(arrays)
 
 
@@ -1002,7 +1002,7 @@ def _load_state(path: Path, m: dict[str, Any], *, verify: bool, reuse: State | N
         deleted = _deleted_mask(reuse.segments, tomb, reuse.rows)
         extra = {"ann": reuse.extra.get("ann")} if m.get("ann") == reuse.manifest.get("ann") else {}
         if "ann" not in extra:
-            extra["ann"] = _load_ann(path, m, verify)
+            extra["ann"] = _load_ann(path, m)
         return State(m, reuse.segments, reuse.offsets, reuse.words, reuse.ram_rows, deleted, tomb, extra)
     segments, ram_parts = [], []
     for info in m["segments"]:
@@ -1014,7 +1014,7 @@ def _load_state(path: Path, m: dict[str, Any], *, verify: bool, reuse: State | N
     tomb = _tombstones(path, m)
     offsets = _offsets(segments)
     deleted = _deleted_mask(segments, tomb, int(offsets[-1]))
-    return State(m, tuple(segments), offsets, words, ram_rows, deleted, tomb, {"ann": _load_ann(path, m, verify)})
+    return State(m, tuple(segments), offsets, words, ram_rows, deleted, tomb, {"ann": _load_ann(path, m)})
 
 
 def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, Any]) -> State:
