@@ -209,6 +209,7 @@ class Segment:
     seqs: DiskRows  # (rows,) int64, ascending
     int8: DiskRows | None  # (rows, dim) int8
     float32: DiskRows | None  # (rows, dim) float32
+    seq_start: int | None = None  # seqs == seq_start + row when they are consecutive
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,13 @@ class State:
         if kind != "seqs" and self.ram_rows is not None and self.manifest["precision"] == kind:
             return self.ram_rows[rows]
         seg, local = self.locate(rows)
+        if kind == "seqs":
+            starts = self.extra.get("seq_starts")
+            if starts is None:
+                starts = np.array([-1 if s.seq_start is None else s.seq_start for s in self.segments], np.int64)
+                self.extra["seq_starts"] = starts
+            if starts.size and (starts[seg] >= 0).all():
+                return starts[seg] + local
         out: np.ndarray | None = None
         for s in np.unique(seg):
             mask = seg == s
@@ -928,7 +936,11 @@ def _load_segment(
             seqs = rows_on_disk
         else:
             disk[kind] = rows_on_disk
-    return Segment(info["name"], rows, seqs, disk["int8"], disk["float32"]), ram
+    seq_start = None
+    if rows:  # sequence numbers are consecutive until a compaction drops rows: then row -> seq is arithmetic
+        first, last = seqs.take(np.array([0, rows - 1])).tolist()
+        seq_start = first if last - first == rows - 1 else None
+    return Segment(info["name"], rows, seqs, disk["int8"], disk["float32"], seq_start), ram
 
 
 def _assemble(

@@ -481,7 +481,7 @@ class Collection(CollectionFiles):
 
     def _hits(self, ranked: list[list[tuple[int, float]]], with_text: bool, strict: bool) -> list[list[Hit]]:
         """Turn (seq, score) rankings into Hits with ids, texts and metadata from the document store."""
-        docs = self._docs.fetch(seq for r in ranked for seq, _ in r)
+        docs = self._docs.fetch((seq for r in ranked for seq, _ in r), with_text)
         out: list[list[Hit]] = []
         for r in ranked:
             hits = []

@@ -197,13 +197,16 @@ class DocStore:
             raise UnknownIdError(f"unknown document id(s): {shown}{more}")
         return [found[i] for i in ids]
 
-    def fetch(self, seqs: Iterable[int]) -> dict[int, tuple[DocId, str | None, dict[str, Any] | None]]:
-        """Map each sequence number to (id, text, metadata)."""
+    def fetch(
+        self, seqs: Iterable[int], with_text: bool = True
+    ) -> dict[int, tuple[DocId, str | None, dict[str, Any] | None]]:
+        """Map each sequence number to (id, text, metadata); text and metadata None unless ``with_text``."""
         out: dict[int, tuple[DocId, str | None, dict[str, Any] | None]] = {}
         con = self._con()
+        cols = "seq, id, text, metadata" if with_text else "seq, id, NULL, NULL"
         for part in _chunks(sorted({int(s) for s in seqs})):
             marks = ",".join("?" * len(part))
-            q = f"SELECT seq, id, text, metadata FROM docs WHERE seq IN ({marks})"
+            q = f"SELECT {cols} FROM docs WHERE seq IN ({marks})"
             for seq, doc_id, text, meta in con.execute(q, part):
                 out[seq] = (doc_id, text, None if meta is None else json.loads(meta))
         return out
