@@ -243,6 +243,14 @@ class State:
         rows = np.asarray(rows, dtype=np.int64)
         if kind != "seqs" and self.ram_rows is not None and self.manifest["precision"] == kind:
             return self.ram_rows[rows]
+        if len(self.segments) == 1 and kind != "seqs":  # one segment: no per-segment split
+            src = getattr(self.segments[0], kind)
+            if src is None:
+                raise CollectionError(f"this collection keeps no {kind} rows")
+            order = np.argsort(rows, kind="stable")
+            out1 = np.empty((rows.size, *src.shape[1:]), dtype=src.dtype)
+            out1[order] = src.take(rows[order])
+            return out1
         seg, local = self.locate(rows)
         if kind == "seqs":
             starts = self.extra.get("seq_starts")
@@ -427,8 +435,12 @@ class CollectionFiles:
 
     @property
     def ranges(self) -> np.ndarray | None:
-        r = self._state.manifest["ranges"]
-        return None if r is None else np.asarray(r, dtype=np.float32)
+        """The int8 ranges (2, dim), parsed once per state."""
+        state = self._state
+        if "ranges" not in state.extra:
+            r = state.manifest["ranges"]
+            state.extra["ranges"] = None if r is None else np.asarray(r, dtype=np.float32)
+        return state.extra["ranges"]
 
     def __len__(self) -> int:
         return self._state.live

@@ -20,7 +20,7 @@ from .collection import CollectionFiles, State, _codebook
 from .errors import CollectionError, InvalidInputError
 from .hybrid import reciprocal_rank_fusion
 from .kernels import as_words, hamming_topk, rescore_bits, rescore_float32, rescore_int8
-from .quantize import CodeBook, check_embeddings, quantize_embeddings
+from .quantize import CodeBook, check_embeddings
 from .scans import dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, filter_sql
 
@@ -391,7 +391,8 @@ class Collection(CollectionFiles):
     ) -> tuple[np.ndarray, np.ndarray]:
         book = self._codebook(state)
         if stage in ("hamming", "ivf"):
-            qcodes = quantize_embeddings(q, "ubinary") if book is None else book.encode(q)
+            plain = book is None or (book.offset is None and book.rotation is None and not book.thresholds.any())
+            qcodes = np.packbits(q > 0, axis=-1) if plain else book.encode(q)  # plain sign bits: skip the codebook
             assert state.words is not None
             if stage == "ivf":
                 rows, dist = _ivf_topk(state, as_words(qcodes), n, exclude, nprobe)
