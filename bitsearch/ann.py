@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .errors import InvalidInputError
-from .kernels import _RB, _block_dist, _width_tuple, as_words, hamming_topk
+from .kernels import _RB, _block_dist, _kth_distance, _width_tuple, as_words, hamming_topk
 
 __all__ = ["BinaryIVF"]
 
@@ -33,17 +33,7 @@ def _compact_rows(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
     later candidate can only enter with distance < t, or distance == t and row < rmax."""
     if c <= k:
         return c, maxd, np.int64(1) << 62
-    hist[:] = 0
-    for m in range(c):
-        hist[cd[m]] += 1
-    total = 0
-    t = maxd
-    for d in range(maxd + 1):
-        if total + hist[d] >= k:
-            t = d
-            break
-        total += hist[d]
-    need = k - total
+    t, need = _kth_distance(cd, c, k, maxd, hist)
     tied = np.empty(hist[t], dtype=np.int64)
     j = 0
     for m in range(c):

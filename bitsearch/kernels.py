@@ -78,13 +78,9 @@ def _block_dist(qrow, db, b0, b1, wt, buf):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _compact(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
-    """Keep the best k of the c candidates (ci, cd) in place, in their order; ties by earlier position.
-
-    Candidates arrive in ascending row order, so "earlier" is "lower row". Returns (kept, accept):
-    later rows are accepted only when their distance is <= accept."""
-    if c <= k:
-        return c, maxd
+def _kth_distance(cd, c, k, maxd, hist):  # pragma: no cover - compiled
+    """Counting sort over 0..maxd of the first c distances: the k-th smallest distance t, and how many
+    candidates at distance t make up the k (the rest of the k lie below t)."""
     hist[:] = 0
     for m in range(c):
         hist[cd[m]] += 1
@@ -95,7 +91,18 @@ def _compact(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
             t = d
             break
         total += hist[d]
-    need = k - total
+    return t, k - total
+
+
+@njit(cache=True, nogil=True)
+def _compact(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
+    """Keep the best k of the c candidates (ci, cd) in place, in their order; ties by earlier position.
+
+    Candidates arrive in ascending row order, so "earlier" is "lower row". Returns (kept, accept):
+    later rows are accepted only when their distance is <= accept."""
+    if c <= k:
+        return c, maxd
+    t, need = _kth_distance(cd, c, k, maxd, hist)
     w = 0
     for m in range(c):
         d = cd[m]
