@@ -21,6 +21,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .errors import InvalidInputError
+from .quantize import int8_steps
 
 __all__ = [
     "as_words",
@@ -419,18 +420,20 @@ def exact_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, np.take_along_axis(scores, idx, 1)
 
 
-def rescore_int8(query: np.ndarray, codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """Dot products of a float32 query (dim,) with *dequantized* int8 rows (m, dim).
-
-    Equal to ``dequantize_int8(codes, ranges) @ query`` but folds the per-dimension scale into the
-    query, so the candidate rows are only converted, never rescaled.
-    """
+def int8_query_weights(queries: np.ndarray, ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fold int8 dequantization into float queries (nq, dim): ``codes @ w[q] + const[q]`` equals
+    ``dequantize_int8(codes, ranges) @ queries[q]``, so rows are only converted, never rescaled."""
     r = np.asarray(ranges, dtype=np.float32)
-    steps = (r[1] - r[0]) / np.float32(255)
-    steps = np.where(steps == 0, 1, steps).astype(np.float32)
-    w = query.astype(np.float32) * steps
-    const = np.float32(query.astype(np.float32) @ r[0]) + np.float32(128.5) * w.sum(dtype=np.float32)
-    return np.asarray(codes).astype(np.float32) @ w + const
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    w = (q * int8_steps(r)).astype(np.float32)
+    const = (q @ r[0] + np.float32(128.5) * w.sum(axis=1, dtype=np.float32)).astype(np.float32)
+    return w, const
+
+
+def rescore_int8(query: np.ndarray, codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Dot products of a float32 query (dim,) with *dequantized* int8 rows (m, dim)."""
+    w, const = int8_query_weights(query, ranges)
+    return np.asarray(codes).astype(np.float32) @ w[0] + const[0]
 
 
 def rescore_bits(query: np.ndarray, codes: np.ndarray, dim: int) -> np.ndarray:

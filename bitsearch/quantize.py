@@ -146,9 +146,15 @@ def dequantize_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     values, never the raw codes (whose scale and offset differ per dimension).
     """
     r = np.asarray(ranges, dtype=np.float32)
-    steps = (r[1] - r[0]) / 255
-    steps = np.where(steps == 0, 1, steps).astype(np.float32)
-    return (np.asarray(codes).astype(np.float32) + np.float32(128.5)) * steps + r[0]
+    return (np.asarray(codes).astype(np.float32) + np.float32(128.5)) * int8_steps(r) + r[0]
+
+
+def int8_steps(ranges: np.ndarray) -> np.ndarray:
+    """Bucket width per dimension of int8 codes, float32; a zero-width range counts as 1 (as in
+    ``quantize_embeddings``), so nothing divides by zero."""
+    r = np.asarray(ranges, dtype=np.float32)
+    steps = (r[1] - r[0]) / np.float32(255)
+    return np.where(steps == 0, 1, steps).astype(np.float32)
 
 
 def unpack_bits(codes: np.ndarray, dim: int | None = None) -> np.ndarray:

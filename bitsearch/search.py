@@ -19,7 +19,7 @@ import numpy as np
 from .collection import CollectionFiles, State, _codebook
 from .errors import CollectionError, InvalidInputError
 from .hybrid import reciprocal_rank_fusion
-from .kernels import as_words, hamming_topk, rescore_bits, rescore_float32, rescore_int8
+from .kernels import as_words, hamming_topk, int8_query_weights, rescore_bits, rescore_float32, rescore_int8
 from .quantize import CodeBook, check_embeddings
 from .scans import dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, filter_sql
@@ -432,7 +432,8 @@ class Collection(CollectionFiles):
         nq, total = q.shape[0], data.shape[0]
         if nq <= _NUMBA_SCAN_MAX_QUERIES:  # a few queries: numba (BLAS threads thrash on a busy box)
             if stage == "int8":
-                w, const = _int8_weights(q, self.ranges)
+                assert self.ranges is not None
+                w, const = int8_query_weights(q, self.ranges)
                 return dot_topk(w, data, n, exclude, const)
             return dot_topk(q, data, n, exclude)
         # many queries: BLAS matrix products in blocks of rows, merged
@@ -577,19 +578,10 @@ def _split_queries(
     return vectors, texts
 
 
-def _int8_weights(q: np.ndarray, ranges: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Fold int8 dequantization into the queries: scores = codes @ w + const (see rescore_int8)."""
-    assert ranges is not None
-    steps = (ranges[1] - ranges[0]) / np.float32(255)
-    steps = np.where(steps == 0, 1, steps).astype(np.float32)
-    w = (q * steps).astype(np.float32)
-    const = (q @ ranges[0] + np.float32(128.5) * w.sum(axis=1)).astype(np.float32)
-    return w, const
-
-
 def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
     """Scores of many queries against a block of int8 rows, dequantized (scale folded into queries)."""
-    w, const = _int8_weights(q, ranges)
+    assert ranges is not None
+    w, const = int8_query_weights(q, ranges)
     return w @ block.astype(np.float32).T + const[:, None]
 
 
