@@ -64,6 +64,7 @@ _ARRAY_FILES = {
 }
 _HASH_BLOCK = 1 << 22
 _FD_LOCK = threading.Lock()
+_RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
 
 
 # ----------------------------------------------------------------------------- atomic file helpers
@@ -116,11 +117,11 @@ def _load_npy_check(path: Path, info: dict[str, Any], verify: bool) -> None:
         raise CorruptCollectionError(f"collection file {path} fails its sha256 checksum")
 
 
-def _load_npy(path: Path, info: dict[str, Any], *, mmap: bool, verify: bool) -> np.ndarray:
-    """Load (or memory-map) a collection array after checking its size, and its checksum if ``verify``."""
+def _load_npy(path: Path, info: dict[str, Any], *, verify: bool) -> np.ndarray:
+    """Load a collection array into RAM after checking its size, and its checksum if ``verify``."""
     _load_npy_check(path, info, verify)
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise CorruptCollectionError(f"collection file {path} is not a valid .npy file: {exc}") from None
 
@@ -410,9 +411,19 @@ class CollectionFiles:
     def refresh(self) -> None:
         """Reload the manifest if another process has written to the collection since it was opened."""
         with self._write_lock:  # never put back an older state than a writer of ours installed
-            manifest = _read_manifest(self.path)
-            if manifest["generation"] > self._state.manifest["generation"]:
-                self._state = _load_state(self.path, manifest, verify=False)
+            for _ in range(_RELOAD_ATTEMPTS):
+                manifest = _read_manifest(self.path)
+                if manifest["generation"] <= self._state.manifest["generation"]:
+                    return
+                try:
+                    self._state = _load_state(self.path, manifest, verify=False)
+                    return
+                except (FileNotFoundError, CorruptCollectionError):
+                    # another process committed again and removed files of the manifest just read:
+                    # only a real fault if the manifest on disk has not moved on since
+                    if _read_manifest(self.path)["generation"] == manifest["generation"]:
+                        raise
+            self._state = _load_state(self.path, _read_manifest(self.path), verify=False)
 
     def verify(self) -> None:
         """Check every file of the collection against its sha256 in the manifest."""
@@ -805,7 +816,7 @@ def _codebook(path: Path, m: dict[str, Any]) -> CodeBook | None:
         return None
     rotation = None
     if d.get("rotation"):
-        rotation = _load_npy(path / d["rotation"]["file"], d["rotation"], mmap=False, verify=True)
+        rotation = _load_npy(path / d["rotation"]["file"], d["rotation"], verify=True)
     return CodeBook.from_dict(d, rotation)
 
 
@@ -821,7 +832,7 @@ def _load_ann(path: Path, m: dict[str, Any]) -> Any:
     from .ann import BinaryIVF
 
     d = path / ann["dir"]
-    arrays = {f[:-4]: _load_npy(d / f, info, mmap=False, verify=True) for f, info in ann["files"].items()}
+    arrays = {f[:-4]: _load_npy(d / f, info, verify=True) for f, info in ann["files"].items()}
     return BinaryIVF.from_arrays(arrays)
 
 
@@ -927,7 +938,7 @@ def _load_segment(
         in_ram = m["precision"] == kind or (kind == "codes" and m["precision"] in LOWBIT)
         fpath = segdir / fname
         if in_ram:
-            arr = _load_npy(fpath, files[fname], mmap=False, verify=True)
+            arr = _load_npy(fpath, files[fname], verify=True)
             shape = arr.shape
         else:
             _load_npy_check(fpath, files[fname], verify)
@@ -999,7 +1010,7 @@ def _tombstones(path: Path, m: dict[str, Any]) -> np.ndarray:
     t = m.get("tombstones")
     if t is None:
         return np.zeros(0, dtype=np.int64)
-    arr = _load_npy(path / t["file"], t, mmap=False, verify=True)
+    arr = _load_npy(path / t["file"], t, verify=True)
     if arr.ndim != 1 or arr.size != t["count"]:
         raise CorruptCollectionError(f"{path / t['file']} does not hold {t['count']} sequence numbers")
     return arr.astype(np.int64)
