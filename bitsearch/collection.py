@@ -47,7 +47,10 @@ __all__ = ["FORMAT_VERSION", "STAGE1_PRECISIONS", "CollectionFiles"]
 log = logging.getLogger(__name__)
 
 # 1: sign bits / int8 / float32 stage 1.  2: adds 1.5bit / 2bit codes, codebooks, stage1 choice.
-FORMAT_VERSION = 2
+# 3: 1.5bit as a sign plane + one bit per pair of dimensions (format 2's was packed ternary).
+# A new collection gets the lowest version that describes it, so older releases still open all
+# but the new 1.5bit ones, and refuse those rather than misread them.
+FORMAT_VERSION = 3
 FORMAT_NAME = "bitsearch-collection"
 STAGE1_PRECISIONS = ("binary", "1.5bit", "2bit", "int8", "float32")
 LOWBIT = ("1.5bit", "2bit")
@@ -320,8 +323,9 @@ class CollectionFiles:
     ) -> CollectionFiles:
         """Create an empty collection directory at ``path`` and open it.
 
-        ``precision`` is the stage-1 code kept in RAM: "binary" (1 bit per dimension), "1.5bit", "2bit",
-        "int8" or "float32"; ``keep_int8`` / ``keep_float32`` keep those rows on disk for rescoring.
+        ``precision`` is the stage-1 code kept in RAM: "binary" (1 bit per dimension), "1.5bit" (a
+        median bit per dimension and a "large" bit per pair), "2bit", "int8" or "float32";
+        ``keep_int8`` / ``keep_float32`` keep those rows on disk for rescoring.
         For binary, ``stage1`` picks Hamming distance or "asymmetric" scoring (the float query against
         the bits' bucket means: better ranking, more work); "auto" uses asymmetric scoring when no
         rescoring stage follows and Hamming when one does. ``centering`` (subtract the corpus mean) and
@@ -366,7 +370,7 @@ class CollectionFiles:
             ranges = calibrate_ranges(check_embeddings(calibration_embeddings, dim, name="calibration_embeddings"))
         manifest = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if precision == "1.5bit" else 2,
             "dim": dim,
             "precision": precision,
             "keep_int8": keep_int8,
@@ -559,6 +563,8 @@ class CollectionFiles:
                 m["ranges"] = ranges.tolist()
             if m.get("codes") is not None and m.get("codebook") is None:
                 m["codebook"] = _fit_codebook(self.path, m, emb)
+                if "pair_thresholds" in m["codebook"]:  # an empty format-2 1.5bit collection gets pair planes
+                    m["format_version"] = max(int(m["format_version"]), 3)
             name = f"{int(m['next_segment']):06d}"
             seg_info = self._write_segment(name, emb, np.arange(first_seq, first_seq + n, dtype=np.int64), m, ranges)
             self._docs.insert(first_seq, doc_ids, texts, metadata)
@@ -584,7 +590,7 @@ class CollectionFiles:
             arrays["binary.npy"] = quantize_embeddings(emb, "ubinary") if book is None else book.encode(emb)
         elif manifest["precision"] in LOWBIT:
             assert book is not None
-            arrays["codes.npy"] = book.encode_planes(emb) if manifest["precision"] == "2bit" else book.encode(emb)
+            arrays["codes.npy"] = book.encode_planes(emb) if book.planes else book.encode(emb)
         if manifest["keep_int8"]:
             arrays["int8.npy"] = quantize_embeddings(emb, "int8", ranges=ranges)
         if manifest["keep_float32"]:
@@ -648,7 +654,7 @@ class CollectionFiles:
                 nbytes = -(-int(m["dim"]) // 8)
                 assert state.words is not None
                 arrays["binary.npy"] = state.words[keep].view(np.uint8)[:, :nbytes]
-            elif m["precision"] == "2bit":
+            elif _planes(m):
                 assert state.ram_rows is not None and state.words is not None
                 hi = state.words[keep].view(np.uint8)[:, : -(-int(m["dim"]) // 8)]
                 arrays["codes.npy"] = np.concatenate([hi, state.ram_rows[keep]], axis=1)
@@ -979,8 +985,8 @@ def _assemble(
             words.view(np.uint8)[pos : pos + part.shape[0], :nbytes] = part
             pos += part.shape[0]
         return words, None
-    if m["precision"] == "2bit":  # bit planes: the high plane as words for Hamming, the low plane as bytes
-        splits = [_split_planes(part, int(m["dim"])) for part in ram_parts] or [_split_planes(None, int(m["dim"]))]
+    if _planes(m):  # bit planes: the sign-like plane as words for Hamming, the second plane as bytes
+        splits = [_split_planes(part, m) for part in ram_parts] or [_split_planes(None, m)]
         return np.concatenate([w for w, _ in splits]), np.concatenate([lo for _, lo in splits])
     dtype = {"int8": np.int8, "float32": np.float32}.get(m["precision"], np.uint8)
     if not ram_parts:
@@ -989,17 +995,25 @@ def _assemble(
     return None, ram_parts[0] if len(ram_parts) == 1 else np.concatenate(ram_parts)
 
 
+def _planes(m: dict[str, Any]) -> bool:
+    """Whether the low-bit codes are bit planes: 2bit, and 1.5bit but for format 2's packed ternary."""
+    book = m.get("codebook")
+    return m["precision"] == "2bit" or (m["precision"] == "1.5bit" and (book is None or "pair_thresholds" in book))
+
+
 def _codes_width(m: dict[str, Any]) -> int:
-    """Bytes per row of a low-bit segment's codes.npy (2bit: two bit planes)."""
-    dim = int(m["dim"])
-    return 2 * -(-dim // 8) if m["precision"] == "2bit" else -(-dim // CODE_KINDS[m["precision"]][1])
+    """Bytes per row of a low-bit segment's codes.npy (bit planes: the sign-like plane, then the second)."""
+    plane = -(-int(m["dim"]) // 8)
+    if _planes(m):
+        return plane + (plane if m["precision"] == "2bit" else -(-plane // 2))
+    return -(-int(m["dim"]) // CODE_KINDS[m["precision"]][1])
 
 
-def _split_planes(part: np.ndarray | None, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """2bit rows (n, 2 x bytes) -> (high plane as uint64 words, low plane bytes)."""
-    nbytes = -(-dim // 8)
+def _split_planes(part: np.ndarray | None, m: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Bit-plane rows -> (the sign-like plane as uint64 words, the second plane's bytes)."""
+    nbytes = -(-int(m["dim"]) // 8)
     if part is None:
-        part = np.zeros((0, 2 * nbytes), np.uint8)
+        part = np.zeros((0, _codes_width(m)), np.uint8)
     words = np.zeros((part.shape[0], -(-nbytes // 8)), dtype=np.uint64)
     words.view(np.uint8)[:, :nbytes] = part[:, :nbytes]
     return words, np.ascontiguousarray(part[:, nbytes:])
@@ -1061,9 +1075,9 @@ def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, A
         assert ram is not None
         new_words = as_words(ram)
         words = new_words if words is None or words.shape[0] == 0 else np.concatenate([words, new_words])
-    elif m["precision"] == "2bit":
+    elif _planes(m):
         assert ram is not None and words is not None and ram_rows is not None
-        new_words, new_lo = _split_planes(ram, int(m["dim"]))
+        new_words, new_lo = _split_planes(ram, m)
         words, ram_rows = np.concatenate([words, new_words]), np.concatenate([ram_rows, new_lo])
     else:
         assert ram is not None

@@ -192,10 +192,16 @@ class CodeBook:
     """How float vectors become 1-, 1.5- or 2-bit codes per dimension, and what each code stands for.
 
     Optionally centred (subtract a per-dimension offset) and rotated (a random orthogonal matrix, as
-    in RaBitQ) first; then per-dimension thresholds split each dimension into levels, packed several
-    dimensions per byte (base 2, 3 or 4). ``levels`` holds each level's reconstruction value (the mean
-    of the calibration values in its bucket), so a float query scores codes without decoding them:
-    ``lut(query)[g, byte]`` is the query's dot product with the reconstruction of that byte.
+    in RaBitQ) first; then per-dimension thresholds split each dimension into levels. ``levels`` holds
+    each level's reconstruction value (the mean of the calibration values in its bucket), so a float
+    query scores codes without decoding them: ``lut(query)[g, byte]`` is the query's dot product with
+    the reconstruction of that byte.
+
+    Two layouts. Packed: several dimensions per byte in base 2, 3 or 4 (sign bits; the format-2
+    ternary 1.5bit). Bit planes (``planes``): a sign-like plane that Hamming distance can pre-select
+    on, then a second plane: 2bit's low bits, or for 1.5bit one "large" bit per *pair* of dimensions
+    (the pair's summed deviation from the median above its median), so 1.5 bits per dimension and a
+    level ``2 x sign + large`` for each dimension.
     """
 
     def __init__(
@@ -205,11 +211,17 @@ class CodeBook:
         levels: np.ndarray,
         offset: np.ndarray | None = None,
         rotation: np.ndarray | None = None,
+        pair_scale: np.ndarray | None = None,
+        pair_thresholds: np.ndarray | None = None,
     ) -> None:
         if kind not in CODE_KINDS:
             raise InvalidInputError(f"unknown code kind {kind!r}; expected one of {', '.join(CODE_KINDS)}")
         self.kind = kind
         self.base, self.per_byte = CODE_KINDS[kind]
+        # 1.5bit as a sign plane + one bit per pair of dimensions (else the packed ternary of format 2)
+        self.pairs = kind == "1.5bit" and pair_thresholds is not None
+        self.pair_scale = None if pair_scale is None else np.asarray(pair_scale, dtype=np.float32)
+        self.pair_thresholds = None if pair_thresholds is None else np.asarray(pair_thresholds, dtype=np.float32)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)  # (base - 1, dim), ascending
         self.levels = np.asarray(levels, dtype=np.float32)  # (base, dim)
         self.dim = int(self.levels.shape[1])
@@ -230,13 +242,16 @@ class CodeBook:
         sign_threshold: bool = True,
         lloyd_iterations: int = 5,
         zero_fraction: float = 0.2,
+        pairs: bool = True,
     ) -> CodeBook:
         """Calibrate thresholds and levels on ``embeddings`` (the corpus or a sample of it).
 
         binary: threshold 0 (plain sign; after centering, the mean) unless ``sign_threshold=False``
-        (the median). 2bit: quartiles refined by ``lloyd_iterations`` of Lloyd-Max. 1.5bit: a zero
-        bucket around the median holding ``zero_fraction`` of the values, as Qdrant does. ``rotation``
-        may be a seed.
+        (the median). 2bit: quartiles refined by ``lloyd_iterations`` of Lloyd-Max. 1.5bit: a sign
+        plane at the median and a pair plane (``pairs``, the default: each pair's summed deviation,
+        scaled per dimension, above its median), or with ``pairs=False`` the packed ternary of format
+        2, a zero bucket around the median holding ``zero_fraction`` of the values. ``rotation`` may
+        be a seed.
         """
         if kind not in CODE_KINDS:
             raise InvalidInputError(f"unknown code kind {kind!r}; expected one of {', '.join(CODE_KINDS)}")
@@ -256,6 +271,15 @@ class CodeBook:
             thr = np.quantile(t, [0.25, 0.5, 0.75], axis=0)
             for _ in range(lloyd_iterations):
                 thr = _midpoints(_bucket_means(t, thr))
+        elif pairs:
+            med = np.median(t, axis=0)
+            scale = np.median(np.abs(t - med), axis=0)
+            book.pair_scale = np.where(scale > 0, scale, 1).astype(np.float32)
+            book.pair_thresholds = np.median(_pair_sums(t, med, book.pair_scale), axis=0).astype(np.float32)
+            book.pairs = True
+            book.thresholds = med[None, :].astype(np.float32)
+            book.levels = _level_means(t, book.levels_of_transformed(t), med, book.pair_scale)
+            return book
         else:
             med = np.median(t, axis=0)
             half = np.quantile(np.abs(t - med), zero_fraction, axis=0)
@@ -274,7 +298,10 @@ class CodeBook:
         return out
 
     def encode(self, embeddings: np.ndarray) -> np.ndarray:
-        """Codes (n, groups) uint8: each dimension's level, ``per_byte`` dimensions per byte."""
+        """Codes (n, groups) uint8: each dimension's level, ``per_byte`` dimensions per byte
+        (1.5bit with pairs has no packed form: its bit planes)."""
+        if self.pairs:
+            return self.encode_planes(embeddings)
         lv = self.levels_of(embeddings)
         if self.kind == "binary":
             return np.packbits(lv.astype(bool), axis=-1)
@@ -288,17 +315,25 @@ class CodeBook:
         Summing ``lut[g, codes[g]]`` over the groups gives the query's dot product with the decoded
         document (plus the offset's contribution when centred), so ranking needs no decoding.
         """
+        if self.pairs:
+            return self.lut_planes(queries)
         return self._table(queries, self._digits, self.groups)
 
-    def lut_planes(self, queries: np.ndarray) -> np.ndarray:
-        """Lookup tables (nq, 2 x bytes, 256) for 2-bit codes stored as bit planes (``encode_planes``).
+    @property
+    def planes(self) -> bool:
+        """Whether codes are stored as bit planes (``encode_planes``): 2bit, and 1.5bit with pairs."""
+        return self.kind == "2bit" or self.pairs
 
-        Group g covers 4 dimensions: one nibble of the high plane and the same nibble of the low
-        plane; entry ``(high << 4) | low`` holds the query's dot product with their reconstruction.
+    def lut_planes(self, queries: np.ndarray) -> np.ndarray:
+        """Lookup tables (nq, 2 x bytes, 256) for codes stored as bit planes (``encode_planes``).
+
+        Group g covers 4 dimensions: one nibble of the sign-like plane and their bits of the second
+        plane (2bit: the same nibble of the low plane; 1.5bit: two pair bits); entry
+        ``(nibble << width) | second`` holds the query's dot product with their reconstruction.
         """
-        if self.kind != "2bit":
-            raise InvalidInputError("bit planes exist for 2bit codes only")
-        return self._table(queries, _PLANE_DIGITS, 2 * self.plane_bytes)
+        if not self.planes:
+            raise InvalidInputError("bit planes exist for 2bit and 1.5bit (pairs) codes only")
+        return self._table(queries, _PAIR_DIGITS if self.pairs else _PLANE_DIGITS, 2 * self.plane_bytes)
 
     def _table(self, queries: np.ndarray, digits: np.ndarray, groups: int) -> np.ndarray:
         q = np.asarray(queries, dtype=np.float32)
@@ -310,7 +345,7 @@ class CodeBook:
         lv = np.pad(self.levels, ((0, 0), (0, pad)))  # padded dimensions decode to 0
         tq = np.pad(tq, ((0, 0), (0, pad)))
         # contrib[n, level, g, j] = q[n, g*per + j] * level value of that dimension
-        contrib = (tq[:, None, :] * lv[None, :, :]).reshape(q.shape[0], self.base, groups, per)
+        contrib = (tq[:, None, :] * lv[None, :, :]).reshape(q.shape[0], lv.shape[0], groups, per)
         table = np.zeros((q.shape[0], groups, 256), dtype=np.float32)
         n_pat = digits.shape[0]
         for j in range(per):
@@ -324,29 +359,45 @@ class CodeBook:
         """Bytes of one bit plane of one vector."""
         return -(-self.dim // 8)
 
+    @property
+    def second_plane_bytes(self) -> int:
+        """Bytes of the second plane: 2bit's low bits, or 1.5bit's one bit per pair of dimensions."""
+        return -(-self.plane_bytes // 2) if self.pairs else self.plane_bytes
+
     def levels_of(self, embeddings: np.ndarray) -> np.ndarray:
-        """Each dimension's level (n, dim) int64: how many thresholds its value exceeds."""
-        t = self.transform(check_embeddings(embeddings, self.dim))
+        """Each dimension's level (n, dim) int64: how many thresholds its value exceeds
+        (1.5bit with pairs: 2 x above the median + the pair's large bit)."""
+        return self.levels_of_transformed(self.transform(check_embeddings(embeddings, self.dim)))
+
+    def levels_of_transformed(self, t: np.ndarray) -> np.ndarray:
+        """``levels_of`` for values already centred and rotated (``transform``)."""
+        if self.pairs:
+            assert self.pair_scale is not None and self.pair_thresholds is not None
+            large = _pair_sums(t, self.thresholds[0], self.pair_scale) > self.pair_thresholds
+            return 2 * (t > self.thresholds[0]).astype(np.int64) + np.repeat(large, 2, axis=1)[:, : self.dim]
         lv = np.zeros(t.shape, dtype=np.int64)
         for thr in self.thresholds:
             lv += t > thr
         return lv
 
     def encode_planes(self, embeddings: np.ndarray) -> np.ndarray:
-        """2-bit codes as two bit planes (n, 2 x bytes): high bits (level >= 2, the median split)
-        then low bits. The high plane is a sign-like code that Hamming distance can pre-select on."""
-        if self.kind != "2bit":
-            raise InvalidInputError("bit planes exist for 2bit codes only")
+        """Codes as two bit planes (n, plane + second plane bytes): the sign-like plane (level >= 2,
+        the median split, which Hamming distance can pre-select on), then 2bit's low bits or
+        1.5bit's pair bits."""
+        if not self.planes:
+            raise InvalidInputError("bit planes exist for 2bit and 1.5bit (pairs) codes only")
         lv = self.levels_of(embeddings)
-        return np.concatenate([np.packbits(lv >= 2, axis=-1), np.packbits(lv & 1, axis=-1)], axis=1)
+        second = lv[:, 0::2] & 1 if self.pairs else lv & 1
+        return np.concatenate([np.packbits(lv >= 2, axis=-1), np.packbits(second, axis=-1)], axis=1)
 
     def decode_planes(self, planes: np.ndarray) -> np.ndarray:
         """Reconstructed vectors from ``encode_planes`` output."""
         b = self.plane_bytes
         p = np.asarray(planes, dtype=np.uint8)
         hi = np.unpackbits(p[:, :b], axis=-1)[:, : self.dim].astype(np.int64)
-        lo = np.unpackbits(p[:, b:], axis=-1)[:, : self.dim].astype(np.int64)
-        return self._reconstruct(2 * hi + lo)
+        lo = np.unpackbits(p[:, b:], axis=-1).astype(np.int64)
+        lo = np.repeat(lo[:, : -(-self.dim // 2)], 2, axis=1) if self.pairs else lo
+        return self._reconstruct(2 * hi + lo[:, : self.dim])
 
     def _reconstruct(self, lv: np.ndarray) -> np.ndarray:
         rec = self.levels[lv, np.arange(self.dim)]
@@ -358,6 +409,8 @@ class CodeBook:
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Reconstructed vectors (n, dim) float32, in the original (uncentred, unrotated) space."""
+        if self.pairs:
+            return self.decode_planes(codes)
         c = np.asarray(codes, dtype=np.uint8)
         if self.kind == "binary":
             lv = np.unpackbits(c, axis=-1)[:, : self.dim].astype(np.int64)
@@ -372,6 +425,15 @@ class CodeBook:
             "thresholds": self.thresholds.tolist(),
             "levels": self.levels.tolist(),
             "offset": None if self.offset is None else self.offset.tolist(),
+            **(self._pair_dict() if self.pairs else {}),
+        }
+
+    def _pair_dict(self) -> dict[str, object]:
+        assert self.pair_scale is not None and self.pair_thresholds is not None
+        return {
+            "layout": "sign+pairs",
+            "pair_scale": self.pair_scale.tolist(),
+            "pair_thresholds": self.pair_thresholds.tolist(),
         }
 
     @classmethod
@@ -382,6 +444,8 @@ class CodeBook:
             np.asarray(d["levels"], np.float32),
             None if d.get("offset") is None else np.asarray(d["offset"], np.float32),
             rotation,
+            None if d.get("pair_scale") is None else np.asarray(d["pair_scale"], np.float32),
+            None if d.get("pair_thresholds") is None else np.asarray(d["pair_thresholds"], np.float32),
         )
 
 
@@ -389,6 +453,30 @@ class CodeBook:
 _PLANE_DIGITS = np.array(
     [[2 * ((p >> 4) >> (3 - j) & 1) + ((p & 15) >> (3 - j) & 1) for j in range(4)] for p in range(256)], dtype=np.int64
 )
+
+
+# 1.5bit pattern (sign nibble << 2 | the two pair bits) -> the 4 dimensions' levels (2 x sign + large)
+_PAIR_DIGITS = np.array([[2 * (p >> (5 - j) & 1) + (p >> (1 - j // 2) & 1) for j in range(4)] for p in range(64)])
+
+
+def _pair_sums(t: np.ndarray, median: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(n, ceil(dim / 2)): each pair of dimensions' summed |deviation from the median| / scale."""
+    a = np.abs(t - median) / scale
+    if a.shape[1] % 2:
+        a = np.pad(a, ((0, 0), (0, 1)))
+    return a[:, 0::2] + a[:, 1::2]
+
+
+def _level_means(t: np.ndarray, lv: np.ndarray, median: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """1.5bit levels (4, dim): the mean of the values at each (sign, large) level; an empty level
+    takes median -+ 0.5 or 1.5 x scale."""
+    out = np.zeros((4, t.shape[1]), dtype=np.float64)
+    for level, step in enumerate((-0.5, -1.5, 0.5, 1.5)):  # level = 2 x above + large
+        mask = lv == level
+        count = mask.sum(axis=0)
+        total = np.where(mask, t, 0).sum(axis=0, dtype=np.float64)
+        out[level] = np.where(count > 0, total / np.maximum(count, 1), median + step * scale)
+    return out.astype(np.float32)
 
 
 def _bucket_means(t: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

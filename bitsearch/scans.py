@@ -155,10 +155,12 @@ def dot_topk(
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _lut_planes_scores(luts, hi, lo, out):  # pragma: no cover - compiled
+def _lut_planes_scores(luts, hi, lo, width, out):  # pragma: no cover - compiled
     n = hi.shape[0]
     groups = luts.shape[1]
     nq = luts.shape[0]
+    per = 8 // width  # groups per byte of the second plane
+    mask = (1 << width) - 1
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         start = b * _BLOCK
         end = min(n, start + _BLOCK)
@@ -167,20 +169,27 @@ def _lut_planes_scores(luts, hi, lo, out):  # pragma: no cover - compiled
             for i in range(start, end):
                 s = np.float32(0.0)
                 for g in range(groups):
-                    byte = g >> 1
-                    shift = 4 - 4 * (g & 1)
-                    idx = (((hi[i, byte] >> shift) & 15) << 4) | ((lo[i, byte] >> shift) & 15)
-                    s += table[g, idx]
+                    nibble = (hi[i, g >> 1] >> (4 - 4 * (g & 1))) & 15
+                    second = (lo[i, g // per] >> (8 - width * (g % per + 1))) & mask
+                    s += table[g, (nibble << width) | second]
                 out[qi, i] = s
 
 
 def lut_planes_topk(
-    luts: np.ndarray, hi: np.ndarray, lo: np.ndarray, k: int, exclude: np.ndarray | None = None
+    luts: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+    *,
+    pairs: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``lut_topk`` for 2-bit codes kept as bit planes: ``hi`` and ``lo`` (n, bytes) uint8 views."""
+    """``lut_topk`` for codes kept as bit planes: ``hi`` (n, bytes) the sign-like plane, ``lo`` the
+    second plane: 2bit's low bits (as wide), or with ``pairs`` 1.5bit's bit per pair (half as wide)."""
     luts = np.ascontiguousarray(luts, dtype=np.float32)
-    if hi.shape != lo.shape or luts.shape[1] != 2 * hi.shape[1]:
+    width = 2 if pairs else 4
+    if luts.shape[1] != 2 * hi.shape[1] or lo.shape != (hi.shape[0], -(-hi.shape[1] * width // 4)):
         raise InvalidInputError(f"planes {hi.shape} / {lo.shape} do not fit tables {luts.shape}")
     return _scan_topk(
-        luts.shape[0], hi.shape[0], k, exclude, lambda a, b, out: _lut_planes_scores(luts[a:b], hi, lo, out)
+        luts.shape[0], hi.shape[0], k, exclude, lambda a, b, out: _lut_planes_scores(luts[a:b], hi, lo, width, out)
     )

@@ -373,8 +373,8 @@ class Collection(CollectionFiles):
         if m["precision"] == "binary" and mode == "auto" and not plan.rescore:
             plan.stage1 = "asymmetric"  # nothing rescores: spend the work on a better stage 1
             plan.preselect = True
-        if m["precision"] == "2bit":
-            plan.preselect = True
+        if m["precision"] in ("1.5bit", "2bit"):
+            plan.preselect = True  # the format-2 packed 1.5bit has no sign-like plane: it scans in full
         return plan
 
     # -------------------------------------------------------------- stages
@@ -399,17 +399,18 @@ class Collection(CollectionFiles):
             else:
                 rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
             return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
-        if stage == "2bit":
-            assert state.words is not None and state.ram_rows is not None and book is not None
+        if stage in ("1.5bit", "2bit") and book is not None and book.planes:  # bit planes
+            assert state.words is not None and state.ram_rows is not None
             hi = state.words.view(np.uint8)[:, : book.plane_bytes]
             luts = book.lut_planes(q)
-            lo = state.ram_rows
+            lo, pairs = state.ram_rows, book.pairs
             if preselect and state.rows > n * ASYMMETRIC_PRESELECT:
                 hq = np.packbits(book.levels_of(q) >= 2, axis=-1)  # the median split, like sign bits
                 return _preselected(
-                    hq, state, n, exclude, lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n), luts
-                )
-            return lut_planes_topk(luts, hi, lo, n, exclude=exclude)
+                    hq, state, n, exclude,
+                    lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n, pairs=pairs), luts,
+                )  # fmt: skip
+            return lut_planes_topk(luts, hi, lo, n, exclude=exclude, pairs=pairs)
         if stage in ("asymmetric", "1.5bit"):
             if book is None:  # plain sign bits without calibrated levels: +-1 per dimension
                 book = CodeBook("binary", np.zeros((1, self.dim)), np.stack([-np.ones(self.dim), np.ones(self.dim)]))
@@ -503,9 +504,10 @@ def _preselected(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score only the Hamming-nearest ``n x ASYMMETRIC_PRESELECT`` rows with ``score(query, rows)``.
 
-    Hamming distance over sign-like bits (sign bits; 2bit's median plane) is a cheap filter for the
-    asymmetric score: on the four shared datasets the top 16 x k by Hamming hold the asymmetric top k
-    (NDCG@10 equal to a full scan), at about the cost of the Hamming scan (benchmarks/bench_codes.py).
+    Hamming distance over sign-like bits (sign bits; the median plane of 2bit and 1.5bit codes) is a
+    cheap filter for the asymmetric score: on the four shared datasets the top 16 x k by Hamming hold
+    the asymmetric top k (NDCG@10 equal to a full scan), at about the cost of the Hamming scan
+    (benchmarks/bench_codes.py).
     """
     assert state.words is not None
     cand, _ = hamming_topk(qcodes, state.words, n * ASYMMETRIC_PRESELECT, exclude=exclude)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bitsearch import Collection, CorruptCollectionError, InvalidInputError, quantize_embeddings
 from bitsearch.quantize import CODE_KINDS, CodeBook
-from bitsearch.scans import lut_topk
+from bitsearch.scans import lut_planes_topk, lut_topk
 
 DIM = 48
 
@@ -28,8 +28,9 @@ VARIANTS = [(kind, c, r) for kind in CODE_KINDS for c, r in ((False, False), (Tr
 
 @pytest.mark.parametrize(("kind", "centering", "rotation"), VARIANTS)
 def test_lut_scores_equal_decoded_dot_products(kind, centering, rotation):
+    """Packed codes: sign bits, 2bit's packed form, and format 2's ternary 1.5bit (pairs=False)."""
     x, q = _emb(400, 37, 1), _emb(3, 37, 2)
-    book = CodeBook.fit(x, kind, centering=centering, rotation=rotation)
+    book = CodeBook.fit(x, kind, centering=centering, rotation=rotation, pairs=False)
     codes = book.encode(x)
     base, per_byte = CODE_KINDS[kind]
     assert codes.shape == (400, -(-37 // per_byte)) and codes.dtype == np.uint8
@@ -49,6 +50,46 @@ def test_more_bits_reconstruct_better():
     x = _emb(2000, 64, 3)
     err = {k: float(np.mean((CodeBook.fit(x, k).decode(CodeBook.fit(x, k).encode(x)) - x) ** 2)) for k in CODE_KINDS}
     assert err["2bit"] < err["1.5bit"] < err["binary"]
+
+
+@pytest.mark.parametrize("dim", [1, 7, 8, 9, 16, 37, 48])
+@pytest.mark.parametrize(("kind", "centering", "rotation"), [v for v in VARIANTS if v[0] != "binary"])
+def test_bit_planes_score_like_decoded_vectors(kind, centering, rotation, dim):
+    """2bit and 1.5bit bit planes: the plane kernel ranks exactly by the decoded dot products."""
+    x, q = _emb(300, dim, 1), _emb(3, dim, 2)
+    book = CodeBook.fit(x, kind, centering=centering, rotation=rotation)
+    assert book.planes and book.pairs == (kind == "1.5bit")
+    planes = book.encode_planes(x)
+    plane = -(-dim // 8)
+    second = -(-plane // 2) if kind == "1.5bit" else plane  # 1.5bit: one bit per pair of dimensions
+    assert planes.shape == (300, plane + second) and planes.dtype == np.uint8
+    assert np.array_equal(book.encode(x), planes) if kind == "1.5bit" else True
+    lv = book.levels_of(x)
+    assert np.array_equal(np.unpackbits(planes[:, :plane], axis=1)[:, :dim], lv >= 2)  # the median split
+    if kind == "1.5bit":  # both dimensions of a pair share their large bit
+        assert np.array_equal(lv[:, 0 : dim - 1 : 2] & 1, lv[:, 1:dim:2] & 1)
+    rec = book.decode_planes(planes).astype(np.float64)
+    assert np.mean((rec - x) ** 2) < np.mean(x**2)
+    idx, val = lut_planes_topk(book.lut_planes(q), planes[:, :plane], planes[:, plane:], 20, pairs=book.pairs)
+    for i in range(3):
+        s = rec @ q[i].astype(np.float64)
+        np.testing.assert_allclose(val[i], np.sort(s)[::-1][:20], atol=1e-4)
+        np.testing.assert_allclose(s[idx[i]], val[i], atol=1e-4)  # the rows returned hold the best scores
+    again = CodeBook.from_dict(json.loads(json.dumps(book.to_dict())), book.rotation)
+    assert np.array_equal(again.encode_planes(x), planes)
+    if plane > 1:
+        with pytest.raises(InvalidInputError, match="do not fit"):
+            lut_planes_topk(book.lut_planes(q), planes[:, :plane], planes[:, plane:], 5, pairs=not book.pairs)
+
+
+def test_one_and_a_half_bits_beat_the_ternary_at_fewer_bytes():
+    """The sign + pair-bit 1.5bit keeps the median split and reconstructs at least as well as format
+    2's packed ternary (1.6 bits per dimension) on correlated, embedding-like data."""
+    x = _emb(3000, 64, 5)
+    pairs, ternary = CodeBook.fit(x, "1.5bit"), CodeBook.fit(x, "1.5bit", pairs=False)
+    assert pairs.encode(x).shape[1] == 8 + 4 and ternary.encode(x).shape[1] == 13
+    err = {name: float(np.mean((b.decode(b.encode(x)) - x) ** 2)) for name, b in (("p", pairs), ("t", ternary))}
+    assert err["p"] < 1.1 * err["t"]
 
 
 def test_plain_binary_codebook_is_sign_bits():
@@ -87,7 +128,7 @@ def test_lut_topk_matches_brute_force(n, groups, nq, k, seed, with_exclude):
 
 @pytest.mark.parametrize("precision", ["1.5bit", "2bit"])
 @pytest.mark.parametrize("options", [{}, {"centering": True, "rotation": 3}])
-def test_lowbit_collections(tmp_path: Path, precision: str, options: dict):
+def test_lowbit_collections(tmp_path: Path, precision: str, options: dict, monkeypatch: pytest.MonkeyPatch):
     x = _emb(600)
     col = Collection.create(tmp_path / "c", DIM, precision=precision, **options)
     col.add(x[:400], ids=[f"d{i}" for i in range(400)])
@@ -101,22 +142,27 @@ def test_lowbit_collections(tmp_path: Path, precision: str, options: dict):
     for qi, hits in zip(q, res, strict=True):
         order = np.argsort(-(rec @ qi.astype(np.float64)), kind="stable")[:7]
         assert [h.id for h in hits] == [f"d{i}" for i in order]
-    if precision == "2bit":  # by default: only the Hamming top 16 x k on the median plane are scored
-        from bitsearch.search import ASYMMETRIC_PRESELECT
+    # by default only the Hamming top n x ASYMMETRIC_PRESELECT on the median plane are scored (made
+    # small here so that 600 rows are more than it keeps)
+    import bitsearch.search as search_module
 
-        hi = book.levels_of(x) >= 2
-        for qi, hits in zip(q, col.search(q, k=7, rescore=None), strict=True):
-            ham = (hi != (book.levels_of(qi) >= 2)).sum(1)
-            rows = np.sort(np.lexsort((np.arange(600), ham))[: 7 * ASYMMETRIC_PRESELECT])
-            order = rows[np.argsort(-(rec[rows] @ qi.astype(np.float64)), kind="stable")[:7]]
-            assert [h.id for h in hits] == [f"d{i}" for i in order]
+    monkeypatch.setattr(search_module, "ASYMMETRIC_PRESELECT", 5)
+    hi = book.levels_of(x) >= 2
+    for qi, hits in zip(q, col.search(q, k=7, rescore=None), strict=True):
+        ham = (hi != (book.levels_of(qi) >= 2)).sum(1)
+        rows = np.sort(np.lexsort((np.arange(600), ham))[: 7 * 5])
+        order = rows[np.argsort(-(rec[rows] @ qi.astype(np.float64)), kind="stable")[:7]]
+        assert [h.id for h in hits] == [f"d{i}" for i in order]
+    monkeypatch.undo()
     # int8 rescoring refines the low-bit candidates
     ranked = col.search(x[10], k=1)
     assert ranked.stages == [precision, "int8"] and ranked[0][0].id == "d10"
-    per_byte = CODE_KINDS[precision][1]
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert m["format_version"] == (3 if precision == "1.5bit" else 2)  # 2: older releases still read it
     st_ = col.stats()
-    # 2bit: two bit planes, the high one held as 64-bit words for the Hamming pre-selection
-    per_row = 8 * -(-DIM // 64) + DIM // 8 if precision == "2bit" else -(-DIM // per_byte)
+    # two bit planes, the median one held as 64-bit words for the Hamming pre-selection; 1.5bit's
+    # second plane has one bit per pair of dimensions
+    per_row = 8 * -(-DIM // 64) + (DIM // 8 if precision == "2bit" else DIM // 16)
     assert st_["stages"][precision]["ram_bytes"] == 600 * per_row
     col.delete(["d10"])
     col.compact()
@@ -205,3 +251,46 @@ def test_exact_scan_paths_agree(tmp_path: Path, precision: str):
     assert [[h.id for h in r] for r in batch] == [[h.id for h in r] for r in single]
     for a, b in zip(batch, single, strict=True):
         np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-4, atol=1e-5)
+
+
+def test_format_2_ternary_collection_still_opens_and_searches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """1.5bit collections written as packed ternary codes (format 2, before the sign + pair planes)
+    open, search (a full table-lookup scan) and grow as before."""
+    import bitsearch.collection as collection_module
+
+    class Ternary(CodeBook):
+        @classmethod
+        def fit(cls, embeddings, kind="binary", **kw):  # type: ignore[override]
+            return CodeBook.fit(embeddings, kind, pairs=False, **kw)
+
+    monkeypatch.setattr(collection_module, "CodeBook", Ternary)
+    x = _emb(500)
+    col = Collection.create(tmp_path / "c", DIM, precision="1.5bit")
+    col.add(x[:300], ids=[f"d{i}" for i in range(300)])
+    monkeypatch.undo()
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert "pair_thresholds" not in m["codebook"]
+    m["format_version"] = 2  # as format 2 wrote it
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(m))
+    old = Collection.open(tmp_path / "c", verify=True)
+    old.add(x[300:], ids=[f"d{i}" for i in range(300, 500)])
+    book = CodeBook.fit(x[:300], "1.5bit", pairs=False)
+    rec = book.decode(book.encode(x)).astype(np.float64)
+    assert old.stats()["stages"]["1.5bit"]["ram_bytes"] == 500 * -(-DIM // 5)
+    q = _emb(4, seed=6)
+    for qi, hits in zip(q, old.search(q, k=6, rescore=None), strict=True):
+        order = np.argsort(-(rec @ qi.astype(np.float64)), kind="stable")[:6]
+        assert [h.id for h in hits] == [f"d{i}" for i in order]
+    old.delete(["d3"])
+    old.compact()
+    assert len(Collection.open(tmp_path / "c", verify=True)) == 499
+
+
+def test_empty_format_2_one_and_a_half_bit_collection_is_marked_format_3_on_first_add(tmp_path: Path):
+    """Its first add fits sign + pair planes, which format-2 releases would misread: they must refuse it."""
+    Collection.create(tmp_path / "c", DIM, precision="1.5bit", keep_int8=False)
+    path = tmp_path / "c" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": 2}))
+    Collection.open(tmp_path / "c").add(_emb(50))
+    assert json.loads(path.read_text())["format_version"] == 3
+    assert len(Collection.open(tmp_path / "c")) == 50
