@@ -34,15 +34,18 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # name -> (Collection.create options, bits per dimension in RAM)
 OPTIONS: dict[str, tuple[dict, dict, float]] = {
     "binary, Hamming (plain sign)": ({"stage1": "hamming"}, {}, 1),
-    "binary, auto (default: Hamming top 16k, then asymmetric)": ({}, {}, 1),
-    "binary, asymmetric full scan": ({"stage1": "asymmetric"}, {}, 1),
-    "binary, asymmetric, centred": ({"centering": True}, {"exact": True}, 1),
-    "binary, asymmetric, rotated": ({"rotation": True}, {"exact": True}, 1),
+    "binary, auto (default: Hamming top 16 x k, then asymmetric)": ({}, {}, 1),
+    "binary, asymmetric, full scan": ({"stage1": "asymmetric"}, {"exact": True}, 1),
+    "binary, centred": ({"centering": True}, {}, 1),
+    "binary, rotated": ({"rotation": True}, {}, 1),
     "binary, Hamming, rotated": ({"stage1": "hamming", "rotation": True}, {}, 1),
-    "1.5bit (default: sign + pair planes, median-plane top 16k)": ({"precision": "1.5bit"}, {}, 1.5),
+    "binary, 4-bit query": ({"query_bits": 4}, {}, 1),
+    "binary, 8-bit query": ({"query_bits": 8}, {}, 1),
+    "binary, 4-bit query, full scan": ({"query_bits": 4}, {"exact": True}, 1),
+    "1.5bit (default: median + pair planes, top 16 x k)": ({"precision": "1.5bit"}, {}, 1.5),
     "1.5bit, full scan": ({"precision": "1.5bit"}, {"exact": True}, 1.5),
     "1.5bit, rotated, full scan": ({"precision": "1.5bit", "rotation": True}, {"exact": True}, 1.5),
-    "2bit (default: rotated, median-plane top 16k)": ({"precision": "2bit"}, {}, 2),
+    "2bit (default: rotated, median-plane top 16 x k)": ({"precision": "2bit"}, {}, 2),
     "2bit, rotated, full scan": ({"precision": "2bit"}, {"exact": True}, 2),
     "2bit, not rotated, full scan": ({"precision": "2bit", "rotation": False}, {"exact": True}, 2),
 }
@@ -123,7 +126,9 @@ def main() -> None:
         "NDCG@10 as % of float32 (all-MiniLM-L6-v2; float32 NDCG@10: "
         + ", ".join(f"{d} {base[d]:.4f}" for d in names)
         + "). 'no rescore': stage 1 alone, nothing but the codes stored; '+int8@4': int8 rows rescore 40 "
-        "candidates. Asymmetric = the float query against each code's bucket means (table lookup).",
+        "candidates. Asymmetric = the float query against each code's bucket means (table lookup); B-bit "
+        "query = its weights rounded to B bits, scored by popcounts per bit plane. Without 'full scan', "
+        "only the Hamming top 16 x k on the sign (median) plane are scored: the default.",
         "",
         head,
         sep,

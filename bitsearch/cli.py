@@ -526,6 +526,12 @@ def index(
             "--rotation/--no-rotation", help="Random orthogonal rotation before the codes (default: 2bit only)."
         ),
     ] = None,
+    query_bits: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=8, help="binary, asymmetric scoring: round the query to this many bits (popcounts per plane)."
+        ),
+    ] = None,
     text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL, CSV, Parquet).")] = "text",
     id_field: Annotated[
         str | None, typer.Option(help="Field holding the id (default: _id, else id, else the record number).")
@@ -568,7 +574,12 @@ def index(
                 skip_bad=skip_bad,
                 keyword_index=keyword_index,
                 progress=bar,
-                create_options={"stage1": stage1.value, "centering": centering, "rotation": rotation},
+                create_options={
+                    "stage1": stage1.value,
+                    "centering": centering,
+                    "rotation": rotation,
+                    **({"query_bits": query_bits} if query_bits else {}),
+                },
             )
         elapsed = time.perf_counter() - start
         if report.records == 0:

@@ -319,7 +319,7 @@ def embed_dataset(
 _PRECISIONS = ("float32", "int8", "2bit", "1.5bit", "binary")
 _LOW_BIT = ("binary", "1.5bit", "2bit")
 _NAME_RE = re.compile(
-    r"^(?P<stage1>float32|int8|2bit|1\.5bit|binary)(?P<mods>(?:-(?:hamming|asym|center|rot))*)"
+    r"^(?P<stage1>float32|int8|2bit|1\.5bit|binary)(?P<mods>(?:-(?:hamming|asym|center|rot|q[1-8]))*)"
     r"(?P<rescore>(?:\+(?:float32|int8|binary))*)(?:@(?P<mult>\d+))?(?:/d(?P<dim>\d+))?$"
 )
 DEFAULT_MULTIPLIER = 4
@@ -336,7 +336,8 @@ class Config:
     """One search configuration: stage-1 codes and scoring, rescoring stages, multiplier, truncation.
 
     `stage1` is the binary scoring mode of `Collection.create` ("auto": asymmetric when nothing
-    rescores, Hamming when something does); `centering`/`rotation` transform low-bit codes.
+    rescores, Hamming when something does); `centering`/`rotation` transform low-bit codes;
+    `query_bits` rounds the query for asymmetric scoring of binary codes (popcounts per bit plane).
     `mode` is the search mode: "dense", "keyword" (BM25 only; the codes are built but unused) or
     "hybrid" (these dense settings fused with BM25).
     """
@@ -349,12 +350,14 @@ class Config:
     centering: bool = False
     rotation: bool = False
     mode: str = "dense"
+    query_bits: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
             raise ValueError(f"search mode must be one of {', '.join(SEARCH_MODES)}, not {self.mode!r}")
         dense = (self.precision, self.rescore, self.multiplier, self.truncate_dim, self.stage1)
-        if self.mode == "keyword" and (dense, self.centering, self.rotation) != (_KEYWORD_DENSE, False, False):
+        extra = (self.centering, self.rotation, self.query_bits)
+        if self.mode == "keyword" and (dense, *extra) != (_KEYWORD_DENSE, False, False, None):
             raise ValueError("a keyword configuration has no dense settings: use parse_config('keyword')")
 
     @property
@@ -371,6 +374,7 @@ class Config:
         name += {"auto": "", "hamming": "-hamming", "asymmetric": "-asym"}[self.stage1]
         name += "-center" if self.centering else ""
         name += "-rot" if self.rotation else ""
+        name += f"-q{self.query_bits}" if self.query_bits else ""
         name = "+".join((name, *self.rescore))
         if self.rescore:
             name += f"@{self.multiplier}"
@@ -400,6 +404,8 @@ class Config:
             opts["centering"] = True
         if self.rotation:
             opts["rotation"] = True
+        if self.query_bits:
+            opts["query_bits"] = self.query_bits
         return opts
 
 
@@ -407,8 +413,8 @@ KEYWORD = Config("binary", mode="keyword")
 
 
 def parse_config(name: str) -> Config:
-    """Parse `precision[-hamming|-asym][-center][-rot][+rescore...][@multiplier][/dDIM]`, `keyword`
-    or `hybrid:<dense name>`.
+    """Parse `precision[-hamming|-asym][-center][-rot][-qB][+rescore...][@multiplier][/dDIM]`,
+    `keyword` or `hybrid:<dense name>` (`-qB`: binary scored against a B-bit query, B in 1..8).
 
     `@` defaults to 4 (`int8+float32` is `int8+float32@4`); precisions float32, int8, 2bit, 1.5bit,
     binary; rescore stages binary, int8, float32.
@@ -424,15 +430,18 @@ def parse_config(name: str) -> Config:
     m = _NAME_RE.match(name)
     if m is None:
         raise ValueError(
-            f"bad configuration name {name!r}: expected precision[-hamming|-asym][-center][-rot]"
+            f"bad configuration name {name!r}: expected precision[-hamming|-asym][-center][-rot][-q4]"
             "[+rescore...][@multiplier][/dDIM] with precisions float32|int8|2bit|1.5bit|binary and "
             "rescore stages binary|int8|float32, e.g. binary+int8@4/d128; or keyword; or "
             "hybrid:<that>, e.g. hybrid:binary+int8@4"
         )
     precision = m["stage1"]
     mods = [x for x in m["mods"].split("-") if x]
-    if len(set(mods)) != len(mods) or ("hamming" in mods and "asym" in mods):
+    qbits = [int(x[1:]) for x in mods if x.startswith("q")]
+    if len(set(mods)) != len(mods) or ("hamming" in mods and "asym" in mods) or len(qbits) > 1:
         raise ValueError(f"{name!r}: repeated or conflicting modifiers")
+    if qbits and (precision != "binary" or "hamming" in mods):
+        raise ValueError(f"{name!r}: -qB scores binary codes asymmetrically against a B-bit query")
     if precision != "binary" and ({"hamming", "asym"} & set(mods)):
         raise ValueError(f"{name!r}: -hamming/-asym choose how binary codes are scored")
     if precision not in _LOW_BIT and ({"center", "rot"} & set(mods)):
@@ -453,6 +462,7 @@ def parse_config(name: str) -> Config:
         stage1=stage1,
         centering="center" in mods,
         rotation="rot" in mods,
+        query_bits=qbits[0] if qbits else None,
     )
 
 

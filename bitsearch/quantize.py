@@ -319,6 +319,31 @@ class CodeBook:
             return self.lut_planes(queries)
         return self._table(queries, self._digits, self.groups)
 
+    def query_planes(self, queries: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A float query rounded to ``bits``-bit weights, as bit planes, for popcount scoring of 1-bit codes.
+
+        Returns (planes (nq, bits, bytes) uint8 packed like the codes, step, low, base) float64 (nq,)
+        such that ``base + low x popcount(doc) + step x sum_k 2^k popcount(doc & plane_k)`` is the
+        query's dot product with the document's reconstruction (as ``lut``), each dimension's weight
+        (query x level gap) rounded to one of 2^bits steps: the asymmetric scoring of Qdrant's and
+        Elasticsearch BBQ's 4/8-bit queries.
+        """
+        if self.kind != "binary":
+            raise InvalidInputError("query bit planes score 1-bit (binary) codes only")
+        if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+            raise InvalidInputError(f"query_bits must be an integer from 1 to 8, got {bits!r}")
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32)).astype(np.float64)
+        tq = q @ self.rotation if self.rotation is not None else q
+        lv = self.levels.astype(np.float64)
+        w = tq * (lv[1] - lv[0])  # what a set bit adds to the score, per dimension
+        base = tq @ lv[0] + (q @ self.offset if self.offset is not None else 0.0)
+        low, high = w.min(axis=1), w.max(axis=1)
+        step = (high - low) / (2**bits - 1)
+        step = np.where(step > 0, step, 1.0)
+        u = np.clip(np.rint((w - low[:, None]) / step[:, None]), 0, 2**bits - 1).astype(np.int64)
+        planes = np.stack([np.packbits((u >> k) & 1, axis=-1) for k in range(bits)], axis=1)
+        return planes, step, low, base
+
     @property
     def planes(self) -> bool:
         """Whether codes are stored as bit planes (``encode_planes``): 2bit, and 1.5bit with pairs."""

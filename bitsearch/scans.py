@@ -15,8 +15,9 @@ import numpy as np
 from numba import njit, prange
 
 from .errors import InvalidInputError
+from .kernels import _popcount64, as_words
 
-__all__ = ["dot_topk", "lut_planes_topk", "lut_topk"]
+__all__ = ["bitplane_topk", "dot_topk", "lut_planes_topk", "lut_topk"]
 
 _BLOCK = 4096
 _BINS = 2048
@@ -193,3 +194,50 @@ def lut_planes_topk(
     return _scan_topk(
         luts.shape[0], hi.shape[0], k, exclude, lambda a, b, out: _lut_planes_scores(luts[a:b], hi, lo, width, out)
     )
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _bitplane_scores(qplanes, step, low, base, words, out):  # pragma: no cover - compiled
+    n, nw = words.shape
+    nq, bits = qplanes.shape[0], qplanes.shape[1]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        start = b * _BLOCK
+        end = min(n, start + _BLOCK)
+        for qi in range(nq):
+            planes = qplanes[qi]
+            for i in range(start, end):
+                total = 0
+                acc = 0
+                for j in range(nw):
+                    w = words[i, j]
+                    total += _popcount64(w)
+                    for k in range(bits):
+                        acc += _popcount64(w & planes[k, j]) << k
+                out[qi, i] = base[qi] + low[qi] * total + step[qi] * acc
+
+
+def bitplane_topk(
+    planes: np.ndarray,
+    step: np.ndarray,
+    low: np.ndarray,
+    base: np.ndarray,
+    words: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of 1-bit codes against queries as bit planes (``CodeBook.query_planes``):
+    ``base + low x popcount(doc) + step x sum_k 2^k popcount(doc & plane_k)``, ties by row.
+
+    ``words`` (n, w) uint64 are the codes as ``kernels.as_words`` lays them out. Costs bits + 1
+    popcounts per word where Hamming distance costs one.
+    """
+    p = np.asarray(planes, dtype=np.uint8)
+    if p.ndim != 3 or words.ndim != 2 or -(-p.shape[2] // 8) != words.shape[1]:
+        raise InvalidInputError(f"query planes {p.shape} do not fit codes of {words.shape[1]} words")
+    qw = np.ascontiguousarray(as_words(p.reshape(-1, p.shape[2])).reshape(p.shape[0], p.shape[1], -1))
+    st, lo, ba = (np.ascontiguousarray(a, dtype=np.float64) for a in (step, low, base))
+
+    def score(a: int, b: int, out: np.ndarray) -> None:
+        _bitplane_scores(qw[a:b], st[a:b], lo[a:b], ba[a:b], words, out)
+
+    return _scan_topk(p.shape[0], words.shape[0], k, exclude, score)

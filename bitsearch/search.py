@@ -21,7 +21,7 @@ from .errors import CollectionError, InvalidInputError
 from .hybrid import reciprocal_rank_fusion
 from .kernels import as_words, hamming_topk, int8_query_weights, rescore_bits, rescore_float32, rescore_int8
 from .quantize import CodeBook, check_embeddings
-from .scans import dot_topk, lut_planes_topk, lut_topk
+from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, filter_sql
 
 __all__ = ["MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
@@ -407,9 +407,8 @@ class Collection(CollectionFiles):
             if preselect and state.rows > n * ASYMMETRIC_PRESELECT:
                 hq = np.packbits(book.levels_of(q) >= 2, axis=-1)  # the median split, like sign bits
                 return _preselected(
-                    hq, state, n, exclude,
-                    lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n, pairs=pairs), luts,
-                )  # fmt: skip
+                    hq, state, n, exclude, lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n, pairs=pairs)
+                )
             return lut_planes_topk(luts, hi, lo, n, exclude=exclude, pairs=pairs)
         if stage in ("asymmetric", "1.5bit"):
             if book is None:  # plain sign bits without calibrated levels: +-1 per dimension
@@ -420,13 +419,27 @@ class Collection(CollectionFiles):
             else:
                 assert state.ram_rows is not None
                 codes = state.ram_rows
-            if preselect and stage == "asymmetric" and state.rows > n * ASYMMETRIC_PRESELECT:
+            qbits = (state.manifest.get("codes") or {}).get("query_bits") if stage == "asymmetric" else None
+            if qbits:  # the query rounded to qbits-bit weights, scored by popcounts per bit plane
+                assert state.words is not None
+                words = state.words
+                qp, step, low, base = book.query_planes(q, int(qbits))
+
+                def score(i: int, c: Any) -> tuple[np.ndarray, np.ndarray]:
+                    sl = slice(i, i + 1)
+                    return bitplane_topk(qp[sl], step[sl], low[sl], base[sl], words[c], n)
+
+            else:  # the float query against each bit's level, by table lookup
                 luts = book.lut(q)
-                return _preselected(
-                    book.encode(q), state, n, exclude,
-                    lambda i, c: lut_topk(luts[i : i + 1], np.ascontiguousarray(codes[c]), n), luts,
-                )  # fmt: skip
-            return lut_topk(book.lut(q), codes, n, exclude=exclude)
+
+                def score(i: int, c: Any) -> tuple[np.ndarray, np.ndarray]:
+                    return lut_topk(luts[i : i + 1], np.ascontiguousarray(codes[c]), n)
+
+            if preselect and stage == "asymmetric" and state.rows > n * ASYMMETRIC_PRESELECT:
+                return _preselected(book.encode(q), state, n, exclude, score)
+            if qbits:
+                return bitplane_topk(qp, step, low, base, state.words, n, exclude=exclude)
+            return lut_topk(luts, codes, n, exclude=exclude)
         # exact scans over the int8 / float32 rows held in RAM
         assert state.ram_rows is not None
         data = state.ram_rows
@@ -500,7 +513,7 @@ class Collection(CollectionFiles):
 
 
 def _preselected(
-    qcodes: np.ndarray, state: State, n: int, exclude: np.ndarray | None, score: Any, luts: np.ndarray
+    qcodes: np.ndarray, state: State, n: int, exclude: np.ndarray | None, score: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score only the Hamming-nearest ``n x ASYMMETRIC_PRESELECT`` rows with ``score(query, rows)``.
 
@@ -512,9 +525,9 @@ def _preselected(
     assert state.words is not None
     cand, _ = hamming_topk(qcodes, state.words, n * ASYMMETRIC_PRESELECT, exclude=exclude)
     kk = min(n, cand.shape[1])
-    rows = np.empty((luts.shape[0], kk), np.int64)
-    scores = np.empty((luts.shape[0], kk), np.float32)
-    for i in range(luts.shape[0]):
+    rows = np.empty((qcodes.shape[0], kk), np.int64)
+    scores = np.empty((qcodes.shape[0], kk), np.float32)
+    for i in range(qcodes.shape[0]):
         c = np.sort(cand[i])  # ascending rows: score ties go to the lower row, as everywhere
         r, s = score(i, c)
         rows[i], scores[i] = c[r[0]], s[0]

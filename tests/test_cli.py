@@ -403,3 +403,21 @@ def test_json_array_and_byte_order_marks(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('[{"id": 1,\n "text": }]', encoding="utf-8")
     assert_clean_failure(invoke("index", broken, "--out", tmp_path / "x", "--quiet"), "broken.json", "line 2")
+
+
+def test_index_query_bits(tmp_path: Path) -> None:
+    src = tmp_path / "tiny.jsonl"
+    src.write_text(
+        "".join(json.dumps({"_id": str(i), "text": t}) + "\n" for i, t in enumerate(["Cats purr.", "Dogs bark."])),
+        encoding="utf-8",
+    )
+    ok = invoke("index", src, "--out", tmp_path / "a", "--quiet", "--query-bits", "4")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["codes"]["query_bits"] == 4
+    hits = json.loads(invoke("search", tmp_path / "a", "a purring cat", "-k", "1", "--json").stdout)
+    assert hits["results"][0]["hits"][0]["id"] == "0"
+    assert_clean_failure(
+        invoke("index", src, "--out", tmp_path / "b", "--quiet", "--query-bits", "4", "--precision", "2bit"),
+        "query_bits",
+    )
+    assert invoke("index", src, "--out", tmp_path / "c", "--quiet", "--query-bits", "9").exit_code != 0

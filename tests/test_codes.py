@@ -294,3 +294,89 @@ def test_empty_format_2_one_and_a_half_bit_collection_is_marked_format_3_on_firs
     Collection.open(tmp_path / "c").add(_emb(50))
     assert json.loads(path.read_text())["format_version"] == 3
     assert len(Collection.open(tmp_path / "c")) == 50
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    dim=st.integers(1, 140),
+    bits=st.integers(1, 8),
+    k=st.integers(1, 320),
+    seed=st.integers(0, 2**32 - 1),
+    with_exclude=st.booleans(),
+)
+def test_bitplane_topk_matches_brute_force(n, dim, bits, k, seed, with_exclude):
+    """Popcounts per query bit plane give exactly base + low x |doc| + step x sum of the doc's weights."""
+    from bitsearch.kernels import as_words
+    from bitsearch.scans import bitplane_topk
+
+    rng = np.random.default_rng(seed)
+    codes = np.packbits(rng.random((n, dim)) < 0.5, axis=1)
+    book = CodeBook.fit(rng.normal(size=(50, dim)).astype(np.float32), "binary")
+    q = rng.normal(size=(2, dim)).astype(np.float32)
+    planes, step, low, base = book.query_planes(q, bits)
+    assert planes.shape == (2, bits, -(-dim // 8))
+    exclude = rng.random(n) < 0.3 if with_exclude else None
+    idx, val = bitplane_topk(planes, step, low, base, as_words(codes), k, exclude)
+    doc = np.unpackbits(codes, axis=1)[:, :dim].astype(np.int64)
+    for i in range(2):
+        u = sum(np.unpackbits(planes[i, b])[:dim].astype(np.int64) << b for b in range(bits))
+        assert u.max() < 2**bits
+        s = (base[i] + low[i] * doc.sum(1) + step[i] * (doc @ u)).astype(np.float32)  # ties as the kernel sees them
+        order = np.lexsort((np.arange(n), -s))
+        if exclude is not None:
+            order = order[~exclude[order]]
+        np.testing.assert_array_equal(idx[i], order[:k])
+        np.testing.assert_allclose(val[i], s[order[:k]], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"centering": True, "rotation": 2}])
+def test_query_planes_approximate_the_float_query(options):
+    """Rounding the query's weights to b bits moves each score by at most step / 2 per set bit."""
+    from bitsearch.kernels import as_words
+    from bitsearch.scans import bitplane_topk
+
+    x, q = _emb(500, 40, 1), _emb(3, 40, 2)
+    book = CodeBook.fit(x, "binary", **options)
+    codes = book.encode(x)
+    exact = q.astype(np.float64) @ book.decode(codes).astype(np.float64).T
+    ones = np.unpackbits(codes, axis=1)[:, :40].sum(1)
+    for bits in (4, 8):
+        planes, step, low, base = book.query_planes(q, bits)
+        idx, val = bitplane_topk(planes, step, low, base, as_words(codes), 500)
+        for i in range(3):
+            approx = np.empty(500)
+            approx[idx[i]] = val[i]
+            assert np.all(np.abs(approx - exact[i]) <= step[i] / 2 * ones + 1e-4)
+    with pytest.raises(InvalidInputError, match="from 1 to 8"):
+        book.query_planes(q, 9)
+    with pytest.raises(InvalidInputError, match="1-bit"):
+        CodeBook.fit(x, "2bit").query_planes(q, 4)
+
+
+def test_query_bits_collections(tmp_path: Path):
+    x, q = _emb(700), _emb(4, seed=3)
+    col = Collection.create(tmp_path / "c", DIM, query_bits=4)
+    col.add(x, ids=[f"d{i}" for i in range(700)])
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["codes"]["query_bits"] == 4
+    book = CodeBook.fit(x, "binary")
+    planes, step, low, base = book.query_planes(q, 4)
+    doc = np.unpackbits(book.encode(x), axis=1)[:, :DIM].astype(np.int64)
+    res = col.search(q, k=6, rescore=None, exact=True)
+    assert res.stages == ["asymmetric"]
+    for i, hits in enumerate(res):
+        u = sum(np.unpackbits(planes[i, b])[:DIM].astype(np.int64) << b for b in range(4))
+        s = (base[i] + low[i] * doc.sum(1) + step[i] * (doc @ u)).astype(np.float32)
+        assert [h.id for h in hits] == [f"d{j}" for j in np.lexsort((np.arange(700), -s))[:6]]
+    default = col.search(q, k=6, rescore=None)  # the Hamming top 16 x k, then the 4-bit query
+    assert default.stages == ["asymmetric"] and all(len(h) == 6 for h in default)
+    assert col.search(x[5], k=1)[0][0].id == "d5"  # int8 rescoring as usual
+    for bad, match in (
+        ({"query_bits": 0}, "from 1 to 8"),
+        ({"query_bits": True}, "from 1 to 8"),
+        ({"query_bits": 4, "precision": "2bit"}, "binary codes only"),
+        ({"query_bits": 4, "stage1": "hamming"}, "binary codes only"),
+    ):
+        with pytest.raises(InvalidInputError, match=match):
+            Collection.create(tmp_path / "bad", DIM, **bad)
+        assert not (tmp_path / "bad").exists()

@@ -225,7 +225,15 @@ def test_config_names_round_trip() -> None:
     assert ev.parse_config("binary-hamming").create_options() == {"stage1": "hamming"}
     assert ev.parse_config("binary-asym+int8").name == "binary-asym+int8@4"
     assert ev.parse_config("binary").create_options() == {}
+    c = ev.parse_config("binary-rot-q4")
+    assert (c.query_bits, c.rotation, c.name) == (4, True, "binary-rot-q4")
+    assert c.create_options() == {"rotation": True, "query_bits": 4}
+    assert ev.parse_config("binary-asym-q8+int8").create_options() == {"stage1": "asymmetric", "query_bits": 8}
     for bad in (
+        "binary-q4-q8",
+        "binary-q9",
+        "2bit-q4",
+        "binary-hamming-q4",
         "binary+",
         "int4",
         "binary@0",
