@@ -34,6 +34,7 @@ __all__ = [
     "rescore_float32",
     "rescore_int8",
     "set_num_threads",
+    "top_scored",
 ]
 
 # Rows scored per step of the single-query kernel (distances of a block land in an L1 buffer).
@@ -428,6 +429,22 @@ def _topk_into(
         cnt = np.zeros((parts, nq), dtype=np.int64)
         run = _topk_serial if serial else _topk_parallel
         run(q[s:e], qt, db, wt, exclude, k, maxd, parts, ntasks_q, per, cidx, cdist, cnt, out_idx[s:e], out_dist[s:e])
+
+
+@njit(cache=True, nogil=True)
+def top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """One query's k best candidates (rows, scores), highest score first, ties to the lower row,
+    NaN and inf scores left out: one compiled call for what takes a handful of numpy calls."""
+    keep = np.empty(scores.shape[0], dtype=np.int64)
+    c = 0
+    for i in range(scores.shape[0]):
+        if np.isfinite(scores[i]):
+            keep[c] = i
+            c += 1
+    keep = keep[:c]
+    by_row = keep[np.argsort(rows[keep], kind="mergesort")]
+    best = by_row[np.argsort(-scores[by_row], kind="mergesort")[: min(k, c)]]  # stable: row order in ties
+    return rows[best], scores[best]
 
 
 def exact_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,15 @@ import numpy as np
 from .collection import CollectionFiles, State, _codebook
 from .errors import CollectionError, InvalidInputError
 from .hybrid import reciprocal_rank_fusion
-from .kernels import as_words, hamming_topk, int8_query_weights, rescore_bits, rescore_float32, rescore_int8
+from .kernels import (
+    as_words,
+    hamming_topk,
+    int8_query_weights,
+    rescore_bits,
+    rescore_float32,
+    rescore_int8,
+    top_scored,
+)
 from .quantize import CodeBook, check_embeddings, int8_steps
 from .scans import dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, filter_sql
@@ -182,7 +190,6 @@ class Collection(CollectionFiles):
             raise InvalidInputError(f"got {len(texts)} query texts for {q.shape[0]} query vectors")
         plan = self._plan(state, rescore) if mode != "keyword" else _Plan("keyword")
         where = filter_sql(filter) if filter is not None else None
-        max_seq = int(state.manifest["next_seq"])
 
         exclude = None
         if where is not None and mode != "keyword":
@@ -213,6 +220,7 @@ class Collection(CollectionFiles):
         if mode != "dense":
             assert texts is not None
             t0 = time.perf_counter()
+            max_seq = int(state.manifest["next_seq"])
             keyword = [self._keyword(state, t, depth, where, max_seq) for t in texts]
             timings["keyword"] = time.perf_counter() - t0
 
@@ -483,6 +491,7 @@ class Collection(CollectionFiles):
     def _rescore(
         self, state: State, q: np.ndarray, rows: np.ndarray, stage: str, keep: int
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Score each query's candidate rows with the stage's rows; the best ``keep`` per query."""
         if rows.shape[0] == 1:  # one query: read its rows as they are (no dedup across queries)
             flat, pos = rows[0], None
         else:
@@ -494,17 +503,23 @@ class Collection(CollectionFiles):
             block = state.words[flat].view(np.uint8)[:, :nbytes]
         else:
             block = state.gather(stage, flat)
-        scores = np.empty(rows.shape, dtype=np.float32)
         if stage == "int8":
             ranges, steps = self._int8_scale(state)
+
+            def score(query: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                return rescore_int8(query, cand, ranges, steps)
+        elif stage == "binary":
+            dim = self.dim
+
+            def score(query: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                return rescore_bits(query, cand, dim)
+        else:
+            score = rescore_float32
+        if pos is None:
+            return _topk_by_row(score(q[0], block).astype(np.float32, copy=False)[None], rows, keep)
+        scores = np.empty(rows.shape, dtype=np.float32)
         for i in range(rows.shape[0]):
-            cand = block if pos is None else block[pos[i]]
-            if stage == "int8":
-                scores[i] = rescore_int8(q[i], cand, ranges, steps)
-            elif stage == "binary":
-                scores[i] = rescore_bits(q[i], cand, self.dim)
-            else:
-                scores[i] = rescore_float32(q[i], cand)
+            scores[i] = score(q[i], block[pos[i]])
         return _topk_by_row(scores, rows, keep)
 
     def _hits(self, ranked: list[list[tuple[int, float]]], with_text: bool, strict: bool) -> list[list[Hit]]:
@@ -614,13 +629,9 @@ def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> 
 def _topk_by_row(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per query, the k highest scores, ties broken by the lower row number (deterministic)."""
     k = min(k, scores.shape[1])
-    if scores.shape[0] == 1 and scores.shape[1] <= 4 * k:  # one query, few candidates: sort them
-        s, r = scores[0], rows[0]
-        finite = np.isfinite(s)
-        if not finite.all():
-            s, r = s[finite], r[finite]
-        order = np.lexsort((r, -s))[:k]
-        return r[order][None], s[order][None]
+    if scores.shape[0] == 1 and scores.shape[1] <= 4 * k:  # one query, few candidates: one compiled sort
+        r, s = top_scored(scores[0], rows[0].astype(np.int64, copy=False), k)
+        return r[None], s[None]
     out_rows = np.empty((scores.shape[0], k), dtype=np.int64)
     out_scores = np.empty((scores.shape[0], k), dtype=np.float32)
     for i in range(scores.shape[0]):

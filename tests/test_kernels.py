@@ -293,3 +293,24 @@ def test_pread_rows_reads_any_order_across_files(tmp_path):
     finally:
         for fd in fds:
             os.close(int(fd))
+
+
+def test_top_scored_orders_by_score_then_row():
+    from bitsearch.kernels import top_scored
+
+    rng = np.random.default_rng(13)
+    for trial in range(200):
+        m = int(rng.integers(1, 60))
+        scores = rng.integers(-3, 4, m).astype(np.float32) / 2  # many ties
+        if trial % 3 == 0:
+            scores[rng.random(m) < 0.2] = [np.nan, np.inf, -np.inf][(trial // 3) % 3]
+        scores[scores == 0] = np.where(rng.random(int((scores == 0).sum())) < 0.5, -0.0, 0.0)
+        rows = rng.permutation(10 * m)[:m].astype(np.int64)
+        k = int(rng.integers(1, 70))
+        ok = np.isfinite(scores)
+        s, r = scores[ok], rows[ok]
+        order = np.lexsort((r, -s))[:k]
+        got_r, got_s = top_scored(scores, rows, k)
+        assert got_s.dtype == np.float32 and got_r.dtype == np.int64
+        np.testing.assert_array_equal(got_r, r[order])
+        np.testing.assert_array_equal(got_s, s[order])
