@@ -76,13 +76,15 @@ def _popcount64(typingctx, x):
 @njit(cache=True, nogil=True)
 def _block_dist(qrow, db, b0, b1, wt, buf):  # pragma: no cover - compiled
     """Distances of rows b0..b1 to one query into buf (int32). ``wt`` is a tuple whose length is the
-    word count: a compile-time constant, so the word loop unrolls and the row loop vectorizes."""
+    word count: a compile-time constant, so the word loop unrolls and, reading the C-contiguous
+    ``db`` through its flat view at that constant stride, the row loop vectorizes (a 2-D index
+    carries the row stride at run time: LLVM kept it scalar, 1.35x slower at 6 words)."""
     w = len(wt) if len(wt) > 0 else db.shape[1]
-    sub = db[b0:b1]  # a 0-based view: LLVM vectorizes this form, not db[b0 + i]
-    for i in range(sub.shape[0]):
+    sub = db.reshape(-1)[b0 * w : b1 * w]  # a 0-based view: LLVM vectorizes this form, not db[b0 + i]
+    for i in range(b1 - b0):
         d = np.uint64(0)
         for j in range(w):
-            d += _popcount64(qrow[j] ^ sub[i, j])
+            d += _popcount64(qrow[j] ^ sub[i * w + j])
         buf[i] = d
 
 
