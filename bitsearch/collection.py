@@ -9,7 +9,7 @@ Layout of a collection directory::
 
 Every write goes to a temporary name, is fsynced, then renamed into place; the manifest's rename is
 the single commit point, so a process killed at any moment leaves the previous contents loadable.
-Opening loads the binary codes into RAM and memory-maps the int8 and float32 rows.
+Opening loads the stage-1 codes into RAM; int8 and float32 rows stay on disk, read with pread per search.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .errors import (
     InvalidInputError,
     UnknownIdError,
 )
-from .kernels import as_words
+from .kernels import as_words, pread_rows
 from .quantize import CODE_KINDS, CodeBook, _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
 from .store import DocId, DocStore, normalize_id
 
@@ -184,14 +184,22 @@ class DiskRows:
                 os.close(fd)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """The given rows (ascending row numbers), coalescing runs of consecutive rows into one read."""
-        rl = np.asarray(rows, dtype=np.int64).tolist()
+        """The given rows, in the given order (any order, repeats allowed)."""
+        return RowFiles([self], np.array([0, self.shape[0]], dtype=np.int64)).take(rows)
+
+    def take_slowly(self, rows: np.ndarray) -> np.ndarray:
+        """``take`` with one Python ``os.preadv`` per run of consecutive rows: raises the read's
+        error (OSError, or CorruptCollectionError for a file that ends early) where the compiled
+        loop only reports failure."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        rl = rows[order].tolist()
         n = len(rl)
-        if n * 8 > self.shape[0]:  # a large share of the file: one sequential read is cheaper
-            return self.read_all()[np.asarray(rl, dtype=np.int64)]
         rb = self.row_bytes
         buf = bytearray(n * rb)
         view = memoryview(buf)
+        if n and (rl[0] < 0 or rl[-1] >= self.shape[0]):
+            raise IndexError(f"row {rl[0] if rl[0] < 0 else rl[-1]} is out of range for {self.path}")
         fd = self._fd()
         a = 0
         while a < n:
@@ -201,7 +209,64 @@ class DiskRows:
             if os.preadv(fd, [view[a * rb : b * rb]], self.offset + rl[a] * rb) != (b - a) * rb:
                 raise CorruptCollectionError(f"collection file {self.path} ended early while reading rows")
             a = b
-        return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
+        out = np.empty((n, *self.shape[1:]), dtype=self.dtype)
+        out[order] = np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
+        return out
+
+
+class RowFiles:
+    """Files of one row layout laid end to end (the segments' int8, float32 or seqs files), read by
+    global row number with one compiled loop of ``pread`` calls (``kernels.pread_rows``).
+
+    ``starts`` (files + 1,) are the first global row of each file and the total. Built once per
+    state and kind: the descriptors stay open as long as the DiskRows do.
+    """
+
+    def __init__(self, parts: Sequence[DiskRows], starts: np.ndarray) -> None:
+        self.parts = tuple(parts)
+        self.starts = np.ascontiguousarray(starts, dtype=np.int64)
+        self.fds = np.array([p._fd() for p in self.parts], dtype=np.int64)
+        self.data_offsets = np.array([p.offset for p in self.parts], dtype=np.int64)
+        self.total = int(self.starts[-1])
+        first = self.parts[0]
+        self.row_shape = first.shape[1:]
+        self.dtype = first.dtype
+        self.row_bytes = first.row_bytes
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows by global row number, in the given order (any order, repeats allowed)."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        if rows.ndim != 1:
+            rows = rows.reshape(-1)
+        if rows.size * 8 > self.total:  # a large share of the rows: file by file, maybe whole files
+            return self._take_by_file(rows)
+        out = np.empty((rows.size, self.row_bytes), dtype=np.uint8)
+        status = pread_rows(self.fds, self.data_offsets, self.starts, rows, out)
+        if status > 0:
+            raise IndexError(f"row {int(rows[status - 1])} is out of range for {self.total} rows")
+        if status < 0:  # a read failed or came up short: again in Python, which raises the error
+            return self._take_by_file(rows, slowly=True)
+        block = out.view(self.dtype)
+        return block if self.row_shape == block.shape[1:] else block.reshape((rows.size, *self.row_shape))
+
+    def _take_by_file(self, rows: np.ndarray, slowly: bool = False) -> np.ndarray:
+        """``take`` one file at a time; a file asked for a large share of its rows is read whole."""
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= self.total):
+            bad = int(rows.min()) if int(rows.min()) < 0 else int(rows.max())
+            raise IndexError(f"row {bad} is out of range for {self.total} rows")
+        out = np.empty((rows.size, *self.row_shape), dtype=self.dtype)
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        for f in np.unique(part).tolist():
+            where = np.flatnonzero(part == f)
+            local = rows[where] - self.starts[f]
+            src = self.parts[f]
+            if slowly:
+                out[where] = src.take_slowly(local)
+            elif local.size * 8 > src.shape[0]:
+                out[where] = src.read_all()[local]
+            else:
+                out[where] = RowFiles([src], self.starts[f : f + 2] - self.starts[f]).take(local)
+        return out
 
 
 @dataclass(frozen=True)
@@ -243,43 +308,44 @@ class State:
         return seg, rows - self.offsets[seg]
 
     def gather(self, kind: str, rows: np.ndarray) -> np.ndarray:
-        """Rows of ``kind`` ("int8", "float32" or "seqs") for global row numbers, in the given order."""
+        """Rows of ``kind`` ("int8", "float32" or "seqs") for global row numbers, in the given order
+        (any order, repeats allowed)."""
         rows = np.asarray(rows, dtype=np.int64)
         if kind != "seqs" and self.ram_rows is not None and self.manifest["precision"] == kind:
             return self.ram_rows[rows]
-        if len(self.segments) == 1 and kind != "seqs":  # one segment: no per-segment split
-            src = getattr(self.segments[0], kind)
-            if src is None:
-                raise CollectionError(f"this collection keeps no {kind} rows")
-            order = np.argsort(rows, kind="stable")
-            out1 = np.empty((rows.size, *src.shape[1:]), dtype=src.dtype)
-            out1[order] = src.take(rows[order])
-            return out1
-        seg, local = self.locate(rows)
         if kind == "seqs":
             starts = self.extra.get("seq_starts")
             if starts is None:
                 starts = np.array([-1 if s.seq_start is None else s.seq_start for s in self.segments], np.int64)
+                shift = starts - self.offsets[:-1]
+                # seq = row + one shift for every row (segments appended, never compacted): no lookup
+                uniform = bool(starts.size) and bool((starts >= 0).all()) and bool((shift == shift[0]).all())
+                self.extra["seq_shift"] = int(shift[0]) if uniform else None
                 self.extra["seq_starts"] = starts
-            if starts.size and (starts[seg] >= 0).all():
-                return starts[seg] + local
-        out: np.ndarray | None = None
-        for s in np.unique(seg):
-            mask = seg == s
-            src = getattr(self.segments[int(s)], kind)
-            if src is None:
-                raise CollectionError(f"this collection keeps no {kind} rows")
-            li = local[mask]
-            order = np.argsort(li, kind="stable")  # ascending reads coalesce and suit the page cache
-            block = src.take(li[order])
-            if out is None:
-                out = np.empty((rows.size, *block.shape[1:]), dtype=block.dtype)
-            out[np.flatnonzero(mask)[order]] = block
-        if out is None:
+            shift = self.extra["seq_shift"]
+            if shift is not None:
+                return rows + shift
+            if starts.size:
+                seg, local = self.locate(rows)
+                if (starts[seg] >= 0).all():
+                    return starts[seg] + local
+        if not self.segments:
             dtype = {"seqs": np.int64, "int8": np.int8, "float32": np.float32}[kind]
             width = () if kind == "seqs" else (int(self.manifest["dim"]),)
-            out = np.empty((0, *width), dtype=dtype)
-        return out
+            return np.empty((0, *width), dtype=dtype)
+        return self.row_files(kind).take(rows)
+
+    def row_files(self, kind: str) -> RowFiles:
+        """The segments' ``kind`` files as one RowFiles, built once per state."""
+        key = f"files:{kind}"
+        files = self.extra.get(key)
+        if files is None:
+            parts = [getattr(s, kind) for s in self.segments]
+            if any(p is None for p in parts):
+                raise CollectionError(f"this collection keeps no {kind} rows")
+            files = RowFiles(parts, self.offsets)
+            self.extra[key] = files
+        return files
 
 
 # ----------------------------------------------------------------------------- the collection
@@ -415,7 +481,7 @@ class CollectionFiles:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, verify: bool = False) -> CollectionFiles:
-        """Open the collection at ``path``: binary codes into RAM, other rows memory-mapped.
+        """Open the collection at ``path``: binary codes into RAM, int8 and float32 rows left on disk.
 
         File sizes are always checked against the manifest; ``verify=True`` also checks every file's
         sha256 (reads everything once).

@@ -37,7 +37,8 @@ def check_embeddings(embeddings: object, dim: int | None = None, *, name: str = 
         arr = np.asarray(embeddings)
     except (TypeError, ValueError) as exc:  # ragged lists and the like
         raise InvalidInputError(f"{name} must be a 2-D array of numbers: {exc}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    kind = arr.dtype.kind  # "f" floating, "i" / "u" integer (numpy's np.floating / np.integer)
+    if kind not in ("f", "i", "u"):
         raise InvalidInputError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.ndim == 1:
         arr = arr[None, :]
@@ -49,7 +50,7 @@ def check_embeddings(embeddings: object, dim: int | None = None, *, name: str = 
         raise InvalidInputError(f"{name} has zero dimensions")
     if dim is not None and arr.shape[1] != dim:
         raise InvalidInputError(f"{name} have dimension {arr.shape[1]}, expected {dim}")
-    if not np.issubdtype(arr.dtype, np.floating):
+    if kind != "f":
         arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]

@@ -19,8 +19,16 @@ import numpy as np
 from .collection import CollectionFiles, State, _codebook
 from .errors import CollectionError, InvalidInputError
 from .hybrid import reciprocal_rank_fusion
-from .kernels import as_words, hamming_topk, int8_query_weights, rescore_bits, rescore_float32, rescore_int8
-from .quantize import CodeBook, check_embeddings
+from .kernels import (
+    as_words,
+    hamming_topk,
+    int8_query_weights,
+    rescore_bits,
+    rescore_float32,
+    rescore_int8,
+    top_scored,
+)
+from .quantize import CodeBook, check_embeddings, int8_steps
 from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, filter_sql
 
@@ -37,6 +45,7 @@ _EXACT_CHUNK = 65536  # rows per block in exact int8/float32 scans
 _SEARCH_ATTEMPTS = 5  # tries against fresh snapshots when concurrent writers remove rows or files
 ASYMMETRIC_PRESELECT = 16  # stage1="auto": asymmetric scoring of the Hamming top 16 x k
 _NUMBA_SCAN_MAX_QUERIES = 16  # up to this many queries, exact scans run in numba; more go to BLAS
+_NO_SCORES = np.zeros((0, 0), dtype=np.float32)  # stage-1 scores not computed: a rescoring stage follows
 
 
 @dataclass
@@ -181,7 +190,6 @@ class Collection(CollectionFiles):
             raise InvalidInputError(f"got {len(texts)} query texts for {q.shape[0]} query vectors")
         plan = self._plan(state, rescore) if mode != "keyword" else _Plan("keyword")
         where = filter_sql(filter) if filter is not None else None
-        max_seq = int(state.manifest["next_seq"])
 
         exclude = None
         if where is not None and mode != "keyword":
@@ -212,6 +220,7 @@ class Collection(CollectionFiles):
         if mode != "dense":
             assert texts is not None
             t0 = time.perf_counter()
+            max_seq = int(state.manifest["next_seq"])
             keyword = [self._keyword(state, t, depth, where, max_seq) for t in texts]
             timings["keyword"] = time.perf_counter() - t0
 
@@ -287,7 +296,9 @@ class Collection(CollectionFiles):
     ) -> list[list[tuple[int, float]]]:  # fmt: skip
         """Stage 1, the rescoring stages, then row numbers -> sequence numbers."""
         t0 = time.perf_counter()
-        rows, scores = self._stage1(state, q, n_cand, plan.stage1, exclude, plan.nprobe, plan.preselect)
+        rows, scores = self._stage1(
+            state, q, n_cand, plan.stage1, exclude, plan.nprobe, plan.preselect, scored=not plan.rescore
+        )
         timings["stage1"] = time.perf_counter() - t0
         for i, stage in enumerate(plan.rescore):
             t0 = time.perf_counter()
@@ -296,11 +307,10 @@ class Collection(CollectionFiles):
             rows, scores = self._rescore(state, q, rows, stage, keep)
             timings[stage] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        flat = np.unique(rows)
-        seq_of = dict(zip(flat.tolist(), state.gather("seqs", flat).tolist(), strict=True))
+        seqs = state.gather("seqs", rows.reshape(-1)).reshape(rows.shape)
         out = [
-            [(seq_of[r], s) for r, s in zip(r_row.tolist(), s_row.tolist(), strict=True)]
-            for r_row, s_row in zip(rows, scores, strict=True)
+            list(zip(q_seqs, q_scores, strict=True))
+            for q_seqs, q_scores in zip(seqs.tolist(), scores.tolist(), strict=True)
         ]
         timings["ids"] = time.perf_counter() - t0
         return out
@@ -388,16 +398,24 @@ class Collection(CollectionFiles):
         exclude: np.ndarray | None,
         nprobe: int | None = None,
         preselect: bool = False,
+        scored: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1: (rows, scores) of the best ``n`` rows per query. Hamming scores are left empty
+        unless ``scored`` (a rescoring stage replaces them)."""
         book = self._codebook(state)
         if stage in ("hamming", "ivf"):
-            plain = book is None or (book.offset is None and book.rotation is None and not book.thresholds.any())
+            plain = state.extra.get("plain_bits")
+            if plain is None:
+                plain = book is None or (book.offset is None and book.rotation is None and not book.thresholds.any())
+                state.extra["plain_bits"] = plain
             qcodes = np.packbits(q > 0, axis=-1) if plain else book.encode(q)  # plain sign bits: skip the codebook
             assert state.words is not None
             if stage == "ivf":
                 rows, dist = _ivf_topk(state, as_words(qcodes), n, exclude, nprobe)
             else:
                 rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
+            if not scored:
+                return rows, _NO_SCORES
             return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
         if stage in ("1.5bit", "2bit") and book is not None and book.planes:  # bit planes
             assert state.words is not None and state.ram_rows is not None
@@ -473,41 +491,64 @@ class Collection(CollectionFiles):
             state.extra["codebook"] = _codebook(self.path, state.manifest)
         return state.extra["codebook"]
 
+    def _int8_scale(self, state: State) -> tuple[np.ndarray, np.ndarray]:
+        """The int8 ranges and their bucket widths, computed once per state."""
+        scale = state.extra.get("int8_scale")
+        if scale is None:
+            ranges = state.manifest["ranges"]
+            if ranges is None:
+                raise CollectionError("this collection has no int8 ranges yet")
+            r = np.asarray(ranges, dtype=np.float32)
+            scale = state.extra["int8_scale"] = (r, int8_steps(r))
+        return scale
+
     def _rescore(
         self, state: State, q: np.ndarray, rows: np.ndarray, stage: str, keep: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        flat = np.unique(rows)
+        """Score each query's candidate rows with the stage's rows; the best ``keep`` per query."""
+        if rows.shape[0] == 1:  # one query: read its rows as they are (no dedup across queries)
+            flat, pos = rows[0], None
+        else:
+            flat = np.unique(rows)
+            pos = np.searchsorted(flat, rows)
         if stage == "binary":
             assert state.words is not None
             nbytes = -(-self.dim // 8)
             block = state.words[flat].view(np.uint8)[:, :nbytes]
         else:
             block = state.gather(stage, flat)
-        pos = np.searchsorted(flat, rows)
+        if stage == "int8":
+            ranges, steps = self._int8_scale(state)
+
+            def score(query: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                return rescore_int8(query, cand, ranges, steps)
+        elif stage == "binary":
+            dim = self.dim
+
+            def score(query: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                return rescore_bits(query, cand, dim)
+        else:
+            score = rescore_float32
+        if pos is None:
+            return _topk_by_row(score(q[0], block).astype(np.float32, copy=False)[None], rows, keep)
         scores = np.empty(rows.shape, dtype=np.float32)
         for i in range(rows.shape[0]):
-            cand = block[pos[i]]
-            if stage == "int8":
-                scores[i] = rescore_int8(q[i], cand, self.ranges)
-            elif stage == "binary":
-                scores[i] = rescore_bits(q[i], cand, self.dim)
-            else:
-                scores[i] = rescore_float32(q[i], cand)
+            scores[i] = score(q[i], block[pos[i]])
         return _topk_by_row(scores, rows, keep)
 
     def _hits(self, ranked: list[list[tuple[int, float]]], with_text: bool, strict: bool) -> list[list[Hit]]:
         """Turn (seq, score) rankings into Hits with ids, texts and metadata from the document store."""
-        docs = self._docs.fetch((seq for r in ranked for seq, _ in r), with_text)
+        docs = self._docs.fetch([seq for r in ranked for seq, _ in r], with_text)
         out: list[list[Hit]] = []
         for r in ranked:
             hits = []
             for seq, score in r:
-                if seq not in docs:  # purged by a delete that committed after our snapshot was taken
+                doc = docs.get(seq)
+                if doc is None:  # purged by a delete that committed after our snapshot was taken
                     if strict:
                         raise _StaleSnapshot
                     continue
-                doc_id, text, meta = docs[seq]
-                hits.append(Hit(doc_id, float(score), text if with_text else None, meta if with_text else None))
+                hits.append(Hit(doc[0], float(score), doc[1], doc[2]))
             out.append(hits)
         return out
 
@@ -603,6 +644,9 @@ def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> 
 def _topk_by_row(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per query, the k highest scores, ties broken by the lower row number (deterministic)."""
     k = min(k, scores.shape[1])
+    if scores.shape[0] == 1 and scores.shape[1] <= 4 * k:  # one query, few candidates: one compiled sort
+        r, s = top_scored(scores[0], rows[0].astype(np.int64, copy=False), k)
+        return r[None], s[None]
     out_rows = np.empty((scores.shape[0], k), dtype=np.int64)
     out_scores = np.empty((scores.shape[0], k), dtype=np.float32)
     for i in range(scores.shape[0]):

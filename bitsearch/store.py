@@ -203,12 +203,17 @@ class DocStore:
         """Map each sequence number to (id, text, metadata); text and metadata None unless ``with_text``."""
         out: dict[int, tuple[DocId, str | None, dict[str, Any] | None]] = {}
         con = self._con()
-        cols = "seq, id, text, metadata" if with_text else "seq, id, NULL, NULL"
-        for part in _chunks(sorted({int(s) for s in seqs})):
-            marks = ",".join("?" * len(part))
-            q = f"SELECT {cols} FROM docs WHERE seq IN ({marks})"
-            for seq, doc_id, text, meta in con.execute(q, part):
-                out[seq] = (doc_id, text, None if meta is None else json.loads(meta))
+        wanted = sorted(set(map(int, seqs)))
+        cols = "seq, id, text, metadata" if with_text else "seq, id"
+        for i in range(0, len(wanted), _CHUNK):
+            part = wanted[i : i + _CHUNK]
+            rows = con.execute(f"SELECT {cols} FROM docs WHERE seq IN ({','.join('?' * len(part))})", part)
+            if with_text:
+                for seq, doc_id, text, meta in rows:
+                    out[seq] = (doc_id, text, None if meta is None else json.loads(meta))
+            else:
+                for seq, doc_id in rows:
+                    out[seq] = (doc_id, None, None)
         return out
 
     def purge_from(self, seq: int) -> int:

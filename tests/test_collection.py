@@ -442,3 +442,63 @@ def test_sigkill_at_random_moments(col: Collection, emb: np.ndarray, tmp_path: P
         proc.wait(timeout=60)
         seen.add(_check_consistent(tmp_path / "c", emb))
     assert max(seen) >= 500
+
+
+def _all_rows(path: Path, kind: str) -> np.ndarray:
+    m = json.loads((path / "manifest.json").read_text())
+    return np.concatenate([np.load(path / "segments" / s["name"] / f"{kind}.npy") for s in m["segments"]])
+
+
+def test_gather_reads_the_rows_on_disk(col: Collection, emb: np.ndarray, tmp_path: Path):
+    path = tmp_path / "c"
+    col.add(emb[:1] * -1, ids=["one"])  # a third, one-row segment
+    col.delete(["d3", 305, "d100"])  # deleted rows are still rows until compaction
+    rng = np.random.default_rng(0)
+
+    def check(state) -> None:
+        n = state.rows
+        full = {kind: _all_rows(path, kind) for kind in ("int8", "float32", "seqs")}
+        edges = np.concatenate([state.offsets[1:-1] - 1, state.offsets[:-1], [n - 1, n - 1]])
+        cases = [
+            rng.integers(0, n, 40),  # any order, duplicates likely
+            edges,  # around segment boundaries, one row repeated
+            np.arange(n)[::-1],  # a large share: whole files
+            np.array([], np.int64),
+        ]
+        for rows in cases:
+            for kind in ("int8", "float32", "seqs"):
+                got = state.gather(kind, rows)
+                assert got.dtype == full[kind].dtype and np.array_equal(got, full[kind][rows]), (kind, rows)
+        with pytest.raises(IndexError):
+            state.gather("int8", np.array([0, n]))
+        with pytest.raises(IndexError):
+            state.gather("float32", np.array([-1]))
+
+    check(col._state)
+    assert col._state.extra["seq_shift"] == 0  # appended segments: seq = row, computed
+    col.compact()  # one segment whose seqs skip the deleted ones: read from disk
+    check(col._state)
+    assert col._state.extra["seq_shift"] is None
+
+
+def test_single_queries_equal_the_batch(col: Collection, emb: np.ndarray):
+    col.delete(["d1", "d2", 310])
+    q = _emb(12, seed=5)
+    q[3] = emb[4]  # an exact match
+    for stage in (None, "int8", "float32", ("int8", "float32")):
+        for k, mult in ((1, 1), (7, 4), (60, 3)):
+            for _ in range(2):
+                batch = col.search(q, k=k, rescore=stage, rescore_multiplier=mult)
+                for i in range(len(q)):
+                    one = col.search(q[i], k=k, rescore=stage, rescore_multiplier=mult)
+                    assert [h.to_dict() for h in one[0]] == [h.to_dict() for h in batch[i]], (stage, k, i)
+                col.compact()
+
+
+def test_rows_file_truncated_after_open(col: Collection, emb: np.ndarray, tmp_path: Path):
+    seg = tmp_path / "c" / "segments" / col.manifest["segments"][0]["name"] / "int8.npy"
+    size = seg.stat().st_size
+    os.truncate(seg, size - 100 * DIM)
+    with pytest.raises(CorruptCollectionError, match="ended early"):
+        for i in range(300):  # some query reads a row past the new end
+            col.search(emb[i], k=10, rescore="int8")

@@ -209,3 +209,108 @@ def test_topk_query_chunks_for_large_k(monkeypatch):
     ref_idx, ref_dist = _reference(q, db, 300)
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_array_equal(dist, ref_dist)
+
+
+def test_single_small_scan_equals_batch_path():
+    # one query over a small collection takes _topk_one; in a batch the same query takes _topk_into
+    rng = np.random.default_rng(10)
+    for n, nbytes in ((20000, 48), (700, 8), (3000, 264)):
+        db = rng.integers(0, 4, (n, nbytes), dtype=np.uint8)  # low entropy: many ties
+        q = rng.integers(0, 4, (9, nbytes), dtype=np.uint8)
+        ex = rng.random(n) < 0.2
+        for k in (1, 40, 600):
+            for exclude in (None, ex):
+                batch_i, batch_d = hamming_topk(q, db, k, exclude=exclude)
+                for i in range(len(q)):
+                    one_i, one_d = hamming_topk(q[i : i + 1], db, k, exclude=exclude)
+                    np.testing.assert_array_equal(one_i, batch_i[i : i + 1])
+                    np.testing.assert_array_equal(one_d, batch_d[i : i + 1])
+
+
+def test_int8_weights_with_cached_steps_are_identical():
+    from bitsearch.kernels import int8_query_weights
+    from bitsearch.quantize import int8_steps
+
+    rng = np.random.default_rng(11)
+    emb = rng.normal(size=(300, 96)).astype(np.float32)
+    r = calibrate_ranges(emb)
+    codes = quantize_embeddings(emb, "int8", ranges=r)
+    steps = int8_steps(r)
+    for q in (emb[:5], emb[3], emb[:1].astype(np.float64)):
+        w0, c0 = int8_query_weights(q, r)
+        w1, c1 = int8_query_weights(q, r, steps)
+        assert w0.dtype == w1.dtype == c0.dtype == c1.dtype == np.float32
+        assert np.array_equal(w0, w1) and np.array_equal(c0, c1)
+    assert np.array_equal(rescore_int8(emb[3], codes, r), rescore_int8(emb[3], codes, r, steps))
+
+
+def _row_files(tmp_path, sizes, width, dtype, seed=0):
+    """.npy files of ``sizes`` rows each, their descriptors / data offsets / row starts, and all rows."""
+    import os
+
+    from bitsearch.collection import DiskRows
+
+    rng = np.random.default_rng(seed)
+    parts, arrays = [], []
+    for f, n in enumerate(sizes):
+        a = rng.integers(-100, 100, (n, width)).astype(dtype)
+        np.save(tmp_path / f"p{f}.npy", a)
+        parts.append(DiskRows(tmp_path / f"p{f}.npy"))
+        arrays.append(a)
+    fds = np.array([os.open(p.path, os.O_RDONLY) for p in parts], np.int64)
+    offsets = np.array([p.offset for p in parts], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return parts, fds, offsets, starts, np.concatenate(arrays)
+
+
+def test_pread_rows_reads_any_order_across_files(tmp_path):
+    import os
+
+    from bitsearch.kernels import pread_rows
+
+    parts, fds, offsets, starts, full = _row_files(tmp_path, [7, 1, 300, 40], 24, np.float32)
+    try:
+        rng = np.random.default_rng(12)
+        total = int(starts[-1])
+        cases = [
+            np.arange(total),  # one file after another: runs cross file boundaries
+            np.arange(total)[::-1],
+            rng.integers(0, total, 200),  # duplicates
+            np.array([7, 7, 7, 6, 8, 5]),  # repeats of a one-row file, neighbours in other files
+            np.array([], np.int64),
+            np.sort(rng.choice(total, 60, replace=False)),
+        ]
+        for rows in cases:
+            rows = rows.astype(np.int64)
+            out = np.full((rows.size, full.shape[1] * 4), 0xAB, np.uint8)
+            assert pread_rows(fds, offsets, starts, rows, out) == 0
+            assert np.array_equal(out.view(np.float32), full[rows])
+        out = np.empty((3, full.shape[1] * 4), np.uint8)
+        assert pread_rows(fds, offsets, starts, np.array([0, total, 1]), out) == 2  # rows[1] out of range
+        assert pread_rows(fds, offsets, starts, np.array([-1, 0, 1]), out) == 1
+        os.truncate(parts[2].path, parts[2].offset + 10 * 96)  # the file ends early: the read fails
+        assert pread_rows(fds, offsets, starts, np.array([3, 8 + 50]), out[:2]) == -1
+    finally:
+        for fd in fds:
+            os.close(int(fd))
+
+
+def test_top_scored_orders_by_score_then_row():
+    from bitsearch.kernels import top_scored
+
+    rng = np.random.default_rng(13)
+    for trial in range(200):
+        m = int(rng.integers(1, 60))
+        scores = rng.integers(-3, 4, m).astype(np.float32) / 2  # many ties
+        if trial % 3 == 0:
+            scores[rng.random(m) < 0.2] = [np.nan, np.inf, -np.inf][(trial // 3) % 3]
+        scores[scores == 0] = np.where(rng.random(int((scores == 0).sum())) < 0.5, -0.0, 0.0)
+        rows = rng.permutation(10 * m)[:m].astype(np.int64)
+        k = int(rng.integers(1, 70))
+        ok = np.isfinite(scores)
+        s, r = scores[ok], rows[ok]
+        order = np.lexsort((r, -s))[:k]
+        got_r, got_s = top_scored(scores, rows, k)
+        assert got_s.dtype == np.float32 and got_r.dtype == np.int64
+        np.testing.assert_array_equal(got_r, r[order])
+        np.testing.assert_array_equal(got_s, s[order])
