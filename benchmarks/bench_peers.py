@@ -322,6 +322,16 @@ def scifact_section(path: Path) -> list[str]:
         )
         return [[(h["corpus_id"], h["score"]) for h in r] for r in res]
 
+    import faiss
+
+    def theirs_1t(q: np.ndarray) -> list[list[tuple[int, float]]]:
+        """ST with FAISS on one thread: faster one query at a time when the second core is busy."""
+        faiss.omp_set_num_threads(1)
+        try:
+            return theirs(q)
+        finally:
+            faiss.omp_set_num_threads(2)
+
     from bitsearch import calibrate_ranges, quantize_embeddings
     from bitsearch.kernels import as_words, hamming_topk, rescore_int8
 
@@ -343,6 +353,7 @@ def scifact_section(path: Path) -> list[str]:
         ("bitsearch Collection binary+int8 x4", ours),
         ("bitsearch kernels only: hamming_topk + rescore_int8 (int8 in RAM) x4", kernels),
         ("ST semantic_search_faiss ubinary x4", theirs),
+        ("ST semantic_search_faiss ubinary x4, FAISS on 1 thread", theirs_1t),
     )
     # passes interleaved across pipelines (round robin), so a burst of load on the shared machine
     # hits every pipeline alike; median over passes
@@ -361,16 +372,18 @@ def scifact_section(path: Path) -> list[str]:
         qps = {label: len(qry) / float(np.median(times[(name, label)])) for label in ("batch", "one at a time")}
         rows.append((name, ndcg, qps))
     shutil.rmtree(tmp, ignore_errors=True)
-    (_, n0, t0), (_, nk, tk), (_, n1, t1) = rows
+    (_, n0, t0), (_, nk, tk), (_, n1, t2), (_, _, t1t) = rows
+    t1 = {label: max(t2[label], t1t[label]) for label in t2}  # ST at its better thread setting
     out = [
         f"SciFact ({len(doc):,} MiniLM documents, {len(qry)} queries, cached embeddings), k=10, "
-        "2 threads, queries/second (median of 7 passes over all queries, pipelines interleaved):",
+        "2 threads unless noted, queries/second (median of 7 passes over all queries, pipelines interleaved):",
         "",
         "| pipeline | NDCG@10 | QPS, batch of all queries | QPS, one at a time |",
         "|---|---|---|---|",
         *(f"| {n} | {s:.4f} | {t['batch']:,.0f} | {t['one at a time']:,.0f} |" for n, s, t in rows),
         "",
-        f"bitsearch / ST throughput: **{t0['batch'] / t1['batch']:.1f}x** batch, "
+        f"bitsearch / ST (each column against ST's faster thread setting) throughput: "
+        f"**{t0['batch'] / t1['batch']:.1f}x** batch, "
         f"**{t0['one at a time'] / t1['one at a time']:.1f}x** one at a time (target >= 2x); NDCG@10 "
         f"{n0:.4f} vs {n1:.4f} ({'equal or better' if n0 >= n1 - 1e-9 else 'WORSE'}).  ",
         f"bitsearch kernels alone / ST: **{tk['batch'] / t1['batch']:.1f}x** batch, "
