@@ -9,7 +9,9 @@ histogram threshold plus a sort of the survivors, ordered by (score desc, row as
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -21,6 +23,15 @@ __all__ = ["bitplane_topk", "dot_topk", "lut_planes_topk", "lut_topk"]
 
 _BLOCK = 4096
 _BINS = 2048
+
+
+def _serial_twin(kernel: Any) -> Any:
+    """The same compiled kernel without threads, under its own cache name: a parallel kernel over one
+    block (or one query) pays ~50-100 us to start the thread pool for nothing."""
+    f = kernel.py_func
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
+    g.__qualname__ = f.__qualname__ + "_serial"
+    return njit(cache=True, nogil=True)(g)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -102,7 +113,8 @@ def lut_topk(
         raise InvalidInputError(f"lookup tables must have shape (nq, groups, 256), got {luts.shape}")
     if codes.ndim != 2 or codes.dtype != np.uint8 or codes.shape[1] != luts.shape[1]:
         raise InvalidInputError(f"codes must be uint8 (n, {luts.shape[1]}), got {codes.dtype} {codes.shape}")
-    return _scan_topk(luts.shape[0], codes.shape[0], k, exclude, lambda a, b, out: _lut_scores(luts[a:b], codes, out))
+    kernel = _lut_scores_serial if codes.shape[0] <= _BLOCK else _lut_scores
+    return _scan_topk(luts.shape[0], codes.shape[0], k, exclude, lambda a, b, out: kernel(luts[a:b], codes, out))
 
 
 def _scan_topk(
@@ -122,7 +134,7 @@ def _scan_topk(
         e = min(nq, s + chunk)
         scores = np.empty((e - s, n), dtype=np.float32)
         score(s, e, scores)
-        _select_rows(scores, excl, kk, out_idx[s:e], out_val[s:e])
+        (_select_rows_serial if e - s == 1 else _select_rows)(scores, excl, kk, out_idx[s:e], out_val[s:e])
     return out_idx, out_val
 
 
@@ -152,7 +164,8 @@ def dot_topk(
     """
     w = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float32)
     c = np.zeros(w.shape[0], np.float32) if const is None else np.ascontiguousarray(const, dtype=np.float32)
-    return _scan_topk(w.shape[0], rows.shape[0], k, exclude, lambda a, b, out: _dot_scores(w[a:b], c[a:b], rows, out))
+    kernel = _dot_scores_serial if rows.shape[0] <= _BLOCK else _dot_scores
+    return _scan_topk(w.shape[0], rows.shape[0], k, exclude, lambda a, b, out: kernel(w[a:b], c[a:b], rows, out))
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -215,6 +228,8 @@ def lut_planes_topk(
     if luts.shape[1] != 2 * hi.shape[1] or lo.shape != (hi.shape[0], -(-hi.shape[1] * width // 4)):
         raise InvalidInputError(f"planes {hi.shape} / {lo.shape} do not fit tables {luts.shape}")
     kernel = _lut_pairs_scores if pairs else _lut_planes_scores
+    if hi.shape[0] <= _BLOCK:
+        kernel = _lut_pairs_scores_serial if pairs else _lut_planes_scores_serial
     return _scan_topk(luts.shape[0], hi.shape[0], k, exclude, lambda a, b, out: kernel(luts[a:b], hi, lo, out))
 
 
@@ -274,8 +289,19 @@ def bitplane_topk(
     qw[:, : p.shape[1]] = as_words(p.reshape(-1, p.shape[2])).reshape(p.shape[0], p.shape[1], -1)
     st, lo, ba = (np.ascontiguousarray(a, dtype=np.float64) for a in (step, low, base))
     kernel = _bitplane4_scores if nplanes == 4 else _bitplane8_scores
+    if words.shape[0] <= _BLOCK:
+        kernel = _bitplane4_scores_serial if nplanes == 4 else _bitplane8_scores_serial
 
     def score(a: int, b: int, out: np.ndarray) -> None:
         kernel(qw[a:b], st[a:b], lo[a:b], ba[a:b], words, out)
 
     return _scan_topk(p.shape[0], words.shape[0], k, exclude, score)
+
+
+_lut_scores_serial = _serial_twin(_lut_scores)
+_dot_scores_serial = _serial_twin(_dot_scores)
+_lut_planes_scores_serial = _serial_twin(_lut_planes_scores)
+_lut_pairs_scores_serial = _serial_twin(_lut_pairs_scores)
+_bitplane4_scores_serial = _serial_twin(_bitplane4_scores)
+_bitplane8_scores_serial = _serial_twin(_bitplane8_scores)
+_select_rows_serial = _serial_twin(_select_rows)
