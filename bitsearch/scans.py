@@ -1,10 +1,13 @@
-"""Stage-1 scans other than Hamming: table lookups over low-bit codes, exact dot products over rows.
+"""Stage-1 scans other than Hamming: table lookups over low-bit codes, popcounts against a query's
+bit planes, exact dot products over rows.
 
-Asymmetric stage 1: a float query scores low-bit codes by table lookup.
-Each document is ``groups`` bytes (8 sign bits, 5 ternary or 4 two-bit levels per byte); a query's
-table ``lut[g, byte]`` holds its dot product with that byte's reconstruction, so a score is one
-lookup and add per byte, the same work for 1, 1.5 or 2 bits per dimension. Top-k selection is a
-histogram threshold plus a sort of the survivors, ordered by (score desc, row asc) like every stage.
+Asymmetric stage 1: a float query scores low-bit codes by table lookup. Packed codes (8 sign bits or
+5 ternary levels per byte) take one lookup per byte (``lut_topk``); bit-plane codes (2bit, 1.5bit)
+one lookup per 4 dimensions, indexed by a nibble of the median plane and that group's bits of the
+second plane (``lut_planes_topk``). A query rounded to a few bits scores sign bits by popcounts per
+query bit plane (``bitplane_topk``). Top-k selection is a histogram threshold plus a sort of the
+survivors, ordered by (score desc, row asc) like every stage. A kernel whose parallel loop would
+have one iteration runs as its serial twin (``_threads``).
 """
 
 from __future__ import annotations
@@ -25,13 +28,27 @@ _BLOCK = 4096
 _BINS = 2048
 
 
-def _serial_twin(kernel: Any) -> Any:
-    """The same compiled kernel without threads, under its own cache name: a parallel kernel over one
-    block (or one query) pays ~50-100 us to start the thread pool for nothing."""
-    f = kernel.py_func
-    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
-    g.__qualname__ = f.__qualname__ + "_serial"
-    return njit(cache=True, nogil=True)(g)
+_TWINS: dict[Any, Any] = {}
+
+
+def _threads(kernel: Any, parts: int) -> Any:
+    """``kernel``, or when its parallel loop has a single iteration (one block of rows, one query)
+    the same code compiled without threads, under its own cache name: starting the thread pool costs
+    ~50-100 us, more than such a scan."""
+    if parts > 1:
+        return kernel
+    twin = _TWINS.get(kernel)
+    if twin is None:
+        f = kernel.py_func
+        g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
+        g.__qualname__ = f.__qualname__ + "_serial"
+        twin = _TWINS[kernel] = njit(cache=True, nogil=True)(g)
+    return twin
+
+
+def _blocks(n: int) -> int:
+    """Iterations of the kernels' parallel loop over ``n`` rows."""
+    return (n + _BLOCK - 1) // _BLOCK
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -113,7 +130,7 @@ def lut_topk(
         raise InvalidInputError(f"lookup tables must have shape (nq, groups, 256), got {luts.shape}")
     if codes.ndim != 2 or codes.dtype != np.uint8 or codes.shape[1] != luts.shape[1]:
         raise InvalidInputError(f"codes must be uint8 (n, {luts.shape[1]}), got {codes.dtype} {codes.shape}")
-    kernel = _lut_scores_serial if codes.shape[0] <= _BLOCK else _lut_scores
+    kernel = _threads(_lut_scores, _blocks(codes.shape[0]))
     return _scan_topk(luts.shape[0], codes.shape[0], k, exclude, lambda a, b, out: kernel(luts[a:b], codes, out))
 
 
@@ -134,7 +151,7 @@ def _scan_topk(
         e = min(nq, s + chunk)
         scores = np.empty((e - s, n), dtype=np.float32)
         score(s, e, scores)
-        (_select_rows_serial if e - s == 1 else _select_rows)(scores, excl, kk, out_idx[s:e], out_val[s:e])
+        _threads(_select_rows, e - s)(scores, excl, kk, out_idx[s:e], out_val[s:e])
     return out_idx, out_val
 
 
@@ -164,7 +181,7 @@ def dot_topk(
     """
     w = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float32)
     c = np.zeros(w.shape[0], np.float32) if const is None else np.ascontiguousarray(const, dtype=np.float32)
-    kernel = _dot_scores_serial if rows.shape[0] <= _BLOCK else _dot_scores
+    kernel = _threads(_dot_scores, _blocks(rows.shape[0]))
     return _scan_topk(w.shape[0], rows.shape[0], k, exclude, lambda a, b, out: kernel(w[a:b], c[a:b], rows, out))
 
 
@@ -193,8 +210,9 @@ def _lut_planes_scores(luts, hi, lo, out):  # pragma: no cover - compiled
 def _lut_pairs_scores(luts, hi, lo, out):  # pragma: no cover - compiled
     """1.5bit: group g is nibble g of the median plane and 2 bits (its two pairs) of the pair plane.
 
-    Its own kernel rather than a width parameter: constant shifts keep the loop as fast as 2bit's
-    (a runtime width made both 5x slower)."""
+    Its own kernel rather than a width parameter: constant shifts keep the loop as fast as 2bit's. A
+    runtime width made both 5x slower, and a shared body inlined with a constant width 1.7-1.9x
+    slower (the parallel loop is compiled as its own function, where the width is an argument)."""
     n = hi.shape[0]
     groups = luts.shape[1]
     nq = luts.shape[0]
@@ -227,9 +245,7 @@ def lut_planes_topk(
     width = 2 if pairs else 4
     if luts.shape[1] != 2 * hi.shape[1] or lo.shape != (hi.shape[0], -(-hi.shape[1] * width // 4)):
         raise InvalidInputError(f"planes {hi.shape} / {lo.shape} do not fit tables {luts.shape}")
-    kernel = _lut_pairs_scores if pairs else _lut_planes_scores
-    if hi.shape[0] <= _BLOCK:
-        kernel = _lut_pairs_scores_serial if pairs else _lut_planes_scores_serial
+    kernel = _threads(_lut_pairs_scores if pairs else _lut_planes_scores, _blocks(hi.shape[0]))
     return _scan_topk(luts.shape[0], hi.shape[0], k, exclude, lambda a, b, out: kernel(luts[a:b], hi, lo, out))
 
 
@@ -288,20 +304,9 @@ def bitplane_topk(
     qw = np.zeros((p.shape[0], nplanes, words.shape[1]), dtype=np.uint64)
     qw[:, : p.shape[1]] = as_words(p.reshape(-1, p.shape[2])).reshape(p.shape[0], p.shape[1], -1)
     st, lo, ba = (np.ascontiguousarray(a, dtype=np.float64) for a in (step, low, base))
-    kernel = _bitplane4_scores if nplanes == 4 else _bitplane8_scores
-    if words.shape[0] <= _BLOCK:
-        kernel = _bitplane4_scores_serial if nplanes == 4 else _bitplane8_scores_serial
+    kernel = _threads(_bitplane4_scores if nplanes == 4 else _bitplane8_scores, _blocks(words.shape[0]))
 
     def score(a: int, b: int, out: np.ndarray) -> None:
         kernel(qw[a:b], st[a:b], lo[a:b], ba[a:b], words, out)
 
     return _scan_topk(p.shape[0], words.shape[0], k, exclude, score)
-
-
-_lut_scores_serial = _serial_twin(_lut_scores)
-_dot_scores_serial = _serial_twin(_dot_scores)
-_lut_planes_scores_serial = _serial_twin(_lut_planes_scores)
-_lut_pairs_scores_serial = _serial_twin(_lut_pairs_scores)
-_bitplane4_scores_serial = _serial_twin(_bitplane4_scores)
-_bitplane8_scores_serial = _serial_twin(_bitplane8_scores)
-_select_rows_serial = _serial_twin(_select_rows)
