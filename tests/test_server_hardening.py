@@ -12,7 +12,7 @@ import http.client
 import json
 import os
 import re
-import select
+import selectors
 import socket
 import sqlite3
 import subprocess
@@ -257,13 +257,21 @@ def test_huge_finite_vector_leaves_the_server_up(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- slow and stalled connections
 
 
+def _readable(socks: set[socket.socket] | list[socket.socket], timeout: float) -> list[socket.socket]:
+    """The sockets with data or EOF waiting (epoll where there is one: no 1024-descriptor ceiling)."""
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            sel.register(s, selectors.EVENT_READ)
+        return [key.fileobj for key, _ in sel.select(timeout)]  # type: ignore[misc]
+
+
 def _closed_by_server(socks: list[socket.socket], within: float) -> int:
     """How many of socks the server closes (EOF or reset) within ``within`` seconds."""
     pending = set(socks)
     closed = 0
     deadline = time.monotonic() + within
     while pending and time.monotonic() < deadline:
-        ready, _, _ = select.select(list(pending), [], [], 0.2)
+        ready = _readable(pending, 0.2)
         for s in ready:
             try:
                 data = s.recv(4096)
@@ -296,7 +304,7 @@ def test_stalled_headers_are_dropped_and_never_lock_others_out(served: tuple[Ser
                 trickler.sendall(bytes([byte]))
             except OSError:
                 break
-            if time.monotonic() - start > HEADER_TIMEOUT + SLACK or select.select([trickler], [], [], 0.1)[0]:
+            if time.monotonic() - start > HEADER_TIMEOUT + SLACK or _readable([trickler], 0.1):
                 break
         # every stalled connection is closed by the server within the header timeout (+ slack)
         assert _closed_by_server([*socks, trickler], HEADER_TIMEOUT + SLACK) == len(socks) + 1
@@ -338,7 +346,7 @@ def test_slow_body_gets_408_and_is_dropped(served: tuple[Served, Collection]) ->
             for s in list(open_):
                 with contextlib.suppress(OSError):
                     s.sendall(b"0,")  # a trickle, never the whole body
-            ready, _, _ = select.select(list(open_), [], [], 0.2)
+            ready = _readable(open_, 0.2)
             for s in ready:
                 try:
                     data = s.recv(4096)
@@ -425,3 +433,25 @@ def test_security_headers_on_every_response(small_col: Collection) -> None:
     html = responses[0].text
     assert "<style" not in html and not re.search(r"\s(style|on[a-z]+)=", html)
     assert '<script src="/static/app.js">' in html and html.count("<script") == 1
+
+
+def test_h11_protocol_is_guarded_too(small_col: Collection) -> None:
+    """Without httptools uvicorn runs h11: the same deadline, connection cap and header limit."""
+    app = create_app(small_col, refresh_seconds=None)
+    with Served(app, header_timeout=HEADER_TIMEOUT, max_connections=20, http="h11") as srv:
+        assert srv.server.config.http_protocol_class.__name__ == "GuardedH11Protocol"
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(40):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                socks.append(s)
+            assert call(srv.conn(timeout=5), "GET", "/health")[0] == 200
+            assert _closed_by_server(socks, HEADER_TIMEOUT + SLACK) == len(socks)
+        finally:
+            for s in socks:
+                s.close()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            with contextlib.suppress(OSError):
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100_000)  # never ends
+            assert s.recv(100).startswith((b"HTTP/1.1 431", b"HTTP/1.1 400"))
