@@ -1052,9 +1052,15 @@ def guarded_protocol(
     - Past ``max_connections`` a new connection closes the oldest one that is not being served (waiting
       for headers, or still receiving its body); with none, the new one is closed. uvicorn's
       ``limit_concurrency`` instead answers 503 to everyone while stalled connections fill it.
-    - Headers over ``max_header_bytes`` get 431 (httptools has no limit; h11's is configured the same).
+    - Incomplete request headers over ``max_header_bytes`` get 431 (httptools buffers them without limit;
+      h11 answers 400 at the same limit).
+
+    ``http``: "auto" (httptools where installed, else h11), "httptools" or "h11".
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    if http not in ("auto", "httptools", "h11"):
+        raise ValueError(f"http must be 'auto', 'httptools' or 'h11', got {http!r}")
 
     base: type[Any]
     if http == "h11":
@@ -1124,8 +1130,10 @@ def guarded_protocol(
 
         def _header_deadline(self, cycle_then: Any) -> None:
             self.header_timer = None
-            # a new request's headers replace self.cycle; the same cycle means none arrived in time
-            if self.cycle is cycle_then and not self.transport.is_closing():
+            # a new request's headers replace self.cycle: the same, finished cycle means none arrived in time
+            # (a pipelined request started by the previous response has its own, unfinished cycle)
+            done = cycle_then is None or cycle_then.response_complete
+            if self.cycle is cycle_then and done and not self.transport.is_closing():
                 self.transport.close()
 
         # -- httptools only (h11 bounds incomplete headers itself): count header bytes until they are complete

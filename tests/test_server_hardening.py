@@ -316,6 +316,42 @@ def test_stalled_headers_are_dropped_and_never_lock_others_out(served: tuple[Ser
             s.close()
 
 
+def test_slow_requests_are_not_cut_by_the_header_deadline(
+    served: tuple[Served, Collection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Work that outlasts the header timeout, alone or pipelined behind another request, is answered."""
+    srv, _ = served
+    state = srv.server.config.app.state.bitsearch  # type: ignore[union-attr]
+    original = state.search
+
+    def search(vectors: Any, **kw: Any) -> Any:
+        if kw.get("k") == 9:
+            time.sleep(HEADER_TIMEOUT * 1.5)
+        return original(vectors, **kw)
+
+    monkeypatch.setattr(state, "search", search)
+    vec = unit_vectors(1, seed=6)[0].tolist()
+    requests = b""
+    for k in (3, 9):
+        body = json.dumps({"vector": vec, "k": k}).encode()
+        requests += (
+            b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(requests)  # pipelined: the second starts when the first is answered
+        reply = b""
+        deadline = time.monotonic() + HEADER_TIMEOUT * 1.5 + SLACK
+        while reply.count(b"HTTP/1.1 200") < 2 and time.monotonic() < deadline:
+            if not _readable([s], 0.2):
+                continue
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.count(b"HTTP/1.1 200") == 2, reply[:300]
+
+
 def test_idle_connection_without_a_request_is_dropped(served: tuple[Served, Collection]) -> None:
     srv, _ = served
     socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(20)]
