@@ -1101,6 +1101,7 @@ def serve(
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="NAME",
             help="Without --api-key, a Host name to answer besides localhost, 127.0.0.1 and [::1] (repeatable; "
             "'*': any). Other names get 421, so web pages cannot reach the server through DNS rebinding.",
         ),

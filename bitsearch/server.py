@@ -226,7 +226,7 @@ class ErrorResponse(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 409, 413, 415, 421, 422, 503)
 }
 
 
@@ -924,7 +924,7 @@ def create_app(
             timings["total"] = sum(timings.values())
             return {
                 "results": [[hit.to_dict() for hit in hits] for hits in results],
-                "stages": list(getattr(results, "stages", [])),
+                "stages": list(results.stages),
                 "timings": timings,
                 "k": req.k,
             }
