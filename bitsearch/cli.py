@@ -1098,28 +1098,63 @@ def serve(
         int | None, typer.Option(min=1, help="Requests worked on at once (default: 4 x cores, at least 8).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="Without --api-key, a Host name to answer besides localhost, 127.0.0.1 and [::1] (repeatable; "
+            "'*': any). Other names get 421, so web pages cannot reach the server through DNS rebinding.",
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a connection may take to send complete request headers.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a client may take to send a whole request body (else 408).")
+    ] = 30.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(min=1, help="Open connections at most; past it the oldest connection not being served is closed."),
+    ] = 1000,
 ) -> None:
     """Serve a collection over HTTP: POST /search, POST /documents, DELETE /documents/ID, GET /info, a page at /."""
     with _reported():
         try:
-            import uvicorn
+            import uvicorn  # noqa: F401  (checked here, used by run_server)
 
-            from bitsearch.server import create_app
+            from bitsearch.server import create_app, run_server
         except ImportError as exc:
             raise CliError(
                 f"bitsearch serve needs fastapi and uvicorn ({exc}): pip install 'bitsearch[server]'"
             ) from None
         if not _is_collection(collection):
             raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+        hosts = list(allowed_host or [])
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             typer.secho(
-                f"warning: serving on {host} without --api-key: anyone who can reach it can add and delete",
+                f"warning: serving on {host} without --api-key: anyone who can reach it can add and delete"
+                + ("" if hosts else " (and only loopback Host names are answered: add --allowed-host NAME)"),
                 fg=typer.colors.YELLOW,
                 err=True,
             )
-        api = create_app(collection, api_key=api_key, threads=threads, preload_model=True)
-        # connections beyond limit_concurrency get 503 at once instead of queueing without bound
-        uvicorn.run(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, limit_concurrency=1024)
+            if host not in ("0.0.0.0", "::", ""):
+                hosts.append(host)  # the address itself is a name no rebinding page can give
+        api = create_app(
+            collection,
+            api_key=api_key,
+            threads=threads,
+            preload_model=True,
+            body_timeout=body_timeout,
+            allowed_hosts=hosts,
+        )
+        run_server(
+            api,
+            host=host,
+            port=port,
+            log_level=log_level,
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

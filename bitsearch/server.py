@@ -1,25 +1,29 @@
 """The HTTP API and search page of ``bitsearch serve``: a thin FastAPI layer over ``Collection``.
 
 Reads run in a bounded thread pool against the collection's immutable state snapshot; writes go
-through the collection's own write lock. Requests are checked (size, auth, shape) before any work,
-and a client that disconnects while its request waits is dropped before it costs anything.
+through the collection's own write lock. Requests are checked (Host, auth, size, shape, Unicode)
+before any work, and a client that disconnects while its request waits is dropped before it costs
+anything. Connections are bounded too (``run_server``): request headers must arrive within a
+timeout, bodies within another, and past a connection cap the oldest connection not being served
+makes room, so clients that open connections and stall cannot lock others out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
-import inspect
 import json
 import logging
 import math
 import os
 import queue
 import re
+import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +47,18 @@ from bitsearch.errors import (
 )
 from bitsearch.search import Collection
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "MAX_K", "ServerState", "create_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_CONNECTIONS",
+    "MAX_K",
+    "ServerState",
+    "create_app",
+    "guarded_protocol",
+    "run_server",
+    "server_config",
+]
 
 log = logging.getLogger("bitsearch.server")
 
@@ -52,10 +67,37 @@ MAX_K = 1000
 MAX_QUERIES = 256  # queries per /search request
 MAX_RESCORE_MULTIPLIER = 100
 MAX_ENCODE_BATCH = 256  # query texts per model call
+MAX_JSON_DEPTH = 32  # nesting of a filter or of a document's metadata
+MAX_FILTER_VALUES = 10_000  # values in one filter (SQLite binds each as a parameter)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what SQLite compares as an integer
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds from connecting (or from the last response) to complete request headers
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a whole request body
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # paths that need no API key: the liveness probe and the search page's own files (the page asks for the key)
 PUBLIC_PATHS = frozenset({"/health", "/", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
+# Host names a server without an API key answers (any port): a browser page cannot make its requests carry
+# these names unless it is served from this machine, which defeats DNS rebinding
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+_PAGE_CSP = b"default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+# FastAPI's /docs (Swagger UI) and /redoc load their scripts, styles and fonts from CDNs and start with an inline script
+_DOCS_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    b"font-src 'self' https://fonts.gstatic.com; "
+    b"img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    b"worker-src 'self' blob:; base-uri 'none'; frame-ancestors 'none'"
+)
+_DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+_COMMON_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+PAGE_SECURITY_HEADERS = [(b"content-security-policy", _PAGE_CSP), *_COMMON_HEADERS]
+DOCS_SECURITY_HEADERS = [(b"content-security-policy", _DOCS_CSP), *_COMMON_HEADERS]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -184,7 +226,7 @@ class ErrorResponse(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 409, 413, 415, 421, 422, 503)
 }
 
 
@@ -205,8 +247,6 @@ class ServerState:
         self._model_thread: threading.Thread | None = None
         self._pending_lock = threading.Lock()
         self._local = threading.local()
-        params = inspect.signature(collection.search).parameters
-        self.search_params = frozenset(params)
 
     @property
     def encoder_loaded(self) -> bool:
@@ -358,13 +398,43 @@ def _json_message(status: int, detail: str, headers: dict[str, str] | None = Non
     )
 
 
-class GuardMiddleware:
-    """API key check, then a body size limit enforced before the body is read (Content-Length) or while it is."""
+def normalize_host(name: str) -> str:
+    """An --allowed-host name as host_name() gives it: lower case, IPv6 literals in brackets."""
+    name = name.strip().lower()
+    return f"[{name}]" if name.count(":") > 1 and not name.startswith("[") else host_name(name)
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+
+def host_name(value: str) -> str:
+    """The name part of a Host header, lower case, without the port (IPv6 literals keep their brackets)."""
+    host = value.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] or host
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() else host
+
+
+class GuardMiddleware:
+    """Every request's gate, as plain ASGI (cheap): Host check (without an API key), API key, body size, body
+    time limit; security headers on every response; an unexpected error becomes a JSON 500 that leaves the
+    connection usable (Starlette's error middleware would re-raise it, and uvicorn then drops the connection).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body_bytes: int,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        allowed_hosts: frozenset[str] | None = None,
+    ) -> None:
         self.app = app
         self.key = hashlib.sha256(api_key.encode()).digest() if api_key else None
         self.max_body = max_body_bytes
+        self.body_timeout = body_timeout
+        # with a key any Host is fine (the key is what a rebinding page lacks); "*" turns the check off
+        hosts = LOOPBACK_HOSTS | (allowed_hosts or frozenset())
+        self.hosts = None if api_key or "*" in hosts else hosts
 
     def _authorized(self, scope: Scope) -> bool:
         if self.key is None:
@@ -383,9 +453,48 @@ class GuardMiddleware:
             ok |= hmac.compare_digest(hashlib.sha256(candidate).digest(), self.key)
         return ok
 
+    def _host_refused(self, scope: Scope) -> str | None:
+        """Why the Host header is refused, or None when it is served."""
+        if self.hosts is None or scope.get("path") == "/health":  # the liveness probe tells nothing: any Host
+            return None
+        given = [v for k, v in scope.get("headers", []) if k == b"host"]
+        if len(given) != 1:
+            return "send exactly one Host header"
+        if host_name(given[0].decode("latin-1")) in self.hosts:
+            return None
+        shown = given[0].decode("latin-1")[:100]
+        return (
+            f"Host {shown!r} is not served: without an API key this server answers only "
+            f"{', '.join(sorted(self.hosts))} (start it with --allowed-host NAME or --api-key)"
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        extra = DOCS_SECURITY_HEADERS if scope.get("path") in _DOCS_PATHS else PAGE_SECURITY_HEADERS
+        started = False
+
+        async def secured(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        try:
+            await self._guard(scope, receive, secured)
+        except Exception as exc:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:  # otherwise the response is cut short: uvicorn closes the connection
+                for message in _json_message(500, f"internal error ({type(exc).__name__}); see the server log"):
+                    await secured(message)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = self._host_refused(scope)
+        if refused is not None:
+            for message in _json_message(421, refused):
+                await send(message)
             return
         if not self._authorized(scope):
             for message in _json_message(
@@ -422,24 +531,33 @@ class GuardMiddleware:
             ):
                 await send(message)
             return
-        # read the body here (at most max_body bytes), so an oversized chunked body is cut off early
+        # read the body here (at most max_body bytes, within body_timeout), so an oversized chunked body is cut
+        # off early and a client that sends its body slowly holds a connection for a bounded time only
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left before sending its request: nothing to do
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                for reply in _json_message(
-                    413, f"request body is over the {self.max_body}-byte limit", {"connection": "close"}
-                ):
-                    await send(reply)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        complete = False
+        with anyio.move_on_after(self.body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client left before sending its request: nothing to do
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    for reply in _json_message(
+                        413, f"request body is over the {self.max_body}-byte limit", {"connection": "close"}
+                    ):
+                        await send(reply)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    complete = True
+                    break
+        if not complete:
+            timeout = f"request body not received within {self.body_timeout:g} s"
+            for reply in _json_message(408, timeout, {"connection": "close"}):
+                await send(reply)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -486,24 +604,81 @@ async def _offload(request: Request, state: ServerState, fn: Callable[[], T]) ->
     return value
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON as UTF-8, with a lone surrogate (from data stored before the checks, or echoed) sent as its JSON escape.
+
+    ``json.dumps`` has already escaped every backslash, so the only ones ``backslashreplace`` adds spell
+    ``\\udXXX`` escapes inside string literals: the body stays valid JSON instead of failing with a 500.
+    """
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
+
+
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail, **extra}, status_code=status)
+    return SafeJSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def _check_text(value: str, where: str) -> None:
+    """Reject a string with a lone surrogate (JSON ``"\\udfff"``): it has no UTF-8 form to store or send back."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        raise InvalidInputError(
+            f"`{where}` has a lone surrogate (\\u{code:04x}) at character {exc.start}: send valid Unicode text"
+        ) from None
+
+
+def _check_json(value: Any, where: str, *, filter_values: bool = False) -> None:
+    """Check free-form JSON (metadata, a filter): valid Unicode, at most MAX_JSON_DEPTH levels deep;
+    in a filter also at most MAX_FILTER_VALUES values and integers SQLite can bind (64-bit)."""
+    count = 0
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while stack:  # iterative: the nesting is what is being checked
+        item, at, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, at)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise InvalidInputError(f"`{where}` is nested more than {MAX_JSON_DEPTH} levels deep (at `{at}`)")
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    _check_text(key, f"{at} key {key!r}")
+                    stack.append((sub, f"{at}.{key}", depth + 1))
+            else:
+                stack.extend((sub, f"{at}[{i}]", depth + 1) for i, sub in enumerate(item))
+        elif filter_values and isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+            raise InvalidInputError(f"`{at}` is {item}: filters compare integers of at most 64 bits")
+        count += 1
+        if filter_values and count > MAX_FILTER_VALUES:
+            raise InvalidInputError(f"`{where}` has more than {MAX_FILTER_VALUES} values")
 
 
 def _vectors(value: list[float] | list[list[float]], dim: int, name: str) -> tuple[np.ndarray, bool]:
     """A JSON vector or list of vectors as float32 (n, dim), and whether it was a batch."""
     batch = bool(value) and isinstance(value[0], list)
-    rows = value if batch else [value]
+    rows: list[Any] = value if batch else [value]
     if not rows or not rows[0]:
         raise InvalidInputError(f"`{name}` is empty")
     for i, row in enumerate(rows):
         if len(row) != dim:
             where = f"{name}[{i}]" if batch else name
             raise InvalidInputError(f"`{where}` has {len(row)} dimensions; this collection holds {dim}")
-        if not all(math.isfinite(x) for x in row):
-            where = f"{name}[{i}]" if batch else name
-            raise InvalidInputError(f"`{where}` contains NaN or infinity")
-    return np.asarray(rows, dtype=np.float32), batch
+    with np.errstate(over="ignore"):  # beyond float32's range becomes inf, reported below
+        arr = np.asarray(rows, dtype=np.float32)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = (int(x) for x in np.argwhere(bad)[0])
+        where = f"{name}[{i}]" if batch else name
+        raise InvalidInputError(
+            f"`{where}[{j}]` is {rows[i][j]!r}: embeddings must be finite (no NaN or infinity) float32 values, "
+            "|x| <= 3.4e38"
+        )
+    return arr, batch
 
 
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
@@ -556,16 +731,23 @@ def create_app(
     encoder: Any | None = None,
     preload_model: bool = False,
     refresh_seconds: float | None = 2.0,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    allowed_hosts: Iterable[str] = (),
 ) -> FastAPI:
     """Build the FastAPI app serving one collection (opened here when given a path).
 
     ``api_key`` guards every route but /health and the page; ``threads`` bounds concurrent work;
     ``encoder`` replaces the model recorded in the manifest; ``preload_model`` loads it at startup;
-    every ``refresh_seconds`` the collection picks up what other processes (``bitsearch index``) wrote.
+    every ``refresh_seconds`` the collection picks up what other processes (``bitsearch index``) wrote;
+    a request body must arrive within ``body_timeout`` seconds. Without ``api_key`` only requests whose
+    Host is a loopback name or one of ``allowed_hosts`` ("*": any) are served (DNS rebinding).
     """
     col = path_or_collection if isinstance(path_or_collection, Collection) else Collection.open(path_or_collection)
     if max_body_bytes < 1024:
         raise ValueError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
+    if not body_timeout > 0:
+        raise ValueError(f"body_timeout must be positive, got {body_timeout}")
+    hosts = frozenset(normalize_host(h) for h in allowed_hosts)
     n_threads = threads or max(8, 4 * (os.cpu_count() or 1))
     if encoder is not None and getattr(encoder, "dim", col.dim) != col.dim:
         raise ValueError(f"encoder gives {encoder.dim}-dim embeddings; the collection holds {col.dim}")
@@ -595,9 +777,16 @@ def create_app(
             + (auth_note if api_key else "")
         ),
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.bitsearch = state
-    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        GuardMiddleware,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
+        allowed_hosts=hosts,
+    )
     if api_key:
         _document_security(app)
 
@@ -636,10 +825,24 @@ def create_app(
     async def _on_value(request: Request, exc: ValueError) -> JSONResponse:
         return _error(422, str(exc) or "invalid value")
 
-    @app.exception_handler(Exception)
-    async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
+    @app.exception_handler(RecursionError)
+    async def _on_recursion(request: Request, exc: RecursionError) -> JSONResponse:
+        return _error(422, "the request is nested too deeply")
+
+    @app.exception_handler(OSError)
+    async def _on_os(request: Request, exc: OSError) -> JSONResponse:
+        # the collection's files cannot be read or written here (read-only file system, permissions, disk full)
+        log.error("collection files: %s", exc)
+        return _error(503, f"the collection's files are not accessible: {exc.strerror or exc}")
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def _on_store(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        log.error("document store: %s", exc)
+        if any(w in str(exc) for w in ("readonly", "read-only", "locked", "disk", "unable to open")):
+            return _error(503, f"the collection's document store is not writable here: {exc}")
+        return _error(500, f"document store error: {exc}")
+
+    # anything else: GuardMiddleware answers a JSON 500 and keeps the connection
 
     # -------------------------------------------------------------- routes
 
@@ -659,7 +862,7 @@ def create_app(
             "max_queries": MAX_QUERIES,
             "max_body_bytes": max_body_bytes,
             "model_loaded": state.encoder_loaded,
-            "search_options": sorted(p for p in ("mode", "filter") if p in state.search_params),
+            "search_options": ["filter", "mode"],
         }
         return stats
 
@@ -667,12 +870,10 @@ def create_app(
     async def search(req: SearchRequest, request: Request) -> Any:
         """Search with text (embedded with the collection's model) or vectors; one query or a batch."""
         extra: dict[str, Any] = {}
-        for name in ("mode", "filter"):
-            value = getattr(req, name)
-            if value is not None:
-                if name not in state.search_params:
-                    return _error(400, f"`{name}` is not supported by this version of bitsearch's Collection.search")
-                extra[name] = value
+        if req.mode is not None:
+            extra["mode"] = req.mode
+        if req.filter is not None:
+            extra["filter"] = req.filter
         texts: list[str] | None = None
         if req.query is not None:
             texts = [req.query] if isinstance(req.query, str) else list(req.query)
@@ -689,13 +890,20 @@ def create_app(
         if count > MAX_QUERIES:
             return _error(422, f"{count} queries in one request; at most {MAX_QUERIES}")
         rescore: Any = None if req.rescore in (None, "none") else req.rescore
-        if texts is not None and "query_texts" in state.search_params:
+        if texts is not None:
             extra["query_texts"] = texts  # keyword and hybrid modes rank the text itself too
 
         def work() -> dict[str, Any]:
+            # strings that cannot be UTF-8, filters SQLite cannot bind or too deep to translate: 422 before any work
+            for i, text in enumerate(texts or []):
+                _check_text(text, "query" if isinstance(req.query, str) else f"query[{i}]")
+            if req.mode is not None:
+                _check_text(req.mode, "mode")
+            if req.filter is not None:
+                _check_json(req.filter, "filter", filter_values=True)
             timings: dict[str, float] = {}
             vectors: np.ndarray | None = None
-            if texts is not None and req.mode == "keyword" and "query_texts" in extra:
+            if texts is not None and req.mode == "keyword":
                 pass  # BM25 alone needs no embedding
             elif texts is not None:
                 t0 = time.perf_counter()
@@ -704,24 +912,19 @@ def create_app(
             else:
                 assert req.vector is not None
                 vectors, _ = _vectors(req.vector, col.dim, "vector")
-            try:
-                results = state.search(
-                    vectors,
-                    k=req.k,
-                    rescore_multiplier=req.rescore_multiplier,
-                    rescore=rescore,
-                    with_text=req.with_text,
-                    **extra,
-                )
-            except TypeError as exc:
-                if extra:
-                    raise InvalidInputError(f"search options not supported: {exc}") from None
-                raise
+            results = state.search(
+                vectors,
+                k=req.k,
+                rescore_multiplier=req.rescore_multiplier,
+                rescore=rescore,
+                with_text=req.with_text,
+                **extra,
+            )
             timings.update({k: float(v) for k, v in results.timings.items() if k != "total"})
             timings["total"] = sum(timings.values())
             return {
                 "results": [[hit.to_dict() for hit in hits] for hits in results],
-                "stages": list(getattr(results, "stages", [])),
+                "stages": list(results.stages),
                 "timings": timings,
                 "k": req.k,
             }
@@ -729,7 +932,7 @@ def create_app(
         payload = await _offload(request, state, work)
         if payload is None:
             return _error(499, "client closed the request")
-        return JSONResponse(payload)
+        return SafeJSONResponse(payload)
 
     @app.post("/documents", tags=["documents"], status_code=201, response_model=AddResponse, responses=_ERRORS)
     async def add_documents(req: AddRequest, request: Request) -> Any:
@@ -742,6 +945,15 @@ def create_app(
                 return _error(422, f"got {len(values)} {name} for {n} documents")
 
         def work() -> dict[str, Any]:
+            # a lone surrogate would fail (or be stored and then break every response that returns it)
+            for i, doc_id in enumerate(req.ids or []):
+                if isinstance(doc_id, str):
+                    _check_text(doc_id, f"ids[{i}]")
+            for i, text in enumerate(req.texts or []):
+                _check_text(text, f"texts[{i}]")
+            for i, meta in enumerate(req.metadata or []):
+                if meta is not None:
+                    _check_json(meta, f"metadata[{i}]")
             if req.vectors is not None:
                 vectors, _ = _vectors(req.vectors, col.dim, "vectors")
             else:
@@ -753,7 +965,7 @@ def create_app(
         payload = await _offload(request, state, work)
         if payload is None:
             return _error(499, "client closed the request")
-        return JSONResponse(payload, status_code=201)
+        return SafeJSONResponse(payload, status_code=201)
 
     @app.delete("/documents/{doc_id:path}", tags=["documents"], response_model=DeleteResponse, responses=_ERRORS)
     async def delete_document(doc_id: str, request: Request) -> Any:
@@ -767,7 +979,7 @@ def create_app(
         payload = await _offload(request, state, work)
         if payload is None:
             return _error(499, "client closed the request")
-        return JSONResponse(payload)
+        return SafeJSONResponse(payload)
 
     # -------------------------------------------------------------- the page
 
@@ -820,3 +1032,182 @@ def _document_security(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# ----------------------------------------------------------------------------- connections
+
+
+def guarded_protocol(
+    *,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    http: str = "auto",
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol (httptools, else h11) with the connection limits uvicorn lacks.
+
+    - Request headers must be complete within ``header_timeout`` seconds of connecting or of the
+      previous response; otherwise the connection is closed (uvicorn waits forever for a first request,
+      and data trickling in keeps resetting its keep-alive timer).
+    - Past ``max_connections`` a new connection closes the oldest one that is not being served (waiting
+      for headers, or still receiving its body); with none, the new one is closed. uvicorn's
+      ``limit_concurrency`` instead answers 503 to everyone while stalled connections fill it.
+    - Incomplete request headers over ``max_header_bytes`` get 431 (httptools buffers them without limit;
+      h11 answers 400 at the same limit).
+
+    ``http``: "auto" (httptools where installed, else h11), "httptools" or "h11".
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    if http not in ("auto", "httptools", "h11"):
+        raise ValueError(f"http must be 'auto', 'httptools' or 'h11', got {http!r}")
+
+    base: type[Any]
+    if http == "h11":
+        base = H11Protocol
+    else:
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:  # no httptools
+            if http == "httptools":
+                raise
+            base = H11Protocol
+        else:
+            base = HttpToolsProtocol
+
+    warned = [-math.inf]
+
+    class GuardedProtocol(base):  # type: ignore[misc, valid-type]
+        """One connection, with a header deadline and a place in the connection cap."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.opened_at = self.loop.time()
+            self.header_bytes = 0
+            self.awaiting_headers = True
+            self._arm_header_timer()
+            if len(self.connections) > max_connections:
+                self._make_room()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_header_timer()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self.awaiting_headers = True
+                self.header_bytes = 0
+                self._arm_header_timer()
+
+        def idle(self) -> bool:
+            """Not serving a request: waiting for its headers, or for the rest of its body."""
+            cycle = self.cycle
+            return cycle is None or cycle.response_complete or (cycle.more_body and not cycle.response_started)
+
+        def _make_room(self) -> None:
+            open_ = [c for c in self.connections if not c.transport.is_closing()]
+            if len(open_) <= max_connections:
+                return  # the ones closed before have not been reported lost yet
+            idle = [c for c in open_ if c is not self and getattr(c, "idle", lambda: False)()]
+            victim = min(idle, key=lambda c: c.opened_at) if idle else self
+            now = self.loop.time()
+            if now - warned[0] > 10:  # once per 10 s: a flood of connections must not flood the log too
+                warned[0] = now
+                log.warning("over %d connections: closing the oldest idle ones (or new ones)", max_connections)
+            victim.transport.close()
+
+        # -- the header deadline: armed when a request may start, checked when it fires
+        def _arm_header_timer(self) -> None:
+            self._cancel_header_timer()
+            self.header_timer = self.loop.call_later(header_timeout, self._header_deadline, self.cycle)
+
+        def _cancel_header_timer(self) -> None:
+            timer = getattr(self, "header_timer", None)
+            if timer is not None:
+                timer.cancel()
+                self.header_timer = None
+
+        def _header_deadline(self, cycle_then: Any) -> None:
+            self.header_timer = None
+            # a new request's headers replace self.cycle: the same, finished cycle means none arrived in time
+            # (a pipelined request started by the previous response has its own, unfinished cycle)
+            done = cycle_then is None or cycle_then.response_complete
+            if self.cycle is cycle_then and done and not self.transport.is_closing():
+                self.transport.close()
+
+        # -- httptools only (h11 bounds incomplete headers itself): count header bytes until they are complete
+        def on_headers_complete(self) -> None:
+            self.awaiting_headers = False
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.awaiting_headers and base is not H11Protocol:
+                self.header_bytes += len(data)
+                if self.header_bytes > max_header_bytes and not self.transport.is_closing():
+                    msg = b"request headers too large"
+                    self.transport.write(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+                        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(msg), msg)
+                    )
+                    self.transport.close()
+
+    GuardedProtocol.__name__ = GuardedProtocol.__qualname__ = f"Guarded{base.__name__}"
+    return GuardedProtocol
+
+
+def server_config(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    http: str = "auto",
+    **uvicorn_options: Any,
+) -> Any:
+    """The uvicorn.Config that ``bitsearch serve`` runs: guarded connections (see guarded_protocol)."""
+    import uvicorn
+
+    if not header_timeout > 0:
+        raise ValueError(f"header_timeout must be positive, got {header_timeout}")
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+    protocol = guarded_protocol(
+        header_timeout=header_timeout, max_connections=max_connections, max_header_bytes=max_header_bytes, http=http
+    )
+    options: dict[str, Any] = {"timeout_keep_alive": 5, "timeout_graceful_shutdown": 5}
+    options.update(uvicorn_options)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=protocol,
+        h11_max_incomplete_event_size=max_header_bytes,
+        **options,
+    )
+
+
+def run_server(app: Any, **options: Any) -> None:
+    """Serve ``app`` with server_config(app, **options) until interrupted.
+
+    Raises the soft open-files limit as far as the hard one allows, so max_connections sockets fit.
+    """
+    import uvicorn
+
+    config = server_config(app, **options)
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = options.get("max_connections", DEFAULT_MAX_CONNECTIONS) + 256  # the collection's files, the pool
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            if new < want:
+                log.warning("open-files limit %d: fewer than max_connections sockets may fit", new)
+    uvicorn.Server(config).run()
