@@ -131,3 +131,40 @@ def test_beir_folder_indexes_its_corpus_and_resume_reports_skips(tmp_path: Path)
     assert bad.exit_code == 1
     assert "--keep-float32" in bad.output and "--rescore none" in bad.output
     assert "keep_float32=True" not in bad.output
+
+
+def test_ranx_metrics_print_no_warnings() -> None:
+    """ranx's numba type-safety warning used to land in the middle of eval's progress bar."""
+    import warnings
+
+    from bitsearch.evaluate import compute_metrics
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = compute_metrics({"q1": {"d1": 1}, "q2": {"d2": 1}}, {"q1": {"d1": 1.0, "d3": 0.5}, "q2": {}})
+    assert got["ndcg@10"] == pytest.approx(0.5)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_pareto_labels_of_near_points_do_not_overlap() -> None:
+    """Labels of points at 48 and 54 B/doc (log x axis) are stacked in one column, not drawn over each other."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bitsearch.evaluate import label_points
+
+    names = ["binary+int8x4", "binary-asym", "1.5bit", "2bit", "int8", "float32"]
+    pts = [(48.0, 99.0), (48.0, 96.5), (54.0, 98.95), (96.0, 100.4), (384.0, 99.9), (1536.0, 100.0)]
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ax.scatter([x for x, _ in pts], [y for _, y in pts])
+    ax.set_xscale("log", base=2)
+    label_points(ax, names, pts)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == len(names)
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            assert not boxes[i].overlaps(boxes[j]), (names[i], names[j])
+    plt.close(fig)
