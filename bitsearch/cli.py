@@ -13,6 +13,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sys
@@ -42,6 +43,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 MANIFEST = "manifest.json"
@@ -52,6 +54,23 @@ _TEXT_SUFFIXES = {".txt", ".md"}
 def main() -> None:
     """Entry point of the `bitsearch` console script."""
     app()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bitsearch import __version__
+
+        typer.echo(f"bitsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Retrieval over quantized text embeddings: index text, search it, inspect collections."""
 
 
 class CliError(Exception):
@@ -72,12 +91,33 @@ def _reported(on_interrupt: str = "interrupted") -> Iterator[None]:
     except (CliError, BitsearchError, ValueError, OSError) as exc:
         if os.environ.get("BITSEARCH_DEBUG"):  # developers: the full traceback
             raise
-        message = str(exc) or type(exc).__name__
+        message = cli_words(str(exc) or type(exc).__name__)
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(on_interrupt, err=True)
         raise typer.Exit(130) from None
+
+
+# The library's errors name Python arguments; the command line shows the flags that do the same.
+_CLI_WORDS = (
+    (re.compile(r"\bkeep_float32=True\b"), "bitsearch index --keep-float32"),
+    (re.compile(r"\bkeep_int8=True\b"), "int8 rows (bitsearch index keeps them always)"),
+    (re.compile(r"\bprecision=\"binary\""), "bitsearch index --precision binary"),
+    (re.compile(r"\brescore=None\b"), "--rescore none"),
+    (re.compile(r"\brescore_multiplier\b"), "--rescore-multiplier"),
+    (re.compile(r"\btruncate_dim\b"), "--truncate-dim"),
+    (re.compile(r"\bquery_bits\b"), "--query-bits"),
+    (re.compile(r"\bquery_texts\b"), "query text"),
+    (re.compile(r"\bmode=\"(\w+)\""), r"--mode \1"),
+)
+
+
+def cli_words(message: str) -> str:
+    """A library error message with Python argument names replaced by the CLI flags that set them."""
+    for pattern, flag in _CLI_WORDS:
+        message = pattern.sub(flag, message)
+    return message
 
 
 # ----------------------------------------------------------------------------- reading input
@@ -318,6 +358,39 @@ def _read_folder(root: Path) -> Iterator[Doc | Bad]:
         yield Doc(rel, text, None, str(path))
 
 
+_DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq", ".jsonl.gz", ".json.gz", ".csv.gz")
+
+
+def beir_corpus(path: Path) -> Path | None:
+    """The corpus file of a BEIR dataset folder (corpus.jsonl[.gz] inside it), or None."""
+    if not path.is_dir():
+        return None
+    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def _check_text_folder(path: Path) -> None:
+    """A folder read as text files that also holds data files: say which were left out, or refuse when
+    the data files are surely what was meant (a BEIR dataset inside, or no more text files than data files)."""
+    data = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(_DATA_SUFFIXES))
+    if not data:
+        return
+    texts = _text_files(path)
+    shown = ", ".join(str(p.relative_to(path)) for p in data[:3]) + (", ..." if len(data) > 3 else "")
+    hint = f"index a data file directly (bitsearch index {data[0]} ...)"
+    nested = [p.parent for p in data if beir_corpus(p.parent) is not None]
+    if nested:
+        hint = f"index a BEIR folder directly (bitsearch index {nested[0]} ...)"
+    if nested or len(texts) <= len(data):
+        raise CliError(
+            f"{path} holds {len(texts)} .txt/.md file(s) but also data files ({shown}) that a folder is not read "
+            f"for: {hint}, or pass --format folder to index the text files only"
+        )
+    typer.secho(f"warning: {path} also holds data files that are not indexed ({shown}); {hint}", err=True, fg="yellow")
+
+
 def read_input(
     path: Path, fmt: InputFormat, fields: Fields, chunk_size: int = 1000
 ) -> tuple[Iterator[Doc | Bad], int | None]:
@@ -325,7 +398,13 @@ def read_input(
     if not path.exists():
         raise CliError(f"input {path} does not exist")
     if fmt is InputFormat.auto:
+        corpus = beir_corpus(path)
+        if corpus is not None:  # `bitsearch eval` takes the same folder: index its corpus, not SOURCE.md
+            typer.echo(f"{path} is a BEIR dataset folder: indexing its {corpus.name}", err=True)
+            return _read_jsonl(corpus, fields), _count_lines(corpus)
         fmt = _detect_format(path)
+        if fmt is InputFormat.folder:
+            _check_text_folder(path)
     if fmt is InputFormat.folder:
         if not path.is_dir():
             raise CliError(f"{path} is not a folder")
@@ -422,6 +501,58 @@ class IndexReport:
     records: int = 0
 
 
+def plural(n: int, word: str) -> str:
+    """'1 document', '2 documents' (with thousands separators)."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _skipped_note(report: IndexReport) -> str:
+    parts = []
+    if report.already:
+        parts.append(f"{report.already:,} already indexed")
+    if report.bad:
+        parts.append(f"{report.bad:,} malformed")
+    return "skipped " + ", ".join(parts)
+
+
+class LineProgress:
+    """Progress for a log rather than a terminal: one line at most every `interval` seconds, with the
+    rate and the time left, and nothing repeated at the end (a tqdm bar's \r updates pile up in a log)."""
+
+    def __init__(self, total: int | None, interval: float = 10.0) -> None:
+        self.total, self.interval, self.n, self.postfix = total, interval, 0, ""
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last = now
+            typer.echo(f"indexing: {self.describe(now)}", err=True)
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix = text
+
+    def describe(self, now: float) -> str:
+        rate = self.n / max(now - self.start, 1e-9)
+        done = f"{self.n:,}" + (f"/{self.total:,}" if self.total else "") + " documents"
+        eta = f", {(self.total - self.n) / rate:,.0f} s left" if self.total and rate > 0 else ""
+        return f"{done}, {rate:,.1f} docs/s{eta}" + (f" ({self.postfix})" if self.postfix else "")
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def index_progress(total: int | None, quiet: bool) -> Any:
+    """A tqdm bar on a terminal; periodic lines when stderr is a file or a pipe; nothing when quiet."""
+    if not quiet and not sys.stderr.isatty():
+        return LineProgress(total)
+    return tqdm(total=total, unit="doc", desc="indexing", disable=quiet, dynamic_ncols=True, file=sys.stderr)
+
+
 def index_records(
     records: Iterable[Doc | Bad],
     out: Path,
@@ -460,6 +591,8 @@ def index_records(
             report.already += len(existing)
             docs = [d for d in docs if d.id not in existing]
         if progress is not None:
+            if report.already or report.bad:
+                progress.set_postfix_str(_skipped_note(report), refresh=False)
             progress.update(len(chunk) - len(docs))
         if not docs:
             continue
@@ -552,6 +685,8 @@ def index(
     with _reported("interrupted: documents added so far are kept; run the same command again to resume"):
         fields = Fields(text=text_field, id=id_field, title=title_field or None)
         records, total = read_input(input, fmt, fields, chunk_size)
+        if not quiet:
+            typer.echo("loading the embedding model...", err=True)
         col: Collection | None = None
         if _is_collection(out):
             col = Collection.open(out)
@@ -562,7 +697,7 @@ def index(
                 raise CliError(f"{out} exists and is neither a collection nor an empty directory")
             encoder = _load_encoder(model, device=device, batch_size=batch_size, truncate_dim=truncate_dim)
         start = time.perf_counter()
-        with tqdm(total=total, unit="doc", desc="indexing", disable=quiet, dynamic_ncols=True, file=sys.stderr) as bar:
+        with index_progress(total, quiet) as bar:
             col, report = index_records(
                 records,
                 out,
@@ -587,13 +722,14 @@ def index(
         if col is None:
             raise CliError(f"no valid documents in {input}: all {report.bad} records were malformed")
         rate = report.added / elapsed if elapsed > 0 else 0.0
-        parts = [f"indexed {report.added:,} documents into {out} in {elapsed:.1f} s ({rate:,.0f} docs/s)"]
+        parts = [f"indexed {plural(report.added, 'document')} into {out} in {elapsed:.1f} s ({rate:,.1f} docs/s)"]
         if report.already:
-            parts.append(f"{report.already:,} already in the collection were skipped")
+            were = "was" if report.already == 1 else "were"
+            parts.append(f"{plural(report.already, 'document')} already in the collection {were} skipped")
         if report.bad:
-            parts.append(f"skipped {report.bad:,} malformed records")
+            parts.append(f"skipped {plural(report.bad, 'malformed record')}")
         typer.echo("; ".join(parts))
-        typer.echo(f"the collection holds {len(col):,} documents")
+        typer.echo(f"the collection holds {plural(len(col), 'document')}")
 
 
 # ----------------------------------------------------------------------------- search

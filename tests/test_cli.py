@@ -174,7 +174,7 @@ def test_rerun_is_a_no_op_and_model_mismatch_is_refused(built: Path, corpus: Pat
     before = collection_arrays(built)
     again = invoke("index", corpus, "--out", built, "--chunk-size", CHUNK, "--quiet")
     assert again.exit_code == 0, again.output
-    assert "indexed 0 documents" in again.output and f"{N_DOCS} already in the collection" in again.output
+    assert "indexed 0 documents" in again.output and f"{N_DOCS} documents already in the collection" in again.output
     after = collection_arrays(built)
     assert after["ids"] == before["ids"]
     other = invoke("index", corpus, "--out", built, "--model", "intfloat/e5-small-v2", "--quiet")
@@ -195,7 +195,7 @@ def test_kill_and_resume_gives_the_same_collection(built: Path, corpus: Path, tm
     assert len(partial["ids"]) == CHUNK
     resumed = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{CHUNK} already in the collection were skipped" in resumed.stdout
+    assert f"{CHUNK} documents already in the collection were skipped" in resumed.stdout
     want, got = collection_arrays(built), collection_arrays(out)
     assert got["ids"] == want["ids"]
     assert len(set(got["ids"])) == N_DOCS
@@ -262,7 +262,7 @@ def test_missing_text_field_and_empty_input(tmp_path: Path) -> None:
     missing = invoke("index", src, "--out", tmp_path / "a", "--quiet")
     assert_clean_failure(missing, "line 1", "'text'", "--text-field")
     ok = invoke("index", src, "--out", tmp_path / "b", "--quiet", "--text-field", "body")
-    assert ok.exit_code == 0 and "indexed 1 documents" in ok.output
+    assert ok.exit_code == 0 and "indexed 1 document into" in ok.output
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n", encoding="utf-8")
@@ -399,7 +399,7 @@ def test_json_array_and_byte_order_marks(tmp_path: Path) -> None:
     bom_csv = tmp_path / "bom.csv"
     bom_csv.write_bytes(b"\xef\xbb\xbfid,text\nz,Zebras have black and white stripes.\n")
     result = invoke("index", bom_csv, "--out", tmp_path / "csv", "--quiet")
-    assert result.exit_code == 0 and "indexed 1 documents" in result.output, result.output
+    assert result.exit_code == 0 and "indexed 1 document into" in result.output, result.output
     broken = tmp_path / "broken.json"
     broken.write_text('[{"id": 1,\n "text": }]', encoding="utf-8")
     assert_clean_failure(invoke("index", broken, "--out", tmp_path / "x", "--quiet"), "broken.json", "line 2")
