@@ -57,7 +57,8 @@ async function call(path, options) {
   try { body = await resp.json(); } catch (e) { body = null; }
   if (resp.status === 401) {
     $("auth").hidden = false;
-    throw new Error("This server needs an API key: enter it above.");
+    $("api-key").focus();
+    throw new Error('This server needs an API key: enter it in the "API key" field.');
   }
   if (!resp.ok) throw new Error((body && body.detail) || resp.status + " " + resp.statusText);
   return body;
@@ -149,6 +150,9 @@ async function search(event) {
     $("timings-text").textContent += " · round trip " + ms(roundTrip);
     document.body.dataset.searched = String(Number(document.body.dataset.searched || 0) + 1);
   } catch (e) {
+    // the results on screen belong to an earlier query: never leave them beside this query's error
+    $("results").replaceChildren();
+    $("timings").hidden = true;
     showError(e.message);
   } finally {
     $("go").disabled = false;
@@ -156,7 +160,8 @@ async function search(event) {
 }
 
 $("search-form").addEventListener("submit", search);
-$("save-key").addEventListener("click", () => {
+$("auth").addEventListener("submit", (event) => {
+  event.preventDefault();
   apiKey = $("api-key").value.trim();
   sessionStorage.setItem(KEY_STORE, apiKey);
   $("auth").hidden = true;
