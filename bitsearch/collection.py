@@ -67,6 +67,7 @@ _ARRAY_FILES = {
     "int8": "int8.npy",
     "float32": "float32.npy",
 }
+_SEGMENT_DTYPES = {"seqs": np.int64, "binary": np.uint8, "codes": np.uint8, "int8": np.int8, "float32": np.float32}
 _HASH_BLOCK = 1 << 22
 _FD_LOCK = threading.Lock()
 _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
@@ -946,7 +947,32 @@ def _load_ann(path: Path, m: dict[str, Any]) -> Any:
 
     d = _inside(path, ann["dir"])
     arrays = {f[:-4]: _load_npy(_inside(d, f), info, verify=True) for f, info in ann["files"].items()}
-    return BinaryIVF.from_arrays(arrays)
+    _check_ivf_arrays(d, arrays, ann, int(m["dim"]))
+    try:
+        return BinaryIVF.from_arrays(arrays)
+    except InvalidInputError as exc:
+        raise CorruptCollectionError(f"index {d}: {exc}") from None
+
+
+def _check_ivf_arrays(d: Path, arrays: dict[str, np.ndarray], ann: dict[str, Any], dim: int) -> None:
+    """The index arrays index each other inside compiled loops with no bounds checks: check them first."""
+    nlist, n, words = int(ann["nlist"]), int(ann["rows"]), -(-dim // 64)
+    expected = {
+        "centroids": ((nlist, words), "u"),
+        "offsets": ((nlist + 1,), "i"),
+        "rows": ((n,), "i"),
+        "codes": ((n, words), "u"),
+        "means": ((nlist, words * 64), "f"),
+    }
+    for name, arr in arrays.items():
+        shape, kind = expected[name]
+        if arr.shape != shape or arr.dtype.kind != kind:
+            raise CorruptCollectionError(f"index {d}: {name}.npy has {arr.dtype} {arr.shape}, expected {shape}")
+    offsets, rows = arrays["offsets"], arrays["rows"]
+    if offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
+        raise CorruptCollectionError(f"index {d}: offsets.npy does not split {n} rows into {nlist} lists")
+    if n and (rows.min() < 0 or rows.max() >= n or np.unique(rows).size != n):
+        raise CorruptCollectionError(f"index {d}: rows.npy is not a permutation of its {n} rows")
 
 
 def _valid_ranges(ranges: object, dim: int) -> np.ndarray:
@@ -1324,11 +1350,13 @@ def _load_segment(
         fpath = _inside(segdir, fname)
         if in_ram:
             arr = _load_npy(fpath, files[fname], verify=True)
-            shape = arr.shape
+            shape, dtype = arr.shape, arr.dtype
         else:
             _load_npy_check(fpath, files[fname], verify)
             rows_on_disk = DiskRows(fpath)
-            shape = rows_on_disk.shape
+            shape, dtype = rows_on_disk.shape, rows_on_disk.dtype
+        if dtype != _SEGMENT_DTYPES[kind]:  # the compiled scans and pread rows assume these exact types
+            raise CorruptCollectionError(f"{fpath} holds {dtype}, expected {np.dtype(_SEGMENT_DTYPES[kind])}")
         width: tuple[int, ...] = ()
         if kind == "binary":
             width = (-(-int(m["dim"]) // 8),)

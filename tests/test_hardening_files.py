@@ -4,6 +4,7 @@ collection, nor give silently wrong answers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -329,3 +330,41 @@ def test_read_only_permissions_open_and_search(copy: Path):
     finally:
         for p in [copy, *copy.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
+
+
+def _replace_array(path: Path, info: dict[str, Any], array: np.ndarray) -> None:
+    """Rewrite a collection array and its manifest record, as a crafted collection would."""
+    np.save(path, array, allow_pickle=False)
+    info["bytes"] = path.stat().st_size
+    info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_crafted_arrays_with_matching_checksums_are_refused(copy: Path):
+    """Checksums prove nothing in a crafted collection: index arrays that would send the compiled
+    scans out of bounds, and segment arrays of another type, are refused at open."""
+    pristine = _manifest(copy)
+    ann = copy / pristine["ann"]["dir"]
+    saved = {f: (ann / f).read_bytes() for f in ("rows.npy", "offsets.npy")}
+    m = json.loads(json.dumps(pristine))
+    rows = np.load(ann / "rows.npy")
+    rows[3] = 10**9
+    _replace_array(ann / "rows.npy", m["ann"]["files"]["rows.npy"], rows)
+    _write_manifest(copy, m)
+    with pytest.raises(CorruptCollectionError, match="rows.npy is not a permutation"):
+        Collection.open(copy)
+    (ann / "rows.npy").write_bytes(saved["rows.npy"])
+    m = json.loads(json.dumps(pristine))
+    offsets = np.load(ann / "offsets.npy")
+    offsets[1], offsets[2] = offsets[2] + 5, offsets[1]
+    _replace_array(ann / "offsets.npy", m["ann"]["files"]["offsets.npy"], offsets)
+    _write_manifest(copy, m)
+    with pytest.raises(CorruptCollectionError, match="offsets.npy does not split"):
+        Collection.open(copy)
+    (ann / "offsets.npy").write_bytes(saved["offsets.npy"])
+    m = json.loads(json.dumps(pristine))
+    seg = copy / "segments" / m["segments"][0]["name"]
+    unsigned = np.load(seg / "int8.npy").view(np.uint8)  # same shape, read as other values
+    _replace_array(seg / "int8.npy", m["segments"][0]["files"]["int8.npy"], unsigned)
+    _write_manifest(copy, m)
+    with pytest.raises(CorruptCollectionError, match="int8.npy holds uint8"):
+        Collection.open(copy)
