@@ -509,7 +509,7 @@ class CollectionFiles:
                 break
         raise CorruptCollectionError(
             f"collection at {p}: the manifest counts {state.live} documents but {DOCS} holds {stored} "
-            f"(was it copied without {DOCS}-wal?)"
+            f"(copied without {DOCS}-wal, or that file left unread on read-only media?)"
         )
 
     def refresh(self) -> None:
