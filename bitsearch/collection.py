@@ -1318,7 +1318,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
         raise CorruptCollectionError(f"{mpath} is not a bitsearch collection manifest")
     version = m.get("format_version")
-    if not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int):
         raise CorruptCollectionError(f"{mpath} has no valid format_version")
     if version > FORMAT_VERSION:
         raise FormatVersionError(

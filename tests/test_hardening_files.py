@@ -188,6 +188,9 @@ def test_remove_inside_refuses_outside_paths_and_symlinks(tmp_path: Path):
             remove_inside(root, target)
     assert (victim / "precious.txt").exists()
     remove_inside(root, root / "segments" / "000001")
+    (root / "tombstones-000001.npy").write_bytes(b"x")
+    remove_inside(root, root / "tombstones-000001.npy")
+    assert not (root / "tombstones-000001.npy").exists()
     remove_inside(root, root / "segments" / "000003")  # already gone: nothing to do
     assert not (root / "segments" / "000001").exists()
 
@@ -368,3 +371,39 @@ def test_crafted_arrays_with_matching_checksums_are_refused(copy: Path):
     _write_manifest(copy, m)
     with pytest.raises(CorruptCollectionError, match="int8.npy holds uint8"):
         Collection.open(copy)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path of a manifest, not descending into arrays of numbers (ranges, thresholds, ...)."""
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += _paths(value, (*prefix, key))
+    elif isinstance(node, list) and node and isinstance(node[0], dict):
+        for i, value in enumerate(node):
+            out += _paths(value, (*prefix, i))
+    return out
+
+
+def test_any_junk_value_is_refused_or_harmless(copy: Path):
+    """Every field of the manifest replaced by values of other types and ranges: the open either
+    fails with CorruptCollectionError (FormatVersionError for a newer version), or the collection opens
+    and searches (never another error)."""
+    pristine = _manifest(copy)
+    junk: list[Any] = [None, -1, "../x", [], {}, True, 2**70]
+    q = _emb(2, seed=7)
+    for path in _paths(pristine):
+        for value in junk:
+            m = json.loads(json.dumps(pristine))
+            node: Any = m
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            _write_manifest(copy, m)
+            try:
+                col = Collection.open(copy)
+            except CollectionError:
+                continue
+            col.search(q, k=5)
+            col.close()
+    _write_manifest(copy, pristine)
