@@ -166,23 +166,24 @@ class DocStore:
             self._local.con = con
         return con
 
-    def _checkpoint(self, con: sqlite3.Connection, mode: str = "PASSIVE") -> None:
+    def _checkpoint(self, con: sqlite3.Connection) -> None:
         """Copy committed transactions from the -wal file into the database file.
 
-        After each write, so that ``docs.sqlite`` alone (a copy made without its -wal file) holds
-        every committed document. PASSIVE never waits for readers; a reader still on an older
-        snapshot can leave frames behind, which the next checkpoint (or close) copies. A checkpoint
-        that cannot run loses nothing (the -wal file still holds the commit), so it never fails a write.
+        After each write and on close, so that ``docs.sqlite`` alone (a copy made without its -wal
+        file) holds every committed document. PASSIVE never waits for readers or writers; a reader
+        still on an older snapshot can leave frames behind, which the next checkpoint copies. A
+        checkpoint that cannot run loses nothing (the -wal file still holds the commit), so it never
+        fails a write.
         """
         with contextlib.suppress(sqlite3.OperationalError):
-            con.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self) -> None:
-        """Close this thread's connection (after a checkpoint that also empties the -wal file)."""
+        """Close this thread's connection (after a checkpoint)."""
         con = getattr(self._local, "con", None)
         if con is not None:
             if not self.read_only:
-                self._checkpoint(con, "TRUNCATE")
+                self._checkpoint(con)
             con.close()
             self._local.con = None
 
