@@ -20,13 +20,15 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -42,7 +44,7 @@ from .kernels import as_words, pread_rows
 from .quantize import CODE_KINDS, CodeBook, _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
 from .store import DocId, DocStore, normalize_id
 
-__all__ = ["FORMAT_VERSION", "STAGE1_PRECISIONS", "CollectionFiles"]
+__all__ = ["FORMAT_VERSION", "STAGE1_PRECISIONS", "CollectionFiles", "remove_inside", "validate_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ _ARRAY_FILES = {
     "int8": "int8.npy",
     "float32": "float32.npy",
 }
+_SEGMENT_DTYPES = {"seqs": np.int64, "binary": np.uint8, "codes": np.uint8, "int8": np.int8, "float32": np.float32}
 _HASH_BLOCK = 1 << 22
 _FD_LOCK = threading.Lock()
 _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
@@ -365,6 +368,7 @@ class CollectionFiles:
         self._state = state
         self._docs = docs
         self._write_lock = threading.RLock()
+        self.read_only = docs.read_only  # writes need write access to the folder and the document store
 
     # -------------------------------------------------------------- create / open
 
@@ -484,12 +488,29 @@ class CollectionFiles:
         """Open the collection at ``path``: binary codes into RAM, int8 and float32 rows left on disk.
 
         File sizes are always checked against the manifest; ``verify=True`` also checks every file's
-        sha256 (reads everything once).
+        sha256 (reads everything once). The manifest is validated (``validate_manifest``) and its
+        counts checked against the document store. A collection whose folder or document store this
+        process cannot write is opened read-only: searches work, writes raise CollectionError.
         """
         p = Path(path)
-        manifest = _read_manifest(p)
-        state = _load_state(p, manifest, verify=verify)
-        return cls(p, state, DocStore(p / DOCS))
+        dir_writable = os.access(p, os.W_OK)
+        read_only = not (dir_writable and os.access(p / DOCS, os.W_OK))
+        for _ in range(_RELOAD_ATTEMPTS):
+            manifest = _read_manifest(p)
+            state = _load_state(p, manifest, verify=verify)
+            # immutable: SQLite creates no -wal/-shm files, which a folder it cannot write would refuse
+            docs = DocStore(p / DOCS, read_only=read_only, immutable=not dir_writable)
+            stored = docs.count_below(int(manifest["next_seq"]))
+            if stored >= state.live:
+                return cls(p, state, docs)
+            docs.close()
+            # a concurrent delete purges its rows after committing a newer manifest: look again
+            if _read_manifest(p)["generation"] == manifest["generation"]:
+                break
+        raise CorruptCollectionError(
+            f"collection at {p}: the manifest counts {state.live} documents but {DOCS} holds {stored} "
+            f"(copied without {DOCS}-wal, or that file left unread on read-only media?)"
+        )
 
     def refresh(self) -> None:
         """Reload the manifest if another process has written to the collection since it was opened."""
@@ -563,6 +584,11 @@ class CollectionFiles:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[State]:
         """Hold the thread and process write locks, with the newest state and stale rows purged."""
+        if self.read_only:
+            raise CollectionError(
+                f"the collection at {self.path} is read-only (this process cannot write its folder or {DOCS}): "
+                "adding, deleting, compacting and indexing need write access"
+            )
         with self._write_lock:
             lockfile = open(self.path / ".lock", "a+b")  # noqa: SIM115 - held for the block
             try:
@@ -574,17 +600,17 @@ class CollectionFiles:
                 listed = {s["name"] for s in state.manifest["segments"]}
                 for d in (self.path / "segments").iterdir():
                     if d.name not in listed:
-                        shutil.rmtree(d, ignore_errors=True)
+                        remove_inside(self.path, d)
                 ann = state.manifest.get("ann")
                 for d in self.path.glob("ann-*"):
                     if ann is None or d.name != ann["dir"]:
-                        shutil.rmtree(d, ignore_errors=True)
+                        remove_inside(self.path, d)
                 for d in self.path.glob(".ann-*.tmp-*"):
-                    shutil.rmtree(d, ignore_errors=True)
+                    remove_inside(self.path, d)
                 for f in self.path.glob("tombstones-*.npy"):
                     tomb = state.manifest["tombstones"]
                     if tomb is None or f.name != tomb["file"]:
-                        f.unlink(missing_ok=True)
+                        remove_inside(self.path, f)
                 yield state
             finally:
                 fcntl.flock(lockfile, fcntl.LOCK_UN)
@@ -802,7 +828,7 @@ class CollectionFiles:
             m["ann"] = None
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
-            shutil.rmtree(self.path / old["dir"], ignore_errors=True)
+            remove_inside(self.path, _inside(self.path, old["dir"]))
 
     def _write_ann(self, words: np.ndarray, number: int, *, nlist: int, nprobe: int, seed: int) -> dict[str, Any]:
         """Train and fill an IVF over ``words`` and write its arrays to ``ann-NNNNNN/`` (atomically)."""
@@ -901,7 +927,10 @@ def _codebook(path: Path, m: dict[str, Any]) -> CodeBook | None:
         return None
     rotation = None
     if d.get("rotation"):
-        rotation = _load_npy(path / d["rotation"]["file"], d["rotation"], verify=True)
+        rotation = _load_npy(_inside(path, d["rotation"]["file"]), d["rotation"], verify=True)
+        dim = int(m["dim"])
+        if rotation.shape != (dim, dim) or not np.isfinite(rotation).all():
+            raise CorruptCollectionError(f"{path / ROTATION} is not a finite ({dim}, {dim}) rotation matrix")
     return CodeBook.from_dict(d, rotation)
 
 
@@ -916,9 +945,34 @@ def _load_ann(path: Path, m: dict[str, Any]) -> Any:
         return None
     from .ann import BinaryIVF
 
-    d = path / ann["dir"]
-    arrays = {f[:-4]: _load_npy(d / f, info, verify=True) for f, info in ann["files"].items()}
-    return BinaryIVF.from_arrays(arrays)
+    d = _inside(path, ann["dir"])
+    arrays = {f[:-4]: _load_npy(_inside(d, f), info, verify=True) for f, info in ann["files"].items()}
+    _check_ivf_arrays(d, arrays, ann, int(m["dim"]))
+    try:
+        return BinaryIVF.from_arrays(arrays)
+    except InvalidInputError as exc:
+        raise CorruptCollectionError(f"index {d}: {exc}") from None
+
+
+def _check_ivf_arrays(d: Path, arrays: dict[str, np.ndarray], ann: dict[str, Any], dim: int) -> None:
+    """The index arrays index each other inside compiled loops with no bounds checks: check them first."""
+    nlist, n, words = int(ann["nlist"]), int(ann["rows"]), -(-dim // 64)
+    expected = {
+        "centroids": ((nlist, words), "u"),
+        "offsets": ((nlist + 1,), "i"),
+        "rows": ((n,), "i"),
+        "codes": ((n, words), "u"),
+        "means": ((nlist, words * 64), "f"),
+    }
+    for name, arr in arrays.items():
+        shape, kind = expected[name]
+        if arr.shape != shape or arr.dtype.kind != kind:
+            raise CorruptCollectionError(f"index {d}: {name}.npy has {arr.dtype} {arr.shape}, expected {shape}")
+    offsets, rows = arrays["offsets"], arrays["rows"]
+    if offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
+        raise CorruptCollectionError(f"index {d}: offsets.npy does not split {n} rows into {nlist} lists")
+    if n and (rows.min() < 0 or rows.max() >= n or np.unique(rows).size != n):
+        raise CorruptCollectionError(f"index {d}: rows.npy is not a permutation of its {n} rows")
 
 
 def _valid_ranges(ranges: object, dim: int) -> np.ndarray:
@@ -979,6 +1033,278 @@ def _check_payload(values: Sequence[Any] | None, n: int, name: str, check: Any) 
     return vals
 
 
+# ----------------------------------------------------------------------------- manifest validation
+#
+# A collection directory may come from someone else: every value of its manifest is checked here, once,
+# when it is read, so that the code after it can index ``m["..."]`` and trust types, ranges and names.
+# Names become paths only through ``_inside``: plain names of the format's own patterns, never "..",
+# a separator or an absolute path.
+
+_SEGMENT_NAME = re.compile(r"\d{6}")
+_ANN_DIR = re.compile(r"ann-(\d{6})")
+_TOMBSTONE_FILE = re.compile(r"tombstones-\d{6}\.npy")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SEGMENT_FILES = frozenset({"seqs.npy", *_ARRAY_FILES.values()})
+_ANN_FILES = ("centroids.npy", "offsets.npy", "rows.npy", "codes.npy")  # and optionally means.npy
+_MAX_INT = 2**63 - 1  # counters and sizes are int64 on disk and in SQLite
+_MAX_DIM = 1 << 20
+
+
+class _ManifestCheck:
+    """Checks values of one manifest, raising CorruptCollectionError that names the file and the field."""
+
+    def __init__(self, mpath: Path) -> None:
+        self.mpath = mpath
+
+    def fail(self, msg: str) -> NoReturn:
+        raise CorruptCollectionError(f"{self.mpath}: {msg}")
+
+    def integer(self, value: object, name: str, minimum: int = 0, maximum: int = _MAX_INT) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.fail(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
+        return value
+
+    def boolean(self, value: object, name: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(f"{name} must be true or false, got {value!r}")
+        return value
+
+    def mapping(self, value: object, name: str, required: Sequence[str] = ()) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(f"{name} must be an object, got {type(value).__name__}")
+        missing = [k for k in required if k not in value]
+        if missing:
+            self.fail(f"{name} lacks {', '.join(missing)}")
+        return value
+
+    def floats(self, value: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A finite float array of exactly ``shape`` (nested JSON lists of numbers)."""
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            self.fail(f"{name} must be an array of numbers of shape {shape}")
+        if arr.shape != shape:
+            self.fail(f"{name} must have shape {shape}, got {arr.shape}")
+        if not np.isfinite(arr).all():
+            self.fail(f"{name} contains NaN or infinity")
+        return arr
+
+    def name(self, value: object, field: str, pattern: re.Pattern[str], what: str) -> str:
+        """A plain file or folder name matching the format's own ``pattern``."""
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            self.fail(f"{field} {value!r} is not a valid {what} name")
+        return value
+
+    def file_info(self, value: object, name: str) -> dict[str, Any]:
+        """A file's {bytes, sha256} record."""
+        info = self.mapping(value, name, ("bytes", "sha256"))
+        self.integer(info["bytes"], f"{name}.bytes")
+        if not isinstance(info["sha256"], str) or not _SHA256.fullmatch(info["sha256"]):
+            self.fail(f"{name}.sha256 must be 64 lowercase hex digits, got {info['sha256']!r}")
+        return info
+
+
+def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
+    """Check every field of a parsed manifest (types, ranges, names, counts), or raise CorruptCollectionError.
+
+    The file checks against these values (sizes, checksums, shapes, sequence numbers) come when the
+    files are loaded; this makes sure nothing read from the manifest can name a path outside the
+    collection or reach the code as a type or value it does not expect.
+    """
+    c = _ManifestCheck(mpath)
+    required = (
+        "dim", "precision", "keep_int8", "keep_float32", "ranges", "segments", "tombstones",
+        "next_seq", "next_segment", "generation",
+    )  # fmt: skip
+    c.mapping(m, "the manifest", required)
+    dim = c.integer(m["dim"], "dim", 1, _MAX_DIM)
+    precision = m["precision"]
+    if precision not in STAGE1_PRECISIONS:
+        c.fail(f"unknown precision {precision!r}; expected one of {', '.join(STAGE1_PRECISIONS)}")
+    keep = {kind: c.boolean(m[f"keep_{kind}"], f"keep_{kind}") for kind in ("int8", "float32")}
+    if precision in keep and not keep[precision]:
+        c.fail(f"a {precision} collection must have keep_{precision} true")
+    for key in ("generation", "next_seq", "next_segment"):
+        c.integer(m[key], key)
+    if m.get("model") is not None:
+        c.mapping(m["model"], "model")
+    if m.get("truncate_dim") is not None:
+        c.integer(m["truncate_dim"], "truncate_dim", 1, _MAX_DIM)
+    if "keyword_index" in m:
+        c.boolean(m["keyword_index"], "keyword_index")
+    if m.get("stage1") is not None and (precision != "binary" or m["stage1"] not in STAGE1_MODES):
+        c.fail(f"stage1 {m['stage1']!r} is not one of {', '.join(STAGE1_MODES)} for a binary collection")
+    segments = m["segments"]
+    if not isinstance(segments, list):
+        c.fail("segments must be a list")
+    total = _validate_segments(c, m, segments)
+    if total > m["next_seq"]:
+        c.fail(f"next_seq {m['next_seq']} is below the {total} rows of the segments")
+    if m["ranges"] is not None:
+        r = c.floats(m["ranges"], "ranges", (2, dim))
+        if not (r[1] > r[0]).all():
+            c.fail(f"ranges have max <= min in dimension {int(np.argmax(~(r[1] > r[0])))}")
+    elif keep["int8"] and total:
+        c.fail("ranges are missing, and the segments hold int8 rows")
+    _validate_codes(c, m, dim, precision, total)
+    t = m["tombstones"]
+    if t is not None:
+        t = c.file_info(t, "tombstones")
+        c.mapping(t, "tombstones", ("file", "count"))
+        c.name(t["file"], "tombstones.file", _TOMBSTONE_FILE, "tombstone file")
+        c.integer(t["count"], "tombstones.count", 0, total)
+    if m.get("ann") is not None:
+        _validate_ann(c, m, precision, total)
+
+
+def _validate_segments(c: _ManifestCheck, m: dict[str, Any], segments: list[Any]) -> int:
+    """Check the segment list against the collection's settings; returns the total number of rows."""
+    expected = {"seqs.npy", _ARRAY_FILES[m["precision"]]}
+    expected |= {f"{kind}.npy" for kind in ("int8", "float32") if m[f"keep_{kind}"]}
+    seen: set[str] = set()
+    total = 0
+    for i, info in enumerate(segments):
+        where = f"segments[{i}]"
+        c.mapping(info, where, ("name", "rows", "files"))
+        name = c.name(info["name"], f"{where}.name", _SEGMENT_NAME, "segment")
+        if name in seen:
+            c.fail(f"segment {name} is listed twice")
+        seen.add(name)
+        if int(name) >= m["next_segment"]:
+            c.fail(f"segment {name} is not below next_segment {m['next_segment']}")
+        total += c.integer(info["rows"], f"{where}.rows")
+        files = c.mapping(info["files"], f"{where}.files")
+        unknown = sorted(str(f) for f in files if f not in _SEGMENT_FILES)
+        if unknown:
+            c.fail(f"{where}.files names unknown files {unknown}; known: {sorted(_SEGMENT_FILES)}")
+        if set(files) != expected:
+            c.fail(f"segment {name} has files {sorted(files)}; this collection's segments hold {sorted(expected)}")
+        for fname, finfo in files.items():
+            c.file_info(finfo, f"{where}.files[{fname!r}]")
+    return total
+
+
+def _validate_codes(c: _ManifestCheck, m: dict[str, Any], dim: int, precision: str, total: int) -> None:
+    """The code options and the fitted codebook (thresholds, levels, offset, rotation, pairs)."""
+    codes = m.get("codes")
+    if codes is not None:
+        if precision not in ("binary", *LOWBIT):
+            c.fail(f"codes options apply to binary, 1.5bit and 2bit collections, not {precision}")
+        c.mapping(codes, "codes", ("centering", "rotation"))
+        c.boolean(codes["centering"], "codes.centering")
+        if not isinstance(codes["rotation"], bool):
+            c.integer(codes["rotation"], "codes.rotation")
+        if "query_bits" in codes:
+            c.integer(codes["query_bits"], "codes.query_bits", 1, 8)
+    book = m.get("codebook")
+    if book is None:
+        if precision in LOWBIT and total:
+            c.fail(f"a {precision} collection with rows needs a codebook")
+        return
+    if codes is None:
+        c.fail("a codebook without codes options")
+    c.mapping(book, "codebook", ("kind", "thresholds", "levels"))
+    if book["kind"] != precision:
+        c.fail(f"codebook kind {book['kind']!r} differs from the precision {precision!r}")
+    pairs = "pair_thresholds" in book or "pair_scale" in book
+    if pairs:
+        if precision != "1.5bit":
+            c.fail("pair thresholds belong to 1.5bit codebooks only")
+        c.floats(book.get("pair_scale"), "codebook.pair_scale", (dim,))
+        c.floats(book.get("pair_thresholds"), "codebook.pair_thresholds", (-(-dim // 2),))
+        if book.get("layout", "sign+pairs") != "sign+pairs":
+            c.fail(f"unknown codebook layout {book['layout']!r}")
+    base = 4 if pairs else CODE_KINDS[precision][0]
+    c.floats(book["thresholds"], "codebook.thresholds", (1 if pairs else base - 1, dim))
+    c.floats(book["levels"], "codebook.levels", (base, dim))
+    if book.get("offset") is not None:
+        c.floats(book["offset"], "codebook.offset", (dim,))
+    if book.get("rotation") is not None:
+        rot = c.file_info(book["rotation"], "codebook.rotation")
+        c.mapping(rot, "codebook.rotation", ("file",))
+        if rot["file"] != ROTATION:
+            c.fail(f"codebook.rotation.file {rot['file']!r} is not {ROTATION!r}")
+
+
+def _validate_ann(c: _ManifestCheck, m: dict[str, Any], precision: str, total: int) -> None:
+    """The approximate index record: its folder name, parameters, row count and files."""
+    ann = c.mapping(m["ann"], "ann", ("dir", "nlist", "nprobe", "seed", "rows", "files"))
+    if precision != "binary":
+        c.fail("an approximate index exists for binary collections only")
+    if ann.get("kind", "ivf") != "ivf":
+        c.fail(f"unknown index kind {ann['kind']!r}")
+    c.name(ann["dir"], "ann.dir", _ANN_DIR, "index folder")
+    # <=: compact() has numbered its rebuilt index with the new next_segment itself
+    if int(ann["dir"][4:]) > m["next_segment"]:
+        c.fail(f"index folder {ann['dir']} is above next_segment {m['next_segment']}")
+    c.integer(ann["nlist"], "ann.nlist", 1)
+    c.integer(ann["nprobe"], "ann.nprobe", 1)
+    c.integer(ann["seed"], "ann.seed", 0, 2**32 - 1)
+    c.integer(ann["rows"], "ann.rows", 0, total)
+    files = c.mapping(ann["files"], "ann.files")
+    names = set(files)
+    if not set(_ANN_FILES) <= names <= {*_ANN_FILES, "means.npy"}:
+        c.fail(f"ann.files must be {list(_ANN_FILES)} (and optionally means.npy), got {sorted(map(str, names))}")
+    for fname, finfo in files.items():
+        c.file_info(finfo, f"ann.files[{fname!r}]")
+
+
+def _inside(root: Path, *names: str) -> Path:
+    """``root / names...`` for plain names only (no separator, "..", "." or empty name)."""
+    for name in names:
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise CorruptCollectionError(f"{name!r} is not a plain file name inside the collection at {root}")
+        if os.sep != "/" and os.sep in name:  # pragma: no cover - POSIX only today
+            raise CorruptCollectionError(f"{name!r} is not a plain file name inside the collection at {root}")
+    return root.joinpath(*names)
+
+
+def _check_layout(path: Path, m: dict[str, Any]) -> None:
+    """Refuse a collection whose own folders are symbolic links (deleting in them would reach elsewhere)."""
+    dirs = [_inside(path, "segments")]
+    dirs += [_inside(path, "segments", s["name"]) for s in m["segments"]]
+    if m.get("ann") is not None:
+        dirs.append(_inside(path, m["ann"]["dir"]))
+    for d in dirs:
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            continue  # a missing folder is reported when its files are loaded
+        if stat.S_ISLNK(st.st_mode):
+            raise CorruptCollectionError(f"{d} is a symbolic link: a collection's folders must be real folders")
+        if not stat.S_ISDIR(st.st_mode):
+            raise CorruptCollectionError(f"{d} is not a folder")
+
+
+def remove_inside(root: Path, target: Path) -> None:
+    """Delete ``target`` (a file or a folder tree) of the collection at ``root``, and nothing else.
+
+    Refuses, with CorruptCollectionError, a path that is not below ``root``, one reached through a
+    symbolic link (any folder between ``root`` and it), and a symbolic link itself; folder trees go
+    through ``shutil.rmtree``, which never follows links inside them. A missing target is not an error.
+    """
+    try:
+        rel = target.relative_to(root)
+    except ValueError:
+        raise CorruptCollectionError(f"refusing to delete {target}: it is outside the collection at {root}") from None
+    if not rel.parts or ".." in rel.parts:
+        raise CorruptCollectionError(f"refusing to delete {target}: it is not inside the collection at {root}")
+    real_root = Path(os.path.realpath(root))
+    if Path(os.path.realpath(target.parent)) != real_root / rel.parent:
+        raise CorruptCollectionError(f"refusing to delete {target}: a folder on its path is a symbolic link")
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise CorruptCollectionError(f"refusing to delete {target}: it is a symbolic link")
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not path.is_dir():
@@ -992,24 +1318,24 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
         raise CorruptCollectionError(f"{mpath} is not a bitsearch collection manifest")
     version = m.get("format_version")
-    if not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int):
         raise CorruptCollectionError(f"{mpath} has no valid format_version")
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"collection at {path} has format version {version}; this bitsearch reads up to "
             f"{FORMAT_VERSION}: upgrade bitsearch"
         )
-    required = ("dim", "precision", "keep_int8", "keep_float32", "segments", "next_seq", "generation")
-    missing = [k for k in required if k not in m]
-    if missing:
-        raise CorruptCollectionError(f"{mpath} lacks {', '.join(missing)}")
+    if version < 1:
+        raise CorruptCollectionError(f"{mpath} has no valid format_version")
+    validate_manifest(m, mpath)
+    _check_layout(path, m)
     return m
 
 
 def _load_segment(
     path: Path, info: dict[str, Any], m: dict[str, Any], verify: bool
 ) -> tuple[Segment, np.ndarray | None]:
-    segdir = path / "segments" / info["name"]
+    segdir = _inside(path, "segments", info["name"])
     files = info["files"]
     rows = int(info["rows"])
     disk: dict[str, DiskRows | None] = {"int8": None, "float32": None}
@@ -1021,14 +1347,16 @@ def _load_segment(
                 raise CorruptCollectionError(f"manifest lists no seqs.npy for segment {info['name']}")
             continue
         in_ram = m["precision"] == kind or (kind == "codes" and m["precision"] in LOWBIT)
-        fpath = segdir / fname
+        fpath = _inside(segdir, fname)
         if in_ram:
             arr = _load_npy(fpath, files[fname], verify=True)
-            shape = arr.shape
+            shape, dtype = arr.shape, arr.dtype
         else:
             _load_npy_check(fpath, files[fname], verify)
             rows_on_disk = DiskRows(fpath)
-            shape = rows_on_disk.shape
+            shape, dtype = rows_on_disk.shape, rows_on_disk.dtype
+        if dtype != _SEGMENT_DTYPES[kind]:  # the compiled scans and pread rows assume these exact types
+            raise CorruptCollectionError(f"{fpath} holds {dtype}, expected {np.dtype(_SEGMENT_DTYPES[kind])}")
         width: tuple[int, ...] = ()
         if kind == "binary":
             width = (-(-int(m["dim"]) // 8),)
@@ -1047,6 +1375,12 @@ def _load_segment(
     seq_start = None
     if rows:  # sequence numbers are consecutive until a compaction drops rows: then row -> seq is arithmetic
         first, last = seqs.take(np.array([0, rows - 1])).tolist()
+        # ascending and below next_seq, or the next add would reuse (and first purge) stored sequence numbers
+        if first < 0 or last - first < rows - 1 or last >= int(m["next_seq"]):
+            raise CorruptCollectionError(
+                f"segment {info['name']} holds sequence numbers {first}..{last}, which do not fit its "
+                f"{rows} rows below the manifest's next_seq {m['next_seq']}"
+            )
         seq_start = first if last - first == rows - 1 else None
     return Segment(info["name"], rows, seqs, disk["int8"], disk["float32"], seq_start), ram
 
@@ -1103,10 +1437,14 @@ def _tombstones(path: Path, m: dict[str, Any]) -> np.ndarray:
     t = m.get("tombstones")
     if t is None:
         return np.zeros(0, dtype=np.int64)
-    arr = _load_npy(path / t["file"], t, verify=True)
-    if arr.ndim != 1 or arr.size != t["count"]:
-        raise CorruptCollectionError(f"{path / t['file']} does not hold {t['count']} sequence numbers")
-    return arr.astype(np.int64)
+    tpath = _inside(path, t["file"])
+    arr = _load_npy(tpath, t, verify=True)
+    if arr.ndim != 1 or arr.size != t["count"] or arr.dtype.kind not in "iu":
+        raise CorruptCollectionError(f"{tpath} does not hold {t['count']} sequence numbers")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr[0] < 0 or arr[-1] >= int(m["next_seq"]) or (np.diff(arr) <= 0).any()):
+        raise CorruptCollectionError(f"{tpath} does not hold distinct sorted sequence numbers below next_seq")
+    return arr
 
 
 def _deleted_mask(segments: Sequence[Segment], tomb: np.ndarray, total: int) -> np.ndarray:

@@ -9,6 +9,7 @@ committed (an interrupted ``add``) or has tombstoned are garbage, removed by ``p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -117,10 +118,28 @@ def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
 class DocStore:
     """SQLite-backed id/text/metadata storage, safe for one writer and many reader threads."""
 
-    def __init__(self, path: str | Path, *, create: bool = False, keyword_index: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        create: bool = False,
+        keyword_index: bool = False,
+        read_only: bool = False,
+        immutable: bool = False,
+    ) -> None:
+        """Open (or ``create``) the store at ``path``.
+
+        ``read_only`` opens it with SQLite's ``mode=ro`` (read-only media, a copy without write
+        permission); ``immutable`` also promises SQLite that nobody changes the file, so it needs no
+        -wal/-shm files beside it (a folder it cannot write).
+        """
         self.path = Path(path)
         if not create and not self.path.exists():
             raise CorruptCollectionError(f"document store {self.path} is missing")
+        self.read_only = read_only or immutable
+        self._uri: str | None = None
+        if self.read_only:
+            self._uri = self.path.absolute().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else "")
         self._local = threading.local()
         try:
             con = self._con()
@@ -137,17 +156,34 @@ class DocStore:
         """One connection per thread (sqlite3 connections must not be shared across threads)."""
         con = getattr(self._local, "con", None)
         if con is None:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
+            if self._uri is not None:
+                con = sqlite3.connect(self._uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
+            else:
+                con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")
             con.execute("PRAGMA cache_size=-16384")  # 16 MiB of pages: texts of recent hits stay parsed
             self._local.con = con
         return con
 
+    def _checkpoint(self, con: sqlite3.Connection) -> None:
+        """Copy committed transactions from the -wal file into the database file.
+
+        After each write and on close, so that ``docs.sqlite`` alone (a copy made without its -wal
+        file) holds every committed document. PASSIVE never waits for readers or writers; a reader
+        still on an older snapshot can leave frames behind, which the next checkpoint copies. A
+        checkpoint that cannot run loses nothing (the -wal file still holds the commit), so it never
+        fails a write.
+        """
+        with contextlib.suppress(sqlite3.OperationalError):
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def close(self) -> None:
-        """Close this thread's connection."""
+        """Close this thread's connection (after a checkpoint)."""
         con = getattr(self._local, "con", None)
         if con is not None:
+            if not self.read_only:
+                self._checkpoint(con)
             con.close()
             self._local.con = None
 
@@ -186,6 +222,7 @@ class DocStore:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
+        self._checkpoint(con)
 
     def seqs_for(self, ids: Sequence[DocId]) -> list[int]:
         """Sequence numbers of ``ids`` in order; an unknown id raises UnknownIdError naming it."""
@@ -220,6 +257,8 @@ class DocStore:
         """Delete rows with sequence number >= ``seq`` (left by an add that never committed)."""
         con = self._con()
         cur = con.execute("DELETE FROM docs WHERE seq >= ?", (int(seq),))
+        if cur.rowcount > 0:
+            self._checkpoint(con)
         return cur.rowcount
 
     def purge_seqs(self, seqs: Iterable[int]) -> int:
@@ -236,11 +275,30 @@ class DocStore:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        self._checkpoint(con)
         return n
 
     def count(self) -> int:
         """Number of rows (live or not yet purged)."""
         return int(self._con().execute("SELECT COUNT(*) FROM docs").fetchone()[0])
+
+    def count_below(self, seq: int) -> int:
+        """Number of rows with a sequence number below ``seq`` (the committed ones, for a manifest's next_seq).
+
+        All rows minus those at or above ``seq``: a plain COUNT(*) scans the small id index (1M
+        documents: ~13 ms) where a range on seq walks the whole table with its texts (~400 ms).
+        """
+        try:
+            con = self._con()
+            con.execute("BEGIN")  # one snapshot for both counts: a concurrent add inserts rows above seq
+            try:
+                total = con.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+                above = con.execute("SELECT COUNT(*) FROM docs WHERE seq >= ?", (int(seq),)).fetchone()[0]
+            finally:
+                con.execute("COMMIT")
+            return int(total) - int(above)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptCollectionError(f"document store {self.path} is unreadable: {exc}") from None
 
     def keyword_search(
         self, query: str, k: int, where: tuple[str, list[Any]] | None = None, max_seq: int | None = None
