@@ -66,7 +66,6 @@ _ARRAY_FILES = {
     "float32": "float32.npy",
 }
 _HASH_BLOCK = 1 << 22
-_FD_LOCK = threading.Lock()
 _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
 
 
@@ -144,6 +143,9 @@ class DiskRows:
         self.path = path
         self._fd_cache: int | None = None
         with open(path, "rb") as f:
+            # the descriptor is kept from the start: a snapshot whose files a later write removes
+            # (compaction, or another process's) still reads them, and never opens a path again
+            self._fd_cache = os.dup(f.fileno())
             try:
                 major, _ = np.lib.format.read_magic(f)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
@@ -162,19 +164,22 @@ class DiskRows:
             raise CorruptCollectionError(f"collection file {path} is truncated: {size} of {expected} bytes")
 
     def read_all(self) -> np.ndarray:
-        """Every row, read into memory (compaction, tombstone masks)."""
-        count = int(np.prod(self.shape, dtype=np.int64))
-        return np.fromfile(self.path, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
+        """Every row, read into memory through the kept descriptor (compaction, masks, filters)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        fd, done = self._fd(), 0
+        while done < view.nbytes:  # one pread returns at most ~2 GiB
+            got = os.preadv(fd, [view[done:]], self.offset + done)
+            if got <= 0:
+                raise CorruptCollectionError(f"collection file {self.path} ended early while reading rows")
+            done += got
+        return out
 
     def _fd(self) -> int:
-        """A read-only descriptor, opened on first use and kept: a snapshot whose files a compaction
-        has since removed can still finish reading them."""
+        """The read-only descriptor opened with the file and kept for the object's life."""
         fd = self._fd_cache
         if fd is None:
-            with _FD_LOCK:
-                if self._fd_cache is None:
-                    self._fd_cache = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                fd = self._fd_cache
+            raise CollectionError(f"collection file {self.path} was closed")
         return fd
 
     def __del__(self) -> None:
