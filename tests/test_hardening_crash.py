@@ -50,10 +50,12 @@ def _vec(text: str) -> np.ndarray:
 
 
 def _text(doc_id: str) -> str:
+    """Every text matches the keyword query "text"; half of them "even"."""
     return f"text {doc_id} {'even' if int(doc_id[1:]) % 2 == 0 else 'odd'}"
 
 
 def _add(col: Collection, ids: list[str]) -> None:
+    """Add documents ``ids`` with their texts, vectors and an "even" metadata field."""
     texts = [_text(i) for i in ids]
     meta = [{"even": int(i[1:]) % 2 == 0} for i in ids]
     col.add(np.stack([_vec(t) for t in texts]), ids=ids, texts=texts, metadata=meta)
@@ -82,7 +84,8 @@ def _fork(fn: Callable[..., Any], *args: Any) -> tuple[str, Any]:
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if code == KILLED:
         return "killed", None
-    assert code == 0 and data, f"child died with status {code}"
+    if code != 0 or not data:  # e.g. -15: numba's OpenMP pool had started before the fork
+        return "error", f"child died with status {code}"
     return pickle.loads(data)
 
 
@@ -110,10 +113,11 @@ def _zygote_main(conn: Any) -> None:  # pragma: no cover - runs in the zygote
     with tempfile.TemporaryDirectory() as scratch:  # load every compiled kernel the writes use
         path = Path(scratch) / "c"
         _base(path)
-        for op in (_op_add, _op_delete, _op_compact, _op_build, _op_drop):
+        writes = [(op, path) for op in (_op_add, _op_delete, _op_compact, _op_build, _op_drop)]
+        writes.append((_cli(_corpus(Path(scratch) / "corpus.jsonl", CLI_IDS)), Path(scratch) / "cli"))
+        for op, where in writes:
             with contextlib.suppress(Exception):  # only the kernels matter here
-                op(path)
-        _op_cli(_corpus(Path(scratch) / "corpus.jsonl", CLI_IDS), Path(scratch) / "cli")
+                op(where)
     # a killed process loses nothing its writes left in the page cache: fsync only costs time here
     os.fsync = lambda fd: None
     conn.send("ready")
@@ -177,6 +181,7 @@ def _arm(n: int) -> None:
 
 
 def _ann_settings(ann: dict[str, Any]) -> list[int]:
+    """What tells one index from another (its directory name is no part of a state)."""
     return [ann["nlist"], ann["nprobe"], ann["seed"], ann["rows"]]
 
 
@@ -217,7 +222,8 @@ def _written(op: Callable[[Path], None], path: Path) -> dict[str, Any]:
 
 
 def _probe(path: Path) -> list[str]:
-    """A further write after the crashes: every id not live is added again (none may look taken)."""
+    """Further writes after the crashes: every id not live is added again (none may look taken) and the
+    collection compacted; returns the temporary files left (there must be none)."""
     c = Collection.open(path)
     before = len(c)
     missing = [i for i in UNIVERSE if i not in c and i[0] != "c"]
