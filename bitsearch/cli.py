@@ -15,7 +15,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import sys
 import sysconfig
 import tempfile
@@ -31,6 +30,7 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
+from bitsearch.collection import interrupted_create
 from bitsearch.errors import BitsearchError
 from bitsearch.search import Collection
 
@@ -47,7 +47,6 @@ app = typer.Typer(
 )
 
 MANIFEST = "manifest.json"
-_KILL_AFTER_ENV = "BITSEARCH_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL the indexer after N committed chunks
 _TEXT_SUFFIXES = {".txt", ".md"}
 
 
@@ -570,8 +569,6 @@ def index_records(
     """Encode and add records chunk by chunk; ids already in the collection are skipped (resume)."""
     report = IndexReport()
     seen: set[str] = set()
-    kill_after = int(os.environ.get(_KILL_AFTER_ENV) or 0)
-    chunks_added = 0
     step = max(1, encoder.batch_size * 8)
     for chunk in _batched(records, chunk_size):
         report.records += len(chunk)
@@ -615,9 +612,6 @@ def index_records(
                 embeddings, ids=[d.id for d in docs], texts=[d.text for d in docs], metadata=[d.metadata for d in docs]
             )
         report.added += len(docs)
-        chunks_added += 1
-        if kill_after and chunks_added >= kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
     return col, report
 
 
@@ -693,7 +687,7 @@ def index(
             _check_settings(col, model, precision, truncate_dim, keep_float32)
             encoder = _encoder_for(col, device=device, batch_size=batch_size)
         else:
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if out.exists() and (not out.is_dir() or any(out.iterdir())) and not interrupted_create(out):
                 raise CliError(f"{out} exists and is neither a collection nor an empty directory")
             encoder = _load_encoder(model, device=device, batch_size=batch_size, truncate_dim=truncate_dim)
         start = time.perf_counter()

@@ -15,6 +15,7 @@ Opening loads the stage-1 codes into RAM; int8 and float32 rows stay on disk, re
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -22,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import threading
 import warnings
@@ -44,7 +46,14 @@ from .kernels import as_words, pread_rows
 from .quantize import CODE_KINDS, CodeBook, _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
 from .store import DocId, DocStore, normalize_id
 
-__all__ = ["FORMAT_VERSION", "STAGE1_PRECISIONS", "CollectionFiles", "remove_inside", "validate_manifest"]
+__all__ = [
+    "FORMAT_VERSION",
+    "STAGE1_PRECISIONS",
+    "CollectionFiles",
+    "interrupted_create",
+    "remove_inside",
+    "validate_manifest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,6 @@ _ARRAY_FILES = {
 }
 _SEGMENT_DTYPES = {"seqs": np.int64, "binary": np.uint8, "codes": np.uint8, "int8": np.int8, "float32": np.float32}
 _HASH_BLOCK = 1 << 22
-_FD_LOCK = threading.Lock()
 _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
 
 
@@ -87,12 +95,35 @@ def _fsync_dir(path: Path) -> None:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep the space of a half-written file
+        raise
     _fsync_dir(path.parent)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a full disk (or quota), from the file system or from SQLite."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+
+
+def _take_number(path: Path, m: dict[str, Any]) -> int:
+    """A number for a new segment or index directory that no directory uses; the counter moves past it.
+
+    Segments and indexes share the counter, so a directory is never renamed onto an existing name.
+    """
+    n = int(m["next_segment"])
+    while (path / "segments" / f"{n:06d}").exists() or (path / f"ann-{n:06d}").exists():
+        n += 1
+    m["next_segment"] = n + 1
+    return n
 
 
 def _save_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
@@ -147,6 +178,9 @@ class DiskRows:
         self.path = path
         self._fd_cache: int | None = None
         with open(path, "rb") as f:
+            # the descriptor is kept from the start: a snapshot whose files a later write removes
+            # (compaction, or another process's) still reads them, and never opens a path again
+            self._fd_cache = os.dup(f.fileno())
             try:
                 major, _ = np.lib.format.read_magic(f)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
@@ -165,19 +199,22 @@ class DiskRows:
             raise CorruptCollectionError(f"collection file {path} is truncated: {size} of {expected} bytes")
 
     def read_all(self) -> np.ndarray:
-        """Every row, read into memory (compaction, tombstone masks)."""
-        count = int(np.prod(self.shape, dtype=np.int64))
-        return np.fromfile(self.path, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
+        """Every row, read into memory through the kept descriptor (compaction, masks, filters)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        fd, done = self._fd(), 0
+        while done < view.nbytes:  # one pread returns at most ~2 GiB
+            got = os.preadv(fd, [view[done:]], self.offset + done)
+            if got <= 0:
+                raise CorruptCollectionError(f"collection file {self.path} ended early while reading rows")
+            done += got
+        return out
 
     def _fd(self) -> int:
-        """A read-only descriptor, opened on first use and kept: a snapshot whose files a compaction
-        has since removed can still finish reading them."""
+        """The read-only descriptor opened with the file and kept for the object's life."""
         fd = self._fd_cache
         if fd is None:
-            with _FD_LOCK:
-                if self._fd_cache is None:
-                    self._fd_cache = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                fd = self._fd_cache
+            raise CollectionError(f"collection file {self.path} was closed")
         return fd
 
     def __del__(self) -> None:
@@ -429,7 +466,10 @@ class CollectionFiles:
                 )
             return col
         if p.exists() and any(p.iterdir()):
-            raise CollectionError(f"{p} exists and is not an empty directory or a collection")
+            if not interrupted_create(p):
+                raise CollectionError(f"{p} exists and is not an empty directory or a collection")
+            for f in p.iterdir():  # start again from nothing: the next manifest names none of these
+                remove_inside(p, f)
         if truncate_dim is not None and truncate_dim != dim:
             raise InvalidInputError(f"truncate_dim {truncate_dim} differs from the collection dim {dim}")
         if query_bits is not None:
@@ -583,42 +623,104 @@ class CollectionFiles:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[State]:
-        """Hold the thread and process write locks, with the newest state and stale rows purged."""
+        """Hold the thread and process write locks, with the newest state and stale files and rows removed.
+
+        A write that fails before its commit leaves the collection as it was: what it wrote is removed
+        at once, and a full disk is reported as such (a CollectionError) rather than as the OS's or
+        SQLite's error.
+        """
         if self.read_only:
             raise CollectionError(
                 f"the collection at {self.path} is read-only (this process cannot write its folder or {DOCS}): "
                 "adding, deleting, compacting and indexing need write access"
             )
         with self._write_lock:
-            lockfile = open(self.path / ".lock", "a+b")  # noqa: SIM115 - held for the block
+            # O_NOFOLLOW: a planted .lock symlink must not create or touch a file outside the folder
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd = os.open(self.path / ".lock", flags, 0o644)
+            except OSError as exc:
+                raise CorruptCollectionError(f"cannot open the lock file of {self.path}: {exc}") from None
+            lockfile = os.fdopen(fd, "r+b")
             try:
                 fcntl.flock(lockfile, fcntl.LOCK_EX)
-                self.refresh()
-                state = self._state
-                # rows of adds that never committed, and segment dirs no manifest lists
-                self._docs.purge_from(state.manifest["next_seq"])
-                listed = {s["name"] for s in state.manifest["segments"]}
-                for d in (self.path / "segments").iterdir():
-                    if d.name not in listed:
-                        remove_inside(self.path, d)
-                ann = state.manifest.get("ann")
-                for d in self.path.glob("ann-*"):
-                    if ann is None or d.name != ann["dir"]:
-                        remove_inside(self.path, d)
-                for d in self.path.glob(".ann-*.tmp-*"):
-                    remove_inside(self.path, d)
-                for f in self.path.glob("tombstones-*.npy"):
-                    tomb = state.manifest["tombstones"]
-                    if tomb is None or f.name != tomb["file"]:
-                        remove_inside(self.path, f)
-                yield state
+                generation = None
+                try:
+                    self.refresh()
+                    state = self._state
+                    generation = int(state.manifest["generation"])
+                    # files first: removing them needs no space, and frees what SQLite may need next
+                    self._remove_unlisted(state.manifest)
+                    self._docs.purge_from(state.manifest["next_seq"])  # rows of adds that never committed
+                    yield state
+                except BaseException as exc:
+                    error = self._failed(exc, generation)
+                    if error is not None:
+                        raise error from exc
+                    raise
             finally:
                 fcntl.flock(lockfile, fcntl.LOCK_UN)
                 lockfile.close()
 
+    def _remove_unlisted(self, m: dict[str, Any]) -> None:
+        """Remove what manifest ``m`` does not name: temporary files of writes that never committed,
+        and the files earlier commits replaced. Called with the process write lock held; every removal
+        goes through ``remove_inside`` (nothing outside the folder, nothing through a symbolic link)."""
+        root = self.path
+        for pattern in (f".{MANIFEST}.tmp-*", ".tombstones-*.tmp", f".{ROTATION}.tmp", ".ann-*.tmp-*"):
+            for f in root.glob(pattern):
+                remove_inside(root, f)
+        if not (m.get("codebook") or {}).get("rotation"):
+            remove_inside(root, root / ROTATION)
+        listed = {s["name"] for s in m["segments"]}
+        for d in (root / "segments").iterdir():
+            if d.name not in listed:
+                remove_inside(root, d)
+        ann = m.get("ann")
+        for d in root.glob("ann-*"):
+            if ann is None or d.name != ann["dir"]:
+                remove_inside(root, d)
+        tomb = m["tombstones"]
+        for f in root.glob("tombstones-*.npy"):
+            if tomb is None or f.name != tomb["file"]:
+                remove_inside(root, f)
+
+    def _failed(self, exc: BaseException, generation: int | None) -> CollectionError | None:
+        """Remove what a failed write left (best effort); for a full disk, the error to raise instead.
+
+        ``generation`` is the state's when the write began (None: it failed before, writing nothing).
+        """
+        m = None
+        if generation is not None:
+            try:
+                m = _read_manifest(self.path)
+                self._remove_unlisted(m)
+            except Exception as cleanup:  # the write's own error is the one to report
+                log.warning("could not remove the files of a failed write to %s: %s", self.path, cleanup)
+        if not _is_disk_full(exc):
+            return None
+        if m is not None and generation is not None and int(m["generation"]) == generation:
+            outcome = "nothing was changed; free some space and retry"
+        else:
+            outcome = "the write may have committed; open the collection again to see"
+        return CollectionError(f"no space left on device while writing to the collection at {self.path}: {outcome}")
+
     def _commit(self, manifest: dict[str, Any]) -> None:
+        """Write the new manifest: its rename is the commit of the write."""
         manifest["generation"] = int(manifest["generation"]) + 1
         _write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+
+    def _tidy(self, purge: Sequence[int] = ()) -> None:
+        """After a commit: remove the files it replaced and purge the rows it tombstoned.
+
+        Best effort: the commit stands whatever happens here; files are removed by the next write,
+        rows of tombstoned documents stay hidden by their tombstones and leave at compaction.
+        """
+        try:
+            self._remove_unlisted(self._state.manifest)
+            self._docs.purge_seqs(purge)
+        except (OSError, sqlite3.Error, CorruptCollectionError) as exc:
+            log.warning("could not tidy the collection at %s after a write: %s", self.path, exc)
 
     def add(
         self,
@@ -670,12 +772,11 @@ class CollectionFiles:
                 m["codebook"] = _fit_codebook(self.path, m, emb)
                 if "pair_thresholds" in m["codebook"]:  # an empty format-2 1.5bit collection gets pair planes
                     m["format_version"] = max(int(m["format_version"]), 3)
-            name = f"{int(m['next_segment']):06d}"
+            name = f"{_take_number(self.path, m):06d}"
             seg_info = self._write_segment(name, emb, np.arange(first_seq, first_seq + n, dtype=np.int64), m, ranges)
             self._docs.insert(first_seq, doc_ids, texts, metadata)
             m["segments"].append(seg_info)
             m["next_seq"] = first_seq + n
-            m["next_segment"] = int(m["next_segment"]) + 1
             self._commit(m)
             self._state = _extend_state(state, m, self.path, seg_info)
         return doc_ids
@@ -710,7 +811,8 @@ class CollectionFiles:
         files = {fname: _save_npy(tmp / fname, arr) for fname, arr in arrays.items()}
         _fsync_dir(tmp)
         final = segdir / name
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():  # names are never reused: renaming onto one could replace a listed segment
+            raise CollectionError(f"segment directory {final} already exists")
         os.rename(tmp, final)
         _fsync_dir(segdir)
         rows = int(arrays["seqs.npy"].shape[0])
@@ -739,13 +841,9 @@ class CollectionFiles:
             os.replace(self.path / f".{fname}.tmp", self.path / fname)
             _fsync_dir(self.path)
             m["tombstones"] = {"file": fname, "count": int(tomb.size), **info}
-            old = state.manifest["tombstones"]
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False, reuse=state)
-            # after the commit: purge rows and the old tombstone file (a crash here is repaired later)
-            self._docs.purge_seqs(seqs.tolist())
-            if old is not None:
-                (self.path / old["file"]).unlink(missing_ok=True)
+            self._tidy(purge=seqs.tolist())
         return len(norm)
 
     def compact(self) -> None:
@@ -753,8 +851,14 @@ class CollectionFiles:
         with self._writing() as state:
             m = json.loads(json.dumps(state.manifest))
             keep = np.flatnonzero(~state.deleted)
-            name = f"{int(m['next_segment']):06d}"
             arrays: dict[str, np.ndarray] = {"seqs.npy": state.gather("seqs", keep)}
+            # the rows of deleted documents leave the document store before the tombstones that hide
+            # them do, so no crash can leave a row that looks live; rows of no segment at all (left so
+            # by older releases) go too. Idempotent: a crash before the commit loses nothing visible.
+            self._docs.purge_seqs(state.tombstones.tolist())
+            if self._docs.count_below(int(m["next_seq"])) != keep.size:
+                stored = np.asarray(self._docs.stored_seqs(int(m["next_seq"])), dtype=np.int64)
+                self._docs.purge_seqs(np.setdiff1d(stored, arrays["seqs.npy"]).tolist())
             if m["precision"] == "binary":
                 nbytes = -(-int(m["dim"]) // 8)
                 assert state.words is not None
@@ -770,26 +874,18 @@ class CollectionFiles:
                 arrays["int8.npy"] = state.gather("int8", keep)
             if m["keep_float32"]:
                 arrays["float32.npy"] = state.gather("float32", keep)
-            old_segments = [s["name"] for s in m["segments"]]
-            old_tomb = m["tombstones"]
+            name = f"{_take_number(self.path, m):06d}"
             m["segments"] = [self._write_segment_arrays(name, arrays)] if keep.size else []
-            m["next_segment"] = int(m["next_segment"]) + 1
             m["tombstones"] = None
             old_ann = m.get("ann")
             if old_ann is not None:  # row numbers change: rebuild the index over the new rows
                 m["ann"] = None
                 if keep.size and state.words is not None:
-                    m["ann"] = self._write_ann(state.words[keep], int(m["next_segment"]), **_ann_params(old_ann))
+                    number = _take_number(self.path, m)
+                    m["ann"] = self._write_ann(state.words[keep], number, **_ann_params(old_ann))
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
-            if old_ann is not None:
-                shutil.rmtree(self.path / old_ann["dir"], ignore_errors=True)
-            if state.tombstones.size:
-                self._docs.purge_seqs(state.tombstones.tolist())
-            for seg in old_segments:
-                shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
-            if old_tomb is not None:
-                (self.path / old_tomb["file"]).unlink(missing_ok=True)
+            self._tidy()
 
     # -------------------------------------------------------------- approximate stage 1
 
@@ -810,13 +906,11 @@ class CollectionFiles:
                 nlist = int(min(state.rows, max(1, round(4 * np.sqrt(state.rows)))))
             if nprobe < 1:
                 raise InvalidInputError(f"nprobe must be >= 1, got {nprobe}")
-            old = m.get("ann")
-            m["ann"] = self._write_ann(state.words, int(m["next_segment"]), nlist=nlist, nprobe=nprobe, seed=seed)
-            m["next_segment"] = int(m["next_segment"]) + 1
+            number = _take_number(self.path, m)
+            m["ann"] = self._write_ann(state.words, number, nlist=nlist, nprobe=nprobe, seed=seed)
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
-            if old is not None:
-                shutil.rmtree(self.path / old["dir"], ignore_errors=True)
+            self._tidy()
 
     def drop_index(self) -> None:
         """Remove the approximate index: stage 1 is an exact scan again."""
@@ -828,7 +922,7 @@ class CollectionFiles:
             m["ann"] = None
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
-            remove_inside(self.path, _inside(self.path, old["dir"]))
+            self._tidy()
 
     def _write_ann(self, words: np.ndarray, number: int, *, nlist: int, nprobe: int, seed: int) -> dict[str, Any]:
         """Train and fill an IVF over ``words`` and write its arrays to ``ann-NNNNNN/`` (atomically)."""
@@ -842,6 +936,8 @@ class CollectionFiles:
         tmp.mkdir()
         files = {f"{k}.npy": _save_npy(tmp / f"{k}.npy", v) for k, v in ivf.to_arrays().items()}
         _fsync_dir(tmp)
+        if (self.path / name).exists():  # numbers are never reused: see _take_number
+            raise CollectionError(f"index directory {self.path / name} already exists")
         os.rename(tmp, self.path / name)
         _fsync_dir(self.path)
         return {"kind": "ivf", "dir": name, "nlist": int(nlist), "nprobe": int(nprobe), "seed": int(seed),
@@ -902,6 +998,17 @@ class CollectionFiles:
 
 
 # ----------------------------------------------------------------------------- loading
+
+
+def interrupted_create(path: Path) -> bool:
+    """Whether ``path`` holds only what a ``create`` killed before its manifest leaves behind: an
+    empty ``segments/``, the new document store, a rotation matrix, temporary files."""
+    if not path.is_dir() or (path / MANIFEST).exists() or not (path / "segments").is_dir():
+        return False
+    if any((path / "segments").iterdir()):
+        return False
+    names = {"segments", ".lock", DOCS, f"{DOCS}-wal", f"{DOCS}-shm", f"{DOCS}-journal", ROTATION, f".{ROTATION}.tmp"}
+    return all(f.name in names or f.name.startswith(f".{MANIFEST}.tmp-") for f in path.iterdir())
 
 
 def _fit_codebook(path: Path, m: dict[str, Any], emb: np.ndarray) -> dict[str, Any]:

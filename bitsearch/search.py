@@ -336,7 +336,8 @@ class Collection(CollectionFiles):
         allowed = np.asarray(self._docs.filter_seqs(where, int(state.manifest["next_seq"])), dtype=np.int64)
         all_seqs = state.extra.get("seqs")
         if all_seqs is None:
-            all_seqs = np.concatenate([s.seqs.read_all() for s in state.segments]) if state.segments else np.zeros(0)
+            # through the snapshot's descriptors (or arithmetic): its files may be gone since it loaded
+            all_seqs = state.gather("seqs", np.arange(state.rows, dtype=np.int64))
             state.extra["seqs"] = all_seqs  # cached per state: seqs only change with a new state
         pos = np.minimum(np.searchsorted(all_seqs, allowed), max(all_seqs.size - 1, 0))
         pos = pos[all_seqs[pos] == allowed] if all_seqs.size else pos[:0]

@@ -254,26 +254,47 @@ class DocStore:
         return out
 
     def purge_from(self, seq: int) -> int:
-        """Delete rows with sequence number >= ``seq`` (left by an add that never committed)."""
+        """Delete rows with sequence number >= ``seq`` (left by an add that never committed).
+
+        Looks first and writes only when there is something to delete: on a full disk, a write that
+        finds nothing to purge must not fail here.
+        """
         con = self._con()
+        if con.execute("SELECT 1 FROM docs WHERE seq >= ? LIMIT 1", (int(seq),)).fetchone() is None:
+            return 0
         cur = con.execute("DELETE FROM docs WHERE seq >= ?", (int(seq),))
         if cur.rowcount > 0:
             self._checkpoint(con)
         return cur.rowcount
 
+    def stored_seqs(self, below: int) -> list[int]:
+        """Sequence numbers of the stored rows below ``below``, ascending (live or not yet purged)."""
+        rows = self._con().execute("SELECT seq FROM docs WHERE seq < ? ORDER BY seq", (int(below),))
+        return [int(r[0]) for r in rows]
+
     def purge_seqs(self, seqs: Iterable[int]) -> int:
-        """Delete the rows with these sequence numbers (tombstoned documents)."""
+        """Delete the rows with these sequence numbers (tombstoned documents), in one transaction.
+
+        Looks first and writes only the rows still there: purging again after a crash, or on a full
+        disk when nothing is left to purge, writes nothing.
+        """
         con = self._con()
+        present: list[int] = []
+        for part in _chunks([int(s) for s in seqs]):
+            marks = ",".join("?" * len(part))
+            present.extend(int(r[0]) for r in con.execute(f"SELECT seq FROM docs WHERE seq IN ({marks})", part))
+        if not present:
+            return 0
         n = 0
-        values = [int(s) for s in seqs]
         con.execute("BEGIN IMMEDIATE")
         try:
-            for part in _chunks(values):
+            for part in _chunks(present):
                 marks = ",".join("?" * len(part))
                 n += con.execute(f"DELETE FROM docs WHERE seq IN ({marks})", part).rowcount
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                con.execute("ROLLBACK")
             raise
         self._checkpoint(con)
         return n
@@ -289,15 +310,16 @@ class DocStore:
         documents: ~13 ms) where a range on seq walks the whole table with its texts (~400 ms).
         """
         try:
-            con = self._con()
-            con.execute("BEGIN")  # one snapshot for both counts: a concurrent add inserts rows above seq
-            try:
-                total = con.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
-                above = con.execute("SELECT COUNT(*) FROM docs WHERE seq >= ?", (int(seq),)).fetchone()[0]
-            finally:
-                con.execute("COMMIT")
+            # one statement, so one snapshot for both counts: a concurrent add inserts rows above seq
+            total, above = (
+                self._con()
+                .execute("SELECT (SELECT COUNT(*) FROM docs), (SELECT COUNT(*) FROM docs WHERE seq >= ?)", (int(seq),))
+                .fetchone()
+            )
             return int(total) - int(above)
         except sqlite3.DatabaseError as exc:
+            if "disk is full" in str(exc):  # not a damaged store: the writer reports a full disk as such
+                raise
             raise CorruptCollectionError(f"document store {self.path} is unreadable: {exc}") from None
 
     def keyword_search(

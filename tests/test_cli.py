@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -183,17 +183,37 @@ def test_rerun_is_a_no_op_and_model_mismatch_is_refused(built: Path, corpus: Pat
     assert_clean_failure(other_precision, "precision")
 
 
+# `bitsearch index` that SIGKILLs itself right after its first chunk's add returns (committed)
+_KILLED_AFTER_FIRST_CHUNK = textwrap.dedent(
+    """
+    import os, signal, sys
+    from bitsearch.cli import app
+    from bitsearch.search import Collection
+    real_add = Collection.add
+    def add(self, *args, **kwargs):
+        real_add(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    Collection.add = add
+    sys.argv = ["bitsearch", *sys.argv[1:]]
+    app()
+    """
+)
+
+
 @pytest.mark.slow  # two fresh processes load torch and the model (~30 s on 2 busy cores)
 def test_kill_and_resume_gives_the_same_collection(built: Path, corpus: Path, tmp_path: Path) -> None:
     """SIGKILL after the first committed chunk, then re-run: same ids, same codes, no duplicates."""
     out = tmp_path / "resumed"
-    cmd = [sys.executable, "-m", "bitsearch.cli", "index", str(corpus), "--out", str(out), "--chunk-size", str(CHUNK)]
-    env = {**os.environ, "BITSEARCH_TEST_KILL_AFTER_CHUNKS": "1"}
-    killed = subprocess.run([*cmd, "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    args = ["index", str(corpus), "--out", str(out), "--chunk-size", str(CHUNK), "--quiet"]
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_FIRST_CHUNK, *args], capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     partial = collection_arrays(out)
     assert len(partial["ids"]) == CHUNK
-    resumed = subprocess.run([*cmd, "--quiet"], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "bitsearch.cli", *args], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{CHUNK} documents already in the collection were skipped" in resumed.stdout
     want, got = collection_arrays(built), collection_arrays(out)
@@ -356,7 +376,7 @@ def test_float32_collection_with_truncation(tmp_path: Path, docs: list[dict]) ->
     payload = json.loads(invoke("search", out, docs[5]["title"], "--json").stdout)
     assert payload["results"][0]["hits"][0]["id"] == docs[5]["_id"]
     mismatch = invoke("index", src, "--out", out, "--truncate-dim", "256", "--quiet")
-    assert_clean_failure(mismatch, "truncate_dim")
+    assert_clean_failure(mismatch, "--truncate-dim 128")
 
 
 # ----------------------------------------------------------------------------- demo
@@ -418,6 +438,6 @@ def test_index_query_bits(tmp_path: Path) -> None:
     assert hits["results"][0]["hits"][0]["id"] == "0"
     assert_clean_failure(
         invoke("index", src, "--out", tmp_path / "b", "--quiet", "--query-bits", "4", "--precision", "2bit"),
-        "query_bits",
+        "--query-bits",
     )
     assert invoke("index", src, "--out", tmp_path / "c", "--quiet", "--query-bits", "9").exit_code != 0
