@@ -130,7 +130,8 @@ class Collection(CollectionFiles):
         scores are fused RRF scores.
 
         With an approximate index (``build_index``), Hamming stage 1 scans the ``nprobe`` nearest
-        lists (default: the index's setting); ``exact=True`` scans every row instead.
+        lists (default: the index's setting), and an exact scan of the filter's rows replaces or tops
+        it up when a filter leaves few rows; ``exact=True`` scans every row instead.
 
         ``k``, ``rescore_multiplier`` and ``nprobe`` are ints from 1 to ``MAX_SEARCH_INT`` (2**31 - 1);
         ``rrf_k`` a finite number >= 0; ``weights`` two finite numbers >= 0; ``exact`` and ``with_text``
@@ -583,28 +584,49 @@ def _preselected(
 def _ivf_topk(
     state: State, qwords: np.ndarray, n: int, exclude: np.ndarray | None, nprobe: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate Hamming top-n: the IVF over the indexed rows, an exact scan of rows added since."""
+    """Approximate Hamming top-n: the IVF over the indexed rows, an exact scan of rows added since.
+
+    The probed lists hold only some of the rows a filter (or deletions) leaves: when those rows are
+    no more than the probed lists hold on average, they are scanned exactly instead (as cheap, and
+    exact); and a query for which the probed lists held fewer than ``n`` of them is answered by an
+    exact scan, so a filtered search still returns n hits whenever n rows match.
+    """
     ann = state.extra["ann"]
     indexed = int(state.manifest["ann"]["rows"])
     probe = int(nprobe or state.manifest["ann"]["nprobe"])
+    assert state.words is not None
+    live = state.rows if exclude is None else state.rows - int(exclude.sum())
+    if exclude is not None and live <= max(n, state.rows * min(probe, ann.nlist) // max(ann.nlist, 1)):
+        return _exact_allowed(qwords, state.words, n, exclude)
     rows, dist = ann.search(qwords, n, nprobe=probe, exclude=exclude)
     if state.rows > indexed:
-        assert state.words is not None
         ex_tail = None if exclude is None else exclude[indexed:]
         if ex_tail is None or not ex_tail.all():
             r2, d2 = hamming_topk(qwords, state.words[indexed:], n, exclude=ex_tail)
             rows = np.concatenate([rows, r2 + indexed], axis=1)
             dist = np.concatenate([dist, d2], axis=1)
-    out_r = np.empty((rows.shape[0], n), np.int64)
-    out_d = np.empty((rows.shape[0], n), np.int32)
-    found = n
+    want = min(n, live)
+    out_r = np.empty((rows.shape[0], want), np.int64)
+    out_d = np.empty((rows.shape[0], want), np.int32)
     for i in range(rows.shape[0]):
         ok = rows[i] >= 0
         r, d = rows[i][ok], dist[i][ok]
-        order = np.lexsort((r, d))[:n]
-        found = min(found, order.size)
-        out_r[i, : order.size], out_d[i, : order.size] = r[order], d[order]
-    return out_r[:, :found], out_d[:, :found]
+        order = np.lexsort((r, d))[:want]
+        if order.size < want:  # the probed lists held too few of the rows left: scan them exactly
+            r_ex, d_ex = hamming_topk(qwords[i : i + 1], state.words, want, exclude=exclude)
+            out_r[i], out_d[i] = r_ex[0], d_ex[0]
+        else:
+            out_r[i], out_d[i] = r[order], d[order]
+    return out_r, out_d
+
+
+def _exact_allowed(qwords: np.ndarray, words: np.ndarray, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Hamming top-n over the rows ``exclude`` leaves, gathered first (a few of many rows)."""
+    keep = np.flatnonzero(~exclude)
+    if keep.size == 0:
+        return np.empty((qwords.shape[0], 0), np.int64), np.empty((qwords.shape[0], 0), np.int32)
+    r, d = hamming_topk(qwords, words[keep], n)
+    return keep[r], d  # ``keep`` ascends: ties still go to the lower row
 
 
 def _check_positive(name: str, value: object) -> None:
