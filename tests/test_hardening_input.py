@@ -273,11 +273,13 @@ def test_add_stores_exactly_or_refuses(plain: Collection, meta: dict[str, Any], 
     assert (hit.id, hit.text, hit.metadata) == (doc_id, text, meta)
 
 
-_field = st.sampled_from(["g", "tags", "a.b", "g\n", "$and", "$or", "bad key", "\udfff", "$eq"])
-_ops = st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$bad", "$and"])
-_fvalue = st.one_of(_wild_scalars, st.lists(_wild_scalars, max_size=3), st.just([]), st.just({}))
 _good_field = st.sampled_from(["g", "tags", "a.b", "x_y-z"])
+_field = st.one_of(_good_field, _good_field, st.sampled_from(["g\n", "$and", "$or", "bad key", "\udfff", "$eq", "1a"]))
 _good_ops = st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"])
+_ops = st.one_of(_good_ops, st.sampled_from(["$in", "$nin", "$bad", "$and"]))
+_edge = st.sampled_from([2**63, -(2**63) - 1, 2**70, "\udfff", "a\ud800b", math.nan, math.inf])
+_fscalar = st.one_of(_wild_scalars, _edge)
+_fvalue = st.one_of(_fscalar, _fscalar, st.lists(_fscalar, max_size=3), st.just([]), st.just({}))
 _good_leaf = st.one_of(
     st.dictionaries(_good_field, _clean_scalars, min_size=1, max_size=2),
     st.dictionaries(_good_field, st.dictionaries(_good_ops, _clean_scalars, min_size=1, max_size=2), min_size=1),
@@ -290,21 +292,21 @@ _good_leaf = st.one_of(
 
 
 def _filters(depth: int) -> st.SearchStrategy[Any]:
-    """Filters, well-formed or not, nested up to ``depth`` levels (and chains up to 40 deep)."""
+    """Filters, well-formed or not, nested up to ``depth`` levels (and chains up to 60 deep)."""
     cond = st.one_of(_fvalue, st.dictionaries(_ops, _fvalue, max_size=3))
-    leaf = st.one_of(st.dictionaries(_field, cond, max_size=3), _good_leaf, _good_leaf)
+    edge = st.dictionaries(
+        _good_field, st.one_of(_edge, st.dictionaries(_ops, _edge, min_size=1, max_size=1)), min_size=1
+    )
+    leaf = st.one_of(st.dictionaries(_field, cond, max_size=3), edge, _good_leaf, _good_leaf)
     if depth == 0:
         return leaf
     sub = _filters(depth - 1)
+    combine = st.sampled_from(["$and", "$or"])
     return st.one_of(
         leaf,
-        st.dictionaries(
-            st.sampled_from(["$and", "$or"]), st.lists(sub, min_size=1, max_size=3), min_size=1, max_size=2
-        ),
-        st.dictionaries(st.sampled_from(["$and", "$or"]), st.lists(sub, max_size=3) | sub, min_size=1, max_size=2),
-        st.tuples(st.sampled_from(["$and", "$or"]), st.integers(1, 20), sub).map(
-            lambda t: _deep_filter(t[1], t[0]) if t[1] > 1 else t[2]
-        ),
+        st.dictionaries(combine, st.lists(sub, min_size=1, max_size=3), min_size=1, max_size=2),
+        st.dictionaries(combine, st.lists(sub, max_size=3) | sub, min_size=1, max_size=2),
+        st.tuples(combine, st.integers(1, 60), sub).map(lambda t: _deep_filter(t[1], t[0]) if t[1] > 1 else t[2]),
     )
 
 
