@@ -32,7 +32,7 @@ from .quantize import CodeBook, check_embeddings, int8_steps
 from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, check_unicode, filter_sql
 
-__all__ = ["MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
+__all__ = ["MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
 
 MODES = ("dense", "keyword", "hybrid")
 # each ranking's depth before reciprocal rank fusion (at least k)
