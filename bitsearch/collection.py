@@ -27,7 +27,7 @@ import sqlite3
 import stat
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -44,7 +44,7 @@ from .errors import (
 )
 from .kernels import as_words, pread_rows
 from .quantize import CODE_KINDS, CodeBook, _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
-from .store import DocId, DocStore, normalize_id
+from .store import DocId, DocStore, check_metadata, check_unicode, normalize_id
 
 __all__ = [
     "FORMAT_VERSION",
@@ -734,21 +734,26 @@ class CollectionFiles:
         ``ids`` are unique str or int (default: consecutive ints from the collection's row counter);
         a duplicate, in the call or already stored, is an error. ``texts`` and ``metadata`` (JSON
         objects) are stored with the vectors and returned by search.
+
+        Limits (InvalidInputError, checked before anything is written): int ids fit SQLite's signed
+        64 bits; ids, texts and metadata keys and strings are valid Unicode (no lone surrogates);
+        metadata nests at most ``bitsearch.store.MAX_METADATA_DEPTH`` (64) levels, has str keys and
+        finite floats.
         """
         emb = check_embeddings(embeddings, self.dim)
         n = emb.shape[0]
+        given_ids: list[DocId] | None = None
+        if ids is not None:
+            given_ids = [normalize_id(i) for i in _as_list(ids, "ids", "one id per embedding")]
+            if len(given_ids) != n:
+                raise InvalidInputError(f"got {len(given_ids)} ids for {n} embeddings")
+            _check_unique(given_ids)
         texts = _check_payload(texts, n, "texts", _check_text)
         metadata = _check_payload(metadata, n, "metadata", _check_meta)
         with self._writing() as state:
             m = json.loads(json.dumps(state.manifest))
             first_seq = int(m["next_seq"])
-            if ids is None:
-                doc_ids: list[DocId] = list(range(first_seq, first_seq + n))
-            else:
-                doc_ids = [normalize_id(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
-                if len(doc_ids) != n:
-                    raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
-            _check_unique(doc_ids)
+            doc_ids: list[DocId] = list(range(first_seq, first_seq + n)) if given_ids is None else given_ids
             existing = self._docs.find_existing(doc_ids)
             if existing:
                 stale = [s for s in existing.values() if _is_tombstoned(state, s)]
@@ -821,11 +826,12 @@ class CollectionFiles:
     def delete(self, ids: Sequence[object]) -> int:
         """Delete documents by id (tombstones until ``compact``); returns how many were deleted.
 
-        An unknown or already deleted id is an error and nothing is deleted.
+        ``ids``: one id, or a list/tuple/1-d array of them. An unknown or already deleted id is an
+        error and nothing is deleted.
         """
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
-        norm = [normalize_id(i) for i in ids]
+        norm = [normalize_id(i) for i in _as_list(ids, "ids", "the ids to delete")]
         if not norm:
             return 0
         _check_unique(norm)
@@ -1114,25 +1120,18 @@ def _check_text(i: int, value: object) -> None:
         raise InvalidInputError(f"texts[{i}] must be a str or None, got {type(value).__name__}")
     if not value.strip():
         raise InvalidInputError(f"texts[{i}] is empty")
+    check_unicode(value, f"texts[{i}]")
 
 
 def _check_meta(i: int, value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"metadata[{i}] must be a dict or None, got {type(value).__name__}")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata[{i}] is not JSON-serializable: {exc}") from None
+    if value is not None:
+        check_metadata(value, f"metadata[{i}]")
 
 
 def _check_payload(values: Sequence[Any] | None, n: int, name: str, check: Any) -> list[Any] | None:
     if values is None:
         return None
-    if isinstance(values, (str, dict)):
-        raise InvalidInputError(f"{name} must be a sequence with one entry per embedding")
-    vals = list(values)
+    vals = _as_list(values, name, "one entry per embedding")
     if len(vals) != n:
         raise InvalidInputError(f"got {len(vals)} {name} for {n} embeddings")
     for i, v in enumerate(vals):
@@ -1410,6 +1409,17 @@ def remove_inside(root: Path, target: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target)
+
+
+def _as_list(values: object, name: str, what: str) -> list[Any]:
+    """``values`` as a list; a str, bytes, dict, set or non-iterable is an InvalidInputError."""
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise InvalidInputError(f"{name} must be one-dimensional, got an array of shape {values.shape}")
+        return values.tolist()
+    if isinstance(values, (str, bytes, dict, set, frozenset)) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{name} must be a list or tuple with {what}, got {type(values).__name__}")
+    return list(values)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sqlite3
 import threading
@@ -22,7 +23,27 @@ from .errors import CorruptCollectionError, DuplicateIdError, InvalidInputError,
 
 DocId = str | int
 
-__all__ = ["DocId", "DocStore", "filter_sql", "keyword_query", "normalize_id"]
+__all__ = [
+    "MAX_FILTER_CONDITIONS",
+    "MAX_FILTER_DEPTH",
+    "MAX_METADATA_DEPTH",
+    "DocId",
+    "DocStore",
+    "check_metadata",
+    "check_unicode",
+    "filter_sql",
+    "keyword_query",
+    "normalize_id",
+]
+
+# Integer ids and filter values are stored and compared as SQLite INTEGERs: signed 64-bit.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Metadata objects/arrays nest at most this deep (json.dumps and json.loads recurse per level).
+MAX_METADATA_DEPTH = 64
+# A filter's $and/$or nest at most this deep, and hold at most this many conditions (each field
+# comparison and each $in/$nin value counts one): SQLite's parser and expression tree have fixed depths.
+MAX_FILTER_DEPTH = 16
+MAX_FILTER_CONDITIONS = 512
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -87,27 +108,92 @@ _CHUNK = 500  # SQLite host parameters per statement stay well under its limit
 
 
 def normalize_id(value: object) -> DocId:
-    """Return a document id as a plain ``str`` or ``int``; anything else is an error."""
+    """Return a document id as a plain ``str`` or ``int``; anything else is an error.
+
+    Strings must be non-empty valid Unicode (no lone surrogates); integers (Python or numpy) must
+    fit SQLite's signed 64 bits, -2**63 to 2**63 - 1.
+    """
     if isinstance(value, bool):
         raise InvalidInputError(f"document ids must be str or int, got bool {value!r}")
     if isinstance(value, str):
         if not value:
             raise InvalidInputError("document ids must not be empty strings")
-        return value
-    if isinstance(value, int):
-        if not -(2**63) <= value < 2**63:
-            raise InvalidInputError(f"integer document id {value} does not fit in 64 bits")
-        return int(value)
+        check_unicode(value, f"document id {value!r}")
+        return str(value)
     try:
         import numpy as np
 
         if isinstance(value, np.integer):
-            return int(value)
-        if isinstance(value, np.str_):
-            return normalize_id(str(value))
+            value = int(value)
     except ImportError:  # pragma: no cover - numpy is a dependency
         pass
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInputError(
+                f"integer document id {value} does not fit SQLite's 64-bit integers (-2**63 to 2**63 - 1)"
+            )
+        return int(value)
     raise InvalidInputError(f"document ids must be str or int, got {type(value).__name__} {value!r}")
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Raise InvalidInputError naming ``where`` if ``text`` cannot be encoded as UTF-8 (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{where} contains a lone surrogate {text[exc.start]!r} at position {exc.start}: not valid Unicode"
+        ) from None
+
+
+def check_metadata(value: object, where: str = "metadata") -> str:
+    """Check one document's metadata and return its JSON text; raise InvalidInputError naming the place.
+
+    A JSON object: str keys, values str / int / finite float / bool / None / list / dict, nested at most
+    ``MAX_METADATA_DEPTH`` deep, every string valid Unicode (no lone surrogates, which no JSON reader
+    could return). Walked iteratively, so a deep object cannot exhaust the stack before it is refused.
+    """
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{where} must be a dict or None, got {type(value).__name__}")
+    # each entry: (node, depth, path); a path is None (the top) or (parent path, key), named only on error
+    stack: list[tuple[object, int, Any]] = [(value, 1, None)]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                check_unicode(node, _place(where, path))
+        elif isinstance(node, dict):
+            if depth > MAX_METADATA_DEPTH:
+                raise InvalidInputError(f"{where} nests deeper than MAX_METADATA_DEPTH={MAX_METADATA_DEPTH} levels")
+            for key, sub in node.items():
+                if not isinstance(key, str):
+                    kind = type(key).__name__
+                    raise InvalidInputError(f"{_place(where, path)} has a key {key!r} of type {kind}: keys must be str")
+                if not key.isascii():
+                    check_unicode(key, f"{_place(where, path)} key {key!r}")
+                stack.append((sub, depth + 1, (path, key)))
+        elif isinstance(node, (list, tuple)):
+            if depth > MAX_METADATA_DEPTH:
+                raise InvalidInputError(f"{where} nests deeper than MAX_METADATA_DEPTH={MAX_METADATA_DEPTH} levels")
+            stack.extend((sub, depth + 1, (path, i)) for i, sub in enumerate(node))
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InvalidInputError(f"{_place(where, path)} is {node}: JSON has no NaN or infinity")
+        elif node is not None and not isinstance(node, int):  # bool is an int
+            raise InvalidInputError(f"{_place(where, path)} is a {type(node).__name__}: not a JSON value")
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. an int of more than 4,300 digits
+        raise InvalidInputError(f"{where} is not JSON-serializable: {exc}") from None
+
+
+def _place(where: str, path: Any) -> str:
+    """``where`` followed by the keys and indices of ``path`` (see ``check_metadata``), e.g. metadata[3]['a'][0]."""
+    keys = []
+    while path is not None:
+        path, key = path
+        keys.append(f"[{key!r}]")
+    return where + "".join(reversed(keys))
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -370,7 +456,7 @@ def keyword_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms) if terms else None
 
 
-_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
@@ -380,23 +466,47 @@ def filter_sql(flt: dict[str, Any]) -> tuple[str, list[Any]]:
     ``{"field": value}`` is equality; ``{"field": {"$gt": 1, "$lte": 5}}`` ranges ($eq $ne $gt $gte
     $lt $lte); ``{"field": {"$in": [...]}}`` / ``$nin`` membership; ``{"$and": [...]}`` / ``{"$or": [...]}``
     combine filters. Dotted fields reach into nested objects. Several keys are AND-ed.
+
+    Values are str (valid Unicode), int (within SQLite's 64 bits), finite-or-infinite float, bool or
+    None. ``$and``/``$or`` nest at most ``MAX_FILTER_DEPTH`` (16) deep and a filter holds at most
+    ``MAX_FILTER_CONDITIONS`` (512) conditions, each comparison and each ``$in``/``$nin`` value
+    counting one; anything else raises InvalidInputError before SQLite sees it.
     """
+    count = [0]
+    return _filter_sql(flt, 1, count)
+
+
+def _filter_sql(flt: object, depth: int, count: list[int]) -> tuple[str, list[Any]]:
+    """``filter_sql`` of one (sub)filter at nesting ``depth``; ``count`` tallies conditions so far."""
     if not isinstance(flt, dict) or not flt:
-        raise InvalidInputError(f"a filter must be a non-empty dict, got {flt!r}")
+        raise InvalidInputError(f"a filter must be a non-empty dict, got {_short(flt)}")
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidInputError(f"filter nests $and/$or deeper than MAX_FILTER_DEPTH={MAX_FILTER_DEPTH} levels")
     parts: list[str] = []
     params: list[Any] = []
+
+    def tally(n: int) -> None:
+        count[0] += n
+        if count[0] > MAX_FILTER_CONDITIONS:
+            raise InvalidInputError(
+                f"filter has more than MAX_FILTER_CONDITIONS={MAX_FILTER_CONDITIONS} conditions "
+                "(each comparison and each $in/$nin value counts one)"
+            )
+
     for key, cond in flt.items():
         if key in ("$and", "$or"):
             if not isinstance(cond, list) or not cond:
                 raise InvalidInputError(f"{key} takes a non-empty list of filters")
-            subs = [filter_sql(c) for c in cond]
+            subs = [_filter_sql(c, depth + 1, count) for c in cond]
             joiner = " AND " if key == "$and" else " OR "
             parts.append("(" + joiner.join(f"({sql})" for sql, _ in subs) + ")")
             for _, p in subs:
                 params.extend(p)
             continue
-        if not isinstance(key, str) or not _FIELD_RE.match(key):
-            raise InvalidInputError(f"invalid filter field {key!r}: use letters, digits, _ and - (dots for nesting)")
+        if not isinstance(key, str) or not _FIELD_RE.fullmatch(key):
+            raise InvalidInputError(
+                f"invalid filter field {_short(key)}: use letters, digits, _ and - (dots for nesting)"
+            )
         path = "$." + ".".join(f'"{seg}"' for seg in key.split("."))
         col = "json_extract(docs.metadata, ?)"
         ops = cond if isinstance(cond, dict) else {"$eq": cond}
@@ -404,6 +514,7 @@ def filter_sql(flt: dict[str, Any]) -> tuple[str, list[Any]]:
             raise InvalidInputError(f"empty condition for filter field {key!r}")
         for op, value in ops.items():
             if op in _OPS:
+                tally(1)
                 _check_filter_value(key, value)
                 if value is None:
                     parts.append(f"{col} IS {'NOT ' if op == '$ne' else ''}NULL")
@@ -417,6 +528,7 @@ def filter_sql(flt: dict[str, Any]) -> tuple[str, list[Any]]:
             elif op in ("$in", "$nin"):
                 if not isinstance(value, (list, tuple)) or not value:
                     raise InvalidInputError(f"{op} for filter field {key!r} takes a non-empty list")
+                tally(len(value))
                 for v in value:
                     _check_filter_value(key, v)
                 marks = ",".join("?" * len(value))
@@ -428,13 +540,28 @@ def filter_sql(flt: dict[str, Any]) -> tuple[str, list[Any]]:
                     params.extend([path, path, *value])
             else:
                 raise InvalidInputError(
-                    f"unknown filter operator {op!r} for field {key!r}; use $eq $ne $gt $gte $lt $lte $in $nin"
+                    f"unknown filter operator {_short(op)} for field {key!r}; use $eq $ne $gt $gte $lt $lte $in $nin"
                 )
     return " AND ".join(parts), params
 
 
+def _short(value: object, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters: error messages about huge filters stay readable."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a self-containing list or dict
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_filter_value(key: str, value: object) -> None:
     if value is not None and not isinstance(value, (str, int, float, bool)):
-        raise InvalidInputError(f"filter value for {key!r} must be a str, number, bool or null, got {value!r}")
+        raise InvalidInputError(f"filter value for {key!r} must be a str, number, bool or null, got {_short(value)}")
     if isinstance(value, float) and value != value:
         raise InvalidInputError(f"filter value for {key!r} is NaN")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidInputError(
+            f"filter value {value} for {key!r} does not fit SQLite's 64-bit integers (-2**63 to 2**63 - 1)"
+        )
+    if isinstance(value, str):
+        check_unicode(value, f"filter value for {key!r}")
