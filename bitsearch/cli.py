@@ -844,13 +844,16 @@ def search(
             filter=flt,
         )
         timings.update(results.timings)
+        for note in results.warnings:
+            typer.secho(f"warning: {note}", err=True, fg="yellow")
         if as_json:
             payload = {
                 "collection": str(collection),
                 "k": k,
                 "mode": mode.value,
-                "stages": list(getattr(results, "stages", [])),
+                "stages": results.stages,
                 "timings": timings,
+                "warnings": results.warnings,
                 "results": [
                     {
                         "query": text,
@@ -868,7 +871,7 @@ def search(
             typer.secho(f"query: {label}{text}", bold=True)
             typer.echo("\n".join(_hits_table(hits, width)))
             typer.echo("")
-        stages = " -> ".join(getattr(results, "stages", []))
+        stages = " -> ".join(results.stages)
         per = " · ".join(f"{name} {_format_ms(sec)}" for name, sec in timings.items())
         many = f" for {len(items)} queries" if len(items) > 1 else ""
         typer.echo(f"stages: {stages}; time{many}: {per}")

@@ -30,7 +30,7 @@ from .kernels import (
 )
 from .quantize import CodeBook, check_embeddings, int8_steps
 from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
-from .store import DocId, DocStore, check_unicode, filter_sql
+from .store import DocId, DocStore, check_unicode, filter_fields, filter_sql
 
 __all__ = ["MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
 
@@ -64,12 +64,20 @@ class Hit:
 
 
 class SearchResults(list):  # type: ignore[type-arg]
-    """A list with one list of ``Hit`` per query, plus ``timings``: seconds spent in each stage."""
+    """A list with one list of ``Hit`` per query, plus ``timings``: seconds spent in each stage, and
+    ``warnings``: what may explain a short answer (a filter field that no stored document has)."""
 
-    def __init__(self, hits: list[list[Hit]], timings: dict[str, float], stages: list[str]) -> None:
+    def __init__(
+        self,
+        hits: list[list[Hit]],
+        timings: dict[str, float],
+        stages: list[str],
+        warnings: list[str] | None = None,
+    ) -> None:
         super().__init__(hits)
         self.timings = timings
         self.stages = stages
+        self.warnings = list(warnings or [])
 
 
 @dataclass
@@ -256,7 +264,21 @@ class Collection(CollectionFiles):
         stages = [plan.stage1, *plan.rescore] if mode != "keyword" else []
         if mode != "dense":
             stages.append("keyword")
-        return SearchResults(hits, timings, stages)
+        notes: list[str] = []
+        if filter is not None and any(len(h) < int(k) for h in hits):  # a short answer: say if the filter is why
+            notes = self._missing_fields(state, filter)
+        return SearchResults(hits, timings, stages, notes)
+
+    def _missing_fields(self, state: State, flt: dict[str, Any]) -> list[str]:
+        """Warnings for the filter's fields that no stored document has (remembered per snapshot)."""
+        known: dict[str, bool] = state.extra.setdefault("has_field", {})
+        notes = []
+        for name in filter_fields(flt):
+            if name not in known:
+                known[name] = self._docs.has_field(name, int(state.manifest["next_seq"]))
+            if not known[name]:
+                notes.append(f"no stored document has the metadata field {name!r} that the filter names")
+        return notes
 
     @property
     def encoder(self) -> Any:

@@ -31,6 +31,8 @@ __all__ = [
     "DocStore",
     "check_metadata",
     "check_unicode",
+    "field_path",
+    "filter_fields",
     "filter_sql",
     "keyword_query",
     "normalize_id",
@@ -408,6 +410,14 @@ class DocStore:
                 raise
             raise CorruptCollectionError(f"document store {self.path} is unreadable: {exc}") from None
 
+    def has_field(self, field: str, max_seq: int) -> bool:
+        """Whether any committed document's metadata holds ``field`` (a dotted path; a JSON null counts)."""
+        row = self._con().execute(
+            "SELECT 1 FROM docs WHERE seq < ? AND json_type(metadata, ?) IS NOT NULL LIMIT 1",
+            (int(max_seq), field_path(field)),
+        )
+        return row.fetchone() is not None
+
     def keyword_search(
         self, query: str, k: int, where: tuple[str, list[Any]] | None = None, max_seq: int | None = None
     ) -> list[tuple[int, float]]:
@@ -460,6 +470,27 @@ _FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
+def filter_fields(flt: dict[str, Any]) -> list[str]:
+    """The metadata fields a filter (one ``filter_sql`` accepts) names, each once, in order."""
+    fields: list[str] = []
+    todo: list[object] = [flt]
+    while todo:
+        sub = todo.pop(0)
+        if not isinstance(sub, dict):
+            continue
+        for key, cond in sub.items():
+            if key in ("$and", "$or"):
+                todo.extend(cond if isinstance(cond, list) else [])
+            elif isinstance(key, str) and key not in fields:
+                fields.append(key)
+    return fields
+
+
+def field_path(field: str) -> str:
+    """The SQLite JSON path of a (validated) dotted metadata field."""
+    return "$." + ".".join(f'"{seg}"' for seg in field.split("."))
+
+
 def filter_sql(flt: dict[str, Any]) -> tuple[str, list[Any]]:
     """Translate a metadata filter into an SQL condition on ``docs.metadata`` and its parameters.
 
@@ -507,7 +538,7 @@ def _filter_sql(flt: object, depth: int, count: list[int]) -> tuple[str, list[An
             raise InvalidInputError(
                 f"invalid filter field {_short(key)}: use letters, digits, _ and - (dots for nesting)"
             )
-        path = "$." + ".".join(f'"{seg}"' for seg in key.split("."))
+        path = field_path(key)
         col = "json_extract(docs.metadata, ?)"
         ops = cond if isinstance(cond, dict) else {"$eq": cond}
         if not ops:

@@ -127,6 +127,11 @@ def test_beir_folder_indexes_its_corpus_and_resume_reports_skips(tmp_path: Path)
     assert "12 documents already in the collection were skipped" in again.output
     assert "the collection holds 13 documents" in again.output
 
+    warned = invoke("search", out, "blood pressure", "--filter", '{"year": {"$gte": 2010}}')
+    assert warned.exit_code == 0, warned.output
+    assert "(no results)" in warned.stdout
+    assert "warning: no stored document has the metadata field 'year'" in warned.stderr
+
     bad = invoke("search", out, "blood pressure", "--rescore", "float32")
     assert bad.exit_code == 1
     assert "--keep-float32" in bad.output and "--rescore none" in bad.output

@@ -427,3 +427,25 @@ def test_ivf_filter_after_deletes_and_new_rows(tmp_path: Path):
         got = col.search(_emb(5, 12), k=27, rescore=rescore, filter={"g": 5})
         for hits in got:
             assert sorted(h.id for h in hits) == [5 + 100 * j for j in range(3, 30)]
+
+
+def test_a_filter_on_a_field_no_document_has_says_so(tmp_path: Path) -> None:
+    """The README's `{"year": {"$gte": 2010}}` on a collection without `year` used to answer nothing, silently."""
+    rng = np.random.default_rng(7)
+    col = Collection.create(tmp_path / "w", 32)
+    col.add(
+        rng.standard_normal((30, 32)).astype(np.float32),
+        ids=[f"d{i}" for i in range(30)],
+        metadata=[{"lang": "en", "info": {"pages": i}} for i in range(30)],
+    )
+    q = rng.standard_normal(32).astype(np.float32)
+    res = col.search(q, k=5, filter={"year": {"$gte": 2010}})
+    assert res[0] == []
+    assert res.warnings == ["no stored document has the metadata field 'year' that the filter names"]
+    res = col.search(q, k=5, filter={"$or": [{"lang": "de"}, {"info.pages": {"$gt": 100}}, {"info.chapter": 1}]})
+    assert res[0] == [] and res.warnings == [
+        "no stored document has the metadata field 'info.chapter' that the filter names"
+    ]
+    full = col.search(q, k=5, filter={"lang": "en"})
+    assert len(full[0]) == 5 and full.warnings == []
+    assert col.search(q, k=5).warnings == []
