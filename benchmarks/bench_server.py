@@ -309,6 +309,27 @@ def encode_cpu(path: Path, texts: list[str]) -> dict[int, float]:
     return out
 
 
+def batching(url: str) -> dict[str, Any] | None:
+    """The server's micro-batching counts (None: a server without them)."""
+    info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=10).json()
+    return info["server"].get("batching")
+
+
+def batch_summary(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    """What micro-batching did in a scenario: requests run at once, mean batch, share of shared searches."""
+    if not before or not after:
+        return "-"
+    d = {name: after[name] - before.get(name, 0) for name in after if name != "window_ms"}
+    total = d["inline"] + d["batched_requests"]
+    if not total:
+        return "-"
+    mean = d["batched_requests"] / max(1, d["batches"])
+    return (
+        f"{d['inline'] / total:.0%} at once; batches of {mean:.1f}; "
+        f"{d['shared_search_requests'] / total:.0%} in shared searches"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="documents in the collection")
@@ -360,12 +381,15 @@ def main() -> None:
                 ("text", text_bodies, args.text_clients),
             ):
                 for c in [int(x) for x in counts.split(",") if x.strip()]:
+                    before_counts = batching(url)
                     res = asyncio.run(run_load(url, bodies, c, args.duration, args.warmup, cpu))
+                    res["batching"] = batch_summary(before_counts, batching(url))
                     rows.append((name, kind, res))
                     print(
                         f"{name:20s} {kind:6s} clients={c:3d} requests={res['requests']:6d} qps={res['qps']:8.1f} "
                         f"p50={res['p50']:7.2f} ms p99={res['p99']:7.2f} ms cpu={res['server_cpu']:.2f} "
-                        f"({res['cpu_per_request_ms']:.2f} ms/req) errors={res['errors']} {res['first_error']}",
+                        f"({res['cpu_per_request_ms']:.2f} ms/req) errors={res['errors']} {res['first_error']} "
+                        f"{res['batching']}",
                         file=sys.stderr,
                     )
             info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=10).json()
@@ -408,13 +432,14 @@ def main() -> None:
         "the figure that carries over to an idle machine.",
         "",
         "| server | queries | clients | requests | QPS | p50 latency | p99 latency | server CPU | CPU per request "
-        "| errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| errors | micro-batching |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, kind, r in rows:
         lines.append(
             f"| {name} | {kind} | {r['clients']} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50']:.2f} ms | "
-            f"{r['p99']:.2f} ms | {r['server_cpu']:.2f} cores | {r['cpu_per_request_ms']:.2f} ms | {r['errors']} |"
+            f"{r['p99']:.2f} ms | {r['server_cpu']:.2f} cores | {r['cpu_per_request_ms']:.2f} ms | {r['errors']} | "
+            f"{r['batching']} |"
         )
     before = {(kind, r["clients"]): r for name, kind, r in rows if name.startswith("before")}
     if before:

@@ -562,23 +562,25 @@ class GuardMiddleware:
         chunks: list[bytes] = []
         size = 0
         complete = False
-        with anyio.move_on_after(self.body_timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # the client left before sending its request: nothing to do
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    for reply in _json_message(
-                        413, f"request body is over the {self.max_body}-byte limit", {"connection": "close"}
-                    ):
-                        await send(reply)
-                    return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    complete = True
-                    break
+        # asyncio's own timeout: cheaper than anyio's cancel scope, on every request with a body
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left before sending its request: nothing to do
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        for reply in _json_message(
+                            413, f"request body is over the {self.max_body}-byte limit", {"connection": "close"}
+                        ):
+                            await send(reply)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        complete = True
+                        break
         if not complete:
             timeout = f"request body not received within {self.body_timeout:g} s"
             for reply in _json_message(408, timeout, {"connection": "close"}):
@@ -810,9 +812,6 @@ def _resolve_id(col: Collection, raw: str) -> str | int:
 
 _SEARCH_DEFAULTS: dict[str, Any] = {name: f.default for name, f in SearchRequest.model_fields.items()}
 _NUMBER_TYPES = frozenset({float, int})
-# orjson reads an integer beyond 64 bits as a float, Python's json as an int (a filter checks its range): such
-# bodies take the full path
-_LONG_DIGITS = re.compile(rb"(?<![\d.])\d{19,}(?![\d.eE])")
 
 
 def plain_search_request(body: bytes) -> SearchRequest | None:
@@ -824,7 +823,7 @@ def plain_search_request(body: bytes) -> SearchRequest | None:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:  # also NaN, lone surrogates, 64-bit overflows: the full path names them
         return None
-    if type(data) is not dict or not data.keys() <= _SEARCH_DEFAULTS.keys() or _LONG_DIGITS.search(body):
+    if type(data) is not dict or not data.keys() <= _SEARCH_DEFAULTS.keys():
         return None
     query, vector = data.get("query"), data.get("vector")
     if (query is None) == (vector is None):
@@ -854,9 +853,26 @@ def plain_search_request(body: bytes) -> SearchRequest | None:
     mode, filter_ = data.get("mode"), data.get("filter")
     if (mode is not None and type(mode) is not str) or (filter_ is not None and type(filter_) is not dict):
         return None
+    if filter_ and _integral_beyond_64_bits(filter_):
+        return None  # orjson reads integers beyond 64 bits as floats, json as ints (which a filter refuses)
     if type(data.get("with_text", True)) is not bool:
         return None
     return SearchRequest.model_construct(**{**_SEARCH_DEFAULTS, **data})
+
+
+def _integral_beyond_64_bits(value: Any) -> bool:
+    """Whether parsed JSON holds a float that may have been an integer beyond 64 bits."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if abs(item) >= 2.0**63 and item.is_integer():
+                return True
+        elif type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return False
 
 
 class SearchJob:
@@ -980,6 +996,9 @@ class SearchBatcher:
         self.gather_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.stopping = False
+        self.counts = {
+            "inline": 0, "batches": 0, "batched_requests": 0, "shared_searches": 0, "shared_search_requests": 0
+        }  # fmt: skip
 
     def submit(self, job: SearchJob) -> None:
         """Queue a job (its waiter set); the workers start with the first one."""
@@ -992,6 +1011,10 @@ class SearchBatcher:
             self.queue.append(job)
             self.inflight += 1
             self.cond.notify()
+
+    def stats(self) -> dict[str, Any]:
+        """The window (ms) and counts so far: batches, jobs in them, shared Collection.search calls and their jobs."""
+        return {"window_ms": self.window * 1000, **self.counts}
 
     def close(self) -> None:
         with self.cond:
@@ -1021,6 +1044,8 @@ class SearchBatcher:
                 batch.append(job)
                 size += job.count
             self.busy += len(batch)
+            self.counts["batches"] += 1
+            self.counts["batched_requests"] += len(batch)
             return batch
 
     def _work(self) -> None:
@@ -1100,6 +1125,9 @@ class SearchBatcher:
             return chunk
         if any(len(hits) < k for hits in results):
             return chunk
+        with self.cond:
+            self.counts["shared_searches"] += 1
+            self.counts["shared_search_requests"] += len(chunk)
         pos = 0
         for j in chunk:
             part = type(results)(results[pos : pos + j.count], results.timings, results.stages)
@@ -1125,6 +1153,7 @@ async def _batched(receive: Receive, batcher: SearchBatcher, job: SearchJob) -> 
         try:
             await asyncio.sleep(0)  # let requests that arrived together reach this point too
             if batcher.arriving == 1 and batcher.inflight == 0:
+                batcher.counts["inline"] += 1
                 return job.run_alone(batcher.state)
         finally:
             batcher.arriving -= 1
@@ -1148,10 +1177,10 @@ async def _batched(receive: Receive, batcher: SearchBatcher, job: SearchJob) -> 
     return value
 
 
-async def answer_search(state: ServerState, req: SearchRequest, receive: Receive) -> Response:
+async def answer_search(state: ServerState, req: SearchRequest | SearchJob, receive: Receive) -> Response:
     """POST /search for a validated request: checks, then the batcher (or a worker thread), then JSON bytes."""
     try:
-        job = SearchJob(req, state)
+        job = req if isinstance(req, SearchJob) else SearchJob(req, state)
         if state.batcher is not None:
             payload = await _batched(receive, state.batcher, job)
         else:
@@ -1181,8 +1210,13 @@ class FastSearch:
         message = await receive()  # GuardMiddleware hands over the whole body in one message
         if message["type"] == "http.request" and not message.get("more_body", False):
             req = plain_search_request(message.get("body", b""))
+            job = None
             if req is not None:
-                response = await answer_search(self.state, req, receive)
+                # a request the checks refuse goes the full way, which names the problem as it always has
+                with contextlib.suppress(Exception):
+                    job = SearchJob(req, self.state)
+            if job is not None:
+                response = await answer_search(self.state, job, receive)
                 await send(
                     {
                         "type": "http.response.start",
@@ -1315,6 +1349,7 @@ def create_app(
             "max_body_bytes": max_body_bytes,
             "model_loaded": state.encoder_loaded,
             "search_options": ["filter", "mode"],
+            "batching": None if state.batcher is None else state.batcher.stats(),
         }
         return stats
 
