@@ -126,7 +126,8 @@ def serve(
     cmd += list(extra)
     env = dict(os.environ, PYTHONPATH=str(code or ROOT))
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # in the code's own directory: `python -m` puts the working directory first on sys.path
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code or ROOT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -347,7 +348,7 @@ def main() -> None:
     if not 0 < args.duration <= 120:
         raise SystemExit("--duration must be in (0, 120] seconds")
 
-    root = args.dir or Path(tempfile.mkdtemp(prefix="bitsearch-bench-server-"))
+    root = (args.dir or Path(tempfile.mkdtemp(prefix="bitsearch-bench-server-"))).resolve()
     path = root / f"server-{args.n}" if args.dir else root / "col"
     t0 = time.perf_counter()
     source = build_collection(path, args.n)
