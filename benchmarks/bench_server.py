@@ -324,11 +324,8 @@ def batch_summary(before: dict[str, Any] | None, after: dict[str, Any] | None) -
     total = d["inline"] + d["batched_requests"]
     if not total:
         return "-"
-    mean = d["batched_requests"] / max(1, d["batches"])
-    return (
-        f"{d['inline'] / total:.0%} at once; batches of {mean:.1f}; "
-        f"{d['shared_search_requests'] / total:.0%} in shared searches"
-    )
+    batches = f"batches of {d['batched_requests'] / d['batches']:.1f}" if d["batches"] else "no batches"
+    return f"{d['inline'] / total:.0%} at once; {batches}; {d['shared_search_requests'] / total:.0%} in shared searches"
 
 
 def main() -> None:
@@ -428,7 +425,8 @@ def main() -> None:
         )
         + "**after** = this checkout (plain /search bodies parsed by orjson and checked leanly, answered as "
         "orjson bytes outside FastAPI's routing; concurrent requests micro-batched: one encoder call per batch, "
-        "one `Collection.search` per group of equal arguments); **after, no batching** = the same with "
+        "one `Collection.search` per group of equal arguments, at most 16 queries; a vector request with nothing "
+        "else in flight is searched at once in the event loop); **after, no batching** = the same with "
         "`--batch-window-ms 0`.",
         "",
         f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: other jobs share the cores, so "
@@ -461,6 +459,19 @@ def main() -> None:
                     f"| {kind} | {r['clients']} | {r['qps'] / b['qps']:.2f}x | {r['p99'] / b['p99']:.2f}x | "
                     f"{r['cpu_per_request_ms'] / b['cpu_per_request_ms']:.2f}x |"
                 )
+    vec1 = {name: r for name, kind, r in rows if kind == "vector" and r["clients"] == 1}
+    split = [
+        f"{name}: {r['cpu_per_request_ms']:.1f} ms CPU per request, the rest besides the encoder about "
+        f"{vec1[name]['cpu_per_request_ms']:.2f} ms (a vector request's cost)"
+        for name, kind, r in rows
+        if kind == "text" and r["clients"] == 1 and name in vec1
+    ]
+    if split:
+        lines += [
+            "",
+            f"Text queries at 1 client: the encoder takes about {encode[1]:.1f} ms CPU per text (measured alone, "
+            "above); " + "; ".join(split) + ".",
+        ]
     total_errors = sum(r["errors"] for _, _, r in rows)
     lines += ["", f"Errors across all scenarios: {total_errors}."]
     body = "\n".join(lines)
