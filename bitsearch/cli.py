@@ -1249,6 +1249,16 @@ def serve(
         int,
         typer.Option(min=1, help="Open connections at most; past it the oldest connection not being served is closed."),
     ] = 1000,
+    batch_window_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=100,
+            help="Concurrent /search requests share encoder and search calls; a free worker waits at most this "
+            "long for requests on their way (0: no batching).",
+        ),
+    ] = 1.0,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log, at info level).")] = False,
 ) -> None:
     """Serve a collection over HTTP: POST /search, POST /documents, DELETE /documents/ID, GET /info, a page at /."""
     with _reported():
@@ -1279,6 +1289,7 @@ def serve(
             preload_model=True,
             body_timeout=body_timeout,
             allowed_hosts=hosts,
+            batch_window_ms=batch_window_ms,
         )
         run_server(
             api,
@@ -1287,6 +1298,7 @@ def serve(
             log_level=log_level,
             header_timeout=header_timeout,
             max_connections=max_connections,
+            access_log=access_log,
         )
 
 

@@ -30,9 +30,10 @@ from typing import Any, TypeVar
 
 import anyio
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
@@ -45,16 +46,22 @@ from bitsearch.errors import (
     ModelLoadError,
     UnknownIdError,
 )
-from bitsearch.search import Collection
+from bitsearch.search import Collection, Hit
 
 __all__ = [
+    "DEFAULT_BATCH_WINDOW_MS",
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_CONNECTIONS",
+    "MAX_BATCH_QUERIES",
     "MAX_K",
+    "SearchBatcher",
     "ServerState",
+    "answer_search",
     "create_app",
+    "error_response",
+    "plain_search_request",
     "guarded_protocol",
     "run_server",
     "server_config",
@@ -74,6 +81,13 @@ DEFAULT_HEADER_TIMEOUT = 10.0  # seconds from connecting (or from the last respo
 DEFAULT_BODY_TIMEOUT = 30.0  # seconds to receive a whole request body
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# micro-batching: concurrent /search requests share one encoder call and, with equal arguments, one
+# Collection.search; a batch forms from what is queued when a worker is free, plus what arrives within the window
+DEFAULT_BATCH_WINDOW_MS = 1.0
+MAX_BATCH_QUERIES = 64  # queries per batch (the encoder's call); a request with more is served alone
+# queries per shared Collection.search: up to 16 the exact scans run in numba, per query as for one query
+# (beyond, BLAS products could round scores differently from a lone request's)
+MAX_SEARCH_GROUP = 16
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # paths that need no API key: the liveness probe and the search page's own files (the page asks for the key)
 PUBLIC_PATHS = frozenset({"/health", "/", "/favicon.ico"})
@@ -247,6 +261,13 @@ class ServerState:
         self._model_thread: threading.Thread | None = None
         self._pending_lock = threading.Lock()
         self._local = threading.local()
+        self.batcher: SearchBatcher | None = None  # set by create_app when micro-batching is on
+        self.has_index = False  # whether the collection has an ANN index (checked when it is refreshed)
+        self.check_index()
+
+    def check_index(self) -> None:
+        """Note whether the collection has an ANN index (Collection.manifest is a deep copy: not per request)."""
+        self.has_index = bool(self.collection.manifest.get("ann"))
 
     @property
     def encoder_loaded(self) -> bool:
@@ -328,9 +349,12 @@ class ServerState:
                 continue
             try:
                 emb = enc.encode_queries([t for texts, _, _ in group for t in texts])
-            except BaseException as exc:
-                for _, _, fut in group:
-                    fut.set_exception(exc)
+            except BaseException:
+                for texts, _, fut in group:  # again one by one: only the request at fault fails
+                    try:
+                        fut.set_result(enc.encode_queries(texts))
+                    except BaseException as exc:
+                        fut.set_exception(exc)
                 continue
             pos = 0
             for texts, _, fut in group:
@@ -338,7 +362,9 @@ class ServerState:
                 pos += len(texts)
 
     def close(self) -> None:
-        """Stop the model thread (if started)."""
+        """Stop the search workers and the model thread (if started)."""
+        if self.batcher is not None:
+            self.batcher.close()
         if self._model_thread is not None:
             self._model_queue.put(None)
             self._model_thread.join(10)
@@ -536,23 +562,25 @@ class GuardMiddleware:
         chunks: list[bytes] = []
         size = 0
         complete = False
-        with anyio.move_on_after(self.body_timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # the client left before sending its request: nothing to do
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    for reply in _json_message(
-                        413, f"request body is over the {self.max_body}-byte limit", {"connection": "close"}
-                    ):
-                        await send(reply)
-                    return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    complete = True
-                    break
+        # asyncio's own timeout: cheaper than anyio's cancel scope, on every request with a body
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left before sending its request: nothing to do
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        for reply in _json_message(
+                            413, f"request body is over the {self.max_body}-byte limit", {"connection": "close"}
+                        ):
+                            await send(reply)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        complete = True
+                        break
         if not complete:
             timeout = f"request body not received within {self.body_timeout:g} s"
             for reply in _json_message(408, timeout, {"connection": "close"}):
@@ -573,7 +601,7 @@ class GuardMiddleware:
 # ----------------------------------------------------------------------------- helpers
 
 
-async def _offload(request: Request, state: ServerState, fn: Callable[[], T]) -> T | None:
+async def _offload(receive: Receive, state: ServerState, fn: Callable[[], T]) -> T | None:
     """Run ``fn`` in the worker pool; None if the client disconnected while it waited (no work done)."""
     outcome: list[Any] = []
 
@@ -588,7 +616,7 @@ async def _offload(request: Request, state: ServerState, fn: Callable[[], T]) ->
 
         async def watch() -> None:
             while True:
-                message = await request.receive()
+                message = await receive()
                 if message["type"] == "http.disconnect":
                     tg.cancel_scope.cancel()
                     return
@@ -612,12 +640,73 @@ class SafeJSONResponse(JSONResponse):
     """
 
     def render(self, content: Any) -> bytes:
-        text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+        return self.dump(content)
+
+    @staticmethod
+    def dump(content: Any) -> bytes:
+        """``content`` (Hits as dicts) as JSON bytes, lone surrogates escaped."""
+        text = json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"), default=_hit_dict
+        )
         return text.encode("utf-8", "backslashreplace")
+
+
+def _hit_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, Hit):
+        return value.to_dict()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
     return SafeJSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def _on_store(exc: sqlite3.OperationalError) -> JSONResponse:
+    log.error("document store: %s", exc)
+    if any(w in str(exc) for w in ("readonly", "read-only", "locked", "disk", "unable to open")):
+        return _error(503, f"the collection's document store is not writable here: {exc}")
+    return _error(500, f"document store error: {exc}")
+
+
+def _on_collection(exc: CollectionError) -> JSONResponse:
+    log.error("collection error: %s", exc)
+    return _error(500, f"collection error: {exc}")
+
+
+def _on_os(exc: OSError) -> JSONResponse:
+    # the collection's files cannot be read or written here (read-only file system, permissions, disk full)
+    log.error("collection files: %s", exc)
+    return _error(503, f"the collection's files are not accessible: {exc.strerror or exc}")
+
+
+# the JSON error of each expected exception, by the first class of its MRO listed (as Starlette looks them up)
+ERROR_STATUS: dict[type[BaseException], Callable[[Any], JSONResponse]] = {
+    DuplicateIdError: lambda exc: _error(409, str(exc)),
+    UnknownIdError: lambda exc: _error(404, str(exc)),
+    InvalidInputError: lambda exc: _error(422, str(exc)),
+    ModelLoadError: lambda exc: _error(503, f"cannot embed text: {exc}"),
+    CollectionError: _on_collection,
+    BitsearchError: lambda exc: _error(400, str(exc)),
+    ValueError: lambda exc: _error(422, str(exc) or "invalid value"),
+    RecursionError: lambda exc: _error(422, "the request is nested too deeply"),
+    OSError: _on_os,
+    sqlite3.OperationalError: _on_store,
+}
+
+
+def error_response(exc: BaseException) -> JSONResponse | None:
+    """The JSON error answered for ``exc``; None for an unexpected one (GuardMiddleware's 500)."""
+    for cls in type(exc).__mro__:
+        handler = ERROR_STATUS.get(cls)
+        if handler is not None:
+            return handler(exc)
+    return None
+
+
+async def _on_error(request: Request, exc: Exception) -> JSONResponse:
+    response = error_response(exc)
+    assert response is not None  # registered for ERROR_STATUS's classes only
+    return response
 
 
 def _check_text(value: str, where: str) -> None:
@@ -719,6 +808,437 @@ def _resolve_id(col: Collection, raw: str) -> str | int:
     return as_int if str(as_int) == raw.strip() and as_int in col else raw
 
 
+# ----------------------------------------------------------------------------- the /search path
+
+_SEARCH_DEFAULTS: dict[str, Any] = {name: f.default for name, f in SearchRequest.model_fields.items()}
+_NUMBER_TYPES = frozenset({float, int})
+
+
+def plain_search_request(body: bytes) -> SearchRequest | None:
+    """The /search body as a SearchRequest when it is plain (orjson parses it; every field present has its
+    canonical JSON type and range), else None: FastAPI's stdlib parse and pydantic validation then take it,
+    with their coercions and error messages. This checks in microseconds what pydantic checks in a tenth of a
+    millisecond for a 384-float vector."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:  # also NaN, lone surrogates, 64-bit overflows: the full path names them
+        return None
+    if type(data) is not dict or not data.keys() <= _SEARCH_DEFAULTS.keys():
+        return None
+    query, vector = data.get("query"), data.get("vector")
+    if (query is None) == (vector is None):
+        return None
+    if query is not None:
+        if type(query) is list:
+            if not all(type(t) is str for t in query):
+                return None
+        elif type(query) is not str:
+            return None
+    else:
+        if type(vector) is not list:
+            return None
+        for row in vector if vector and type(vector[0]) is list else [vector]:
+            if type(row) is not list or not set(map(type, row)) <= _NUMBER_TYPES:
+                return None
+    k = data.get("k", 10)
+    multiplier = data.get("rescore_multiplier", 4)
+    if type(k) is not int or not 1 <= k <= MAX_K or type(multiplier) is not int:
+        return None
+    if not 1 <= multiplier <= MAX_RESCORE_MULTIPLIER:
+        return None
+    rescore = data.get("rescore", "int8")
+    names = [rescore] if type(rescore) is str else rescore if type(rescore) is list else [] if rescore is None else [0]
+    if not all(type(n) is str and n in RESCORE_NAMES for n in names):
+        return None
+    mode, filter_ = data.get("mode"), data.get("filter")
+    if (mode is not None and type(mode) is not str) or (filter_ is not None and type(filter_) is not dict):
+        return None
+    if filter_ and _integral_beyond_64_bits(filter_):
+        return None  # orjson reads integers beyond 64 bits as floats, json as ints (which a filter refuses)
+    if type(data.get("with_text", True)) is not bool:
+        return None
+    return SearchRequest.model_construct(**{**_SEARCH_DEFAULTS, **data})
+
+
+def _integral_beyond_64_bits(value: Any) -> bool:
+    """Whether parsed JSON holds a float that may have been an integer beyond 64 bits."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is float:
+            if abs(item) >= 2.0**63 and item.is_integer():
+                return True
+        elif type(item) is dict:
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return False
+
+
+class SearchJob:
+    """One /search request, checked and ready to run: alone, or in a batch of concurrent ones."""
+
+    __slots__ = ("count", "done", "encode", "key", "kwargs", "loop", "texts", "vectors", "waiter")
+
+    def __init__(self, req: SearchRequest, state: ServerState) -> None:
+        """Check the request (every 422 a lone request gets before any work); raise InvalidInputError."""
+        texts: list[str] | None = None
+        if req.query is not None:
+            single = isinstance(req.query, str)
+            texts = [req.query] if single else list(req.query)
+            if not texts:
+                raise InvalidInputError("`query` is an empty list")
+            blank = [i for i, t in enumerate(texts) if not t.strip()]
+            if blank:
+                raise InvalidInputError(f"`{'query' if single else f'query[{blank[0]}]'}` is empty")
+            count = len(texts)
+        else:
+            assert req.vector is not None
+            count = len(req.vector) if req.vector and isinstance(req.vector[0], list) else 1
+        if count > MAX_QUERIES:
+            raise InvalidInputError(f"{count} queries in one request; at most {MAX_QUERIES}")
+        # strings that cannot be UTF-8, filters SQLite cannot bind or too deep to translate: 422 before any work
+        for i, text in enumerate(texts or []):
+            _check_text(text, "query" if isinstance(req.query, str) else f"query[{i}]")
+        if req.mode is not None:
+            _check_text(req.mode, "mode")
+        if req.filter is not None:
+            _check_json(req.filter, "filter", filter_values=True)
+        self.vectors: np.ndarray | None = None
+        if texts is None:
+            assert req.vector is not None
+            self.vectors, _ = _vectors(req.vector, state.collection.dim, "vector")
+        self.texts = texts
+        self.count = count
+        self.encode = texts is not None and req.mode != "keyword"  # BM25 alone needs no embedding
+        rescore: Any = None if req.rescore in (None, "none") else req.rescore
+        kw: dict[str, Any] = {
+            "k": req.k, "rescore_multiplier": req.rescore_multiplier, "rescore": rescore, "with_text": req.with_text
+        }  # fmt: skip
+        self.key: tuple[Any, ...] | None = None
+        if req.mode in (None, "dense") and not state.has_index:
+            # dense searches with equal arguments can share one Collection.search: each query's hits are what it
+            # gets alone (exact scans per query; an ANN index may cut every query of a call to the shortest list)
+            filter_key = None if req.filter is None else orjson.dumps(req.filter)
+            rescore_key = tuple(rescore) if isinstance(rescore, list) else rescore
+            self.key = (req.k, req.rescore_multiplier, rescore_key, req.with_text, filter_key)
+        if req.mode is not None:
+            kw["mode"] = req.mode
+        if req.filter is not None:
+            kw["filter"] = req.filter
+        if texts is not None:
+            kw["query_texts"] = texts  # keyword and hybrid modes rank the text itself too
+        self.kwargs = kw
+        self.done = False  # set once answered (or abandoned): a batch skips it
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.waiter: asyncio.Future[tuple[bool, Any]] | None = None
+
+    def run_alone(self, state: ServerState) -> dict[str, Any]:
+        """What a lone request gets: embed (on the model thread), search, the response payload."""
+        timings: dict[str, float] = {}
+        vectors = self.vectors
+        if self.encode:
+            assert self.texts is not None
+            t0 = time.perf_counter()
+            vectors = state.encode(self.texts, queries=True)
+            timings["encode"] = time.perf_counter() - t0
+        return search_payload(state.search(vectors, **self.kwargs), timings, self.kwargs["k"])
+
+    def finish(self, ok: bool, value: Any) -> None:
+        """Hand the outcome to the waiting request (from any thread)."""
+        self.done = True
+        if self.loop is not None and self.waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                self.loop.call_soon_threadsafe(_deliver, self.waiter, (ok, value))
+
+
+def _deliver(waiter: asyncio.Future[tuple[bool, Any]], outcome: tuple[bool, Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(outcome)
+
+
+def search_payload(results: Any, timings: dict[str, float], k: int) -> dict[str, Any]:
+    """The /search response: hits per query (Hit dataclasses, rendered by render_json), stages, timings."""
+    timings.update({name: float(v) for name, v in results.timings.items() if name != "total"})
+    timings["total"] = sum(timings.values())
+    return {"results": list(results), "stages": list(results.stages), "timings": timings, "k": k}
+
+
+def render_json(content: Any) -> bytes:
+    """JSON bytes by orjson; what it refuses (a lone surrogate stored before the checks, integers over 64 bits)
+    by SafeJSONResponse's rendering, which escapes surrogates."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:  # orjson.JSONEncodeError
+        return SafeJSONResponse.dump(content)
+
+
+class SearchBatcher:
+    """Worker threads that answer queued /search jobs in batches.
+
+    A free worker takes every queued job (up to MAX_BATCH_QUERIES queries) and, while more requests are in
+    flight than are queued or being worked on, waits up to ``window`` seconds for them. The batch's texts go
+    through the encoder in one call; jobs with equal search arguments share one Collection.search (at most
+    MAX_SEARCH_GROUP queries); the rest are searched one by one. Whatever fails in a shared call is redone per
+    job, so one job's error (or a shorter result that may have cut others) never changes another's answer.
+    One worker gathers at a time, so jobs queued while the others work form the next batch.
+    """
+
+    def __init__(self, state: ServerState, window: float, workers: int) -> None:
+        self.state = state
+        self.window = window
+        self.workers = workers
+        self.cond = threading.Condition()
+        self.queue: list[SearchJob] = []
+        self.inflight = 0  # jobs submitted and not finished
+        self.arriving = 0  # vector jobs deciding (in the event loop) whether to run at once
+        self.busy = 0  # jobs taken by workers and not finished
+        self.gather_lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+        self.stopping = False
+        self.counts = {
+            "inline": 0, "batches": 0, "batched_requests": 0, "shared_searches": 0, "shared_search_requests": 0
+        }  # fmt: skip
+
+    def submit(self, job: SearchJob) -> None:
+        """Queue a job (its waiter set); the workers start with the first one."""
+        with self.cond:
+            if not self.threads:
+                for i in range(self.workers):
+                    t = threading.Thread(target=self._work, daemon=True, name=f"bitsearch-search-{i}")
+                    t.start()
+                    self.threads.append(t)
+            self.queue.append(job)
+            self.inflight += 1
+            self.cond.notify()
+
+    def stats(self) -> dict[str, Any]:
+        """The window (ms) and counts so far: batches, jobs in them, shared Collection.search calls and their jobs."""
+        return {"window_ms": self.window * 1000, **self.counts}
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        for t in self.threads:
+            t.join(10)
+        self.threads = []
+
+    def _gather(self) -> list[SearchJob] | None:
+        with self.cond:
+            while not self.queue:
+                if self.stopping:
+                    return None
+                self.cond.wait()
+            deadline = time.monotonic() + self.window
+            while True:
+                size = sum(j.count for j in self.queue)
+                more = self.inflight > len(self.queue) + self.busy  # requests on their way to the queue
+                left = deadline - time.monotonic()
+                if size >= MAX_BATCH_QUERIES or not more or left <= 0 or self.stopping:
+                    break
+                self.cond.wait(left)
+            batch, size = [], 0
+            while self.queue and (not batch or size + self.queue[0].count <= MAX_BATCH_QUERIES):
+                job = self.queue.pop(0)
+                batch.append(job)
+                size += job.count
+            self.busy += len(batch)
+            self.counts["batches"] += 1
+            self.counts["batched_requests"] += len(batch)
+            return batch
+
+    def _work(self) -> None:
+        with contextlib.suppress(Exception):
+            import numba
+
+            numba.set_num_threads(1)  # one kernel thread per worker (see ServerState.search)
+        while True:
+            with self.gather_lock:
+                batch = self._gather()
+            if batch is None:
+                return
+            try:
+                self._run(batch)
+            except BaseException as exc:  # pragma: no cover - _run answers every job itself
+                for job in batch:
+                    if not job.done:
+                        job.finish(False, exc)
+            finally:
+                with self.cond:
+                    self.busy -= len(batch)
+                    self.inflight -= len(batch)
+
+    def _run(self, batch: list[SearchJob]) -> None:
+        jobs = [j for j in batch if not j.done]  # done: the client left while it waited
+        timings: dict[int, dict[str, float]] = {id(j): {} for j in jobs}
+        embed = [j for j in jobs if j.encode]
+        if len(embed) > 1:
+            t0 = time.perf_counter()
+            try:
+                emb = self.state.encode([t for j in embed for t in j.texts or []], queries=True)
+            except Exception:
+                pass  # each is embedded alone below, so only the job at fault fails
+            else:
+                took = time.perf_counter() - t0
+                pos = 0
+                for j in embed:
+                    j.vectors, j.encode = emb[pos : pos + j.count], False
+                    timings[id(j)]["encode"] = took
+                    pos += j.count
+        groups: dict[tuple[Any, ...], list[SearchJob]] = {}
+        alone: list[SearchJob] = []
+        for j in jobs:
+            if j.key is None or j.count > MAX_SEARCH_GROUP or j.encode:
+                alone.append(j)
+            else:
+                groups.setdefault(j.key, []).append(j)
+        for members in groups.values():
+            chunk: list[SearchJob] = []
+            for j in [*members, None]:
+                if j is not None and sum(c.count for c in chunk) + j.count <= MAX_SEARCH_GROUP:
+                    chunk.append(j)
+                    continue
+                if len(chunk) == 1:
+                    alone.append(chunk[0])
+                elif chunk:
+                    alone += self._search_together(chunk, timings)
+                chunk = [j] if j is not None else []
+        for j in alone:
+            try:
+                if j.encode:
+                    j.finish(True, j.run_alone(self.state))
+                else:  # embedded with the batch, or given as vectors, or keyword (texts only)
+                    payload = search_payload(self.state.search(j.vectors, **j.kwargs), timings[id(j)], j.kwargs["k"])
+                    j.finish(True, payload)
+            except Exception as exc:
+                j.finish(False, exc)
+
+    def _search_together(self, chunk: list[SearchJob], timings: dict[int, dict[str, float]]) -> list[SearchJob]:
+        """One Collection.search for jobs with equal arguments; the jobs to redo alone (all, when it failed or
+        any query got fewer than k hits: a shared call may have cut it to another query's count)."""
+        k = chunk[0].kwargs["k"]
+        kw = {name: v for name, v in chunk[0].kwargs.items() if name != "query_texts"}  # dense: texts unused
+        try:
+            results = self.state.search(np.concatenate([j.vectors for j in chunk if j.vectors is not None]), **kw)
+        except Exception:
+            return chunk
+        if any(len(hits) < k for hits in results):
+            return chunk
+        with self.cond:
+            self.counts["shared_searches"] += 1
+            self.counts["shared_search_requests"] += len(chunk)
+        pos = 0
+        for j in chunk:
+            part = type(results)(results[pos : pos + j.count], results.timings, results.stages)
+            j.finish(True, search_payload(part, timings[id(j)], k))
+            pos += j.count
+        return []
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return when the client has gone away."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _batched(receive: Receive, batcher: SearchBatcher, job: SearchJob) -> dict[str, Any] | None:
+    """Queue ``job`` for a batch and wait for its payload; None if the client left first (it is then skipped).
+
+    A vector search without a filter (which queries SQLite) and with nothing else in flight runs at once in the
+    event loop instead: a fraction of a millisecond, without the two thread handoffs (and their CPU) that a lone
+    request would otherwise pay for.
+    """
+    if job.key is not None and not job.encode and job.count <= MAX_SEARCH_GROUP and "filter" not in job.kwargs:
+        batcher.arriving += 1
+        try:
+            await asyncio.sleep(0)  # let requests that arrived together reach this point too
+            if batcher.arriving == 1 and batcher.inflight == 0:
+                batcher.counts["inline"] += 1
+                return job.run_alone(batcher.state)
+        finally:
+            batcher.arriving -= 1
+    loop = asyncio.get_running_loop()
+    job.loop, job.waiter = loop, loop.create_future()
+    batcher.submit(job)
+    waiter = job.waiter
+    watch = None
+    if job.encode or job.key is None:  # worth dropping when its client leaves (vector searches are cheap)
+        watch = loop.create_task(_disconnected(receive))
+        watch.add_done_callback(lambda _: _deliver(waiter, (True, None)))
+    try:
+        ok, value = await waiter
+    finally:
+        if watch is not None:
+            watch.cancel()
+    if not ok:
+        raise value
+    if value is None:
+        job.done = True  # abandoned: a worker that has not taken it yet skips it
+    return value
+
+
+async def answer_search(state: ServerState, req: SearchRequest | SearchJob, receive: Receive) -> Response:
+    """POST /search for a validated request: checks, then the batcher (or a worker thread), then JSON bytes."""
+    try:
+        job = req if isinstance(req, SearchJob) else SearchJob(req, state)
+        if state.batcher is not None:
+            payload = await _batched(receive, state.batcher, job)
+        else:
+            payload = await _offload(receive, state, lambda: job.run_alone(state))
+    except Exception as exc:
+        response = error_response(exc)
+        if response is None:
+            raise  # GuardMiddleware answers a JSON 500
+        return response
+    if payload is None:
+        return _error(499, "client closed the request")
+    return Response(render_json(payload), media_type="application/json")
+
+
+class FastSearch:
+    """POST /search without FastAPI's routing and pydantic validation when the body is plain JSON
+    (plain_search_request); any other body goes on to the FastAPI route, which answers it as before."""
+
+    def __init__(self, app: ASGIApp, *, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/search" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        message = await receive()  # GuardMiddleware hands over the whole body in one message
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            req = plain_search_request(message.get("body", b""))
+            job = None
+            if req is not None:
+                # a request the checks refuse goes the full way, which names the problem as it always has
+                with contextlib.suppress(Exception):
+                    job = SearchJob(req, self.state)
+            if job is not None:
+                response = await answer_search(self.state, job, receive)
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status_code,
+                        "headers": response.raw_headers,
+                    }
+                )
+                await send({"type": "http.response.body", "body": response.body})
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 # ----------------------------------------------------------------------------- the app
 
 
@@ -733,6 +1253,7 @@ def create_app(
     refresh_seconds: float | None = 2.0,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     allowed_hosts: Iterable[str] = (),
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
 ) -> FastAPI:
     """Build the FastAPI app serving one collection (opened here when given a path).
 
@@ -741,6 +1262,8 @@ def create_app(
     every ``refresh_seconds`` the collection picks up what other processes (``bitsearch index``) wrote;
     a request body must arrive within ``body_timeout`` seconds. Without ``api_key`` only requests whose
     Host is a loopback name or one of ``allowed_hosts`` ("*": any) are served (DNS rebinding).
+    ``batch_window_ms`` > 0 turns on micro-batching of concurrent /search requests (SearchBatcher): a free
+    worker waits at most this long for requests on their way; 0 answers each request on its own.
     """
     col = path_or_collection if isinstance(path_or_collection, Collection) else Collection.open(path_or_collection)
     if max_body_bytes < 1024:
@@ -751,7 +1274,13 @@ def create_app(
     n_threads = threads or max(8, 4 * (os.cpu_count() or 1))
     if encoder is not None and getattr(encoder, "dim", col.dim) != col.dim:
         raise ValueError(f"encoder gives {encoder.dim}-dim embeddings; the collection holds {col.dim}")
+    if not 0 <= batch_window_ms <= 100:
+        raise ValueError(f"batch_window_ms must be in [0, 100], got {batch_window_ms}")
     state = ServerState(col, threads=n_threads, encoder=encoder)
+    if batch_window_ms > 0:
+        # a worker per core (numba runs one kernel thread per worker): batches, not threads, absorb concurrency
+        workers = min(n_threads, max(2, os.cpu_count() or 1))
+        state.batcher = SearchBatcher(state, batch_window_ms / 1000, workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -762,7 +1291,7 @@ def create_app(
         stop = threading.Event()
         if refresh_seconds:
             threading.Thread(
-                target=_refresh_loop, args=(col, refresh_seconds, stop), daemon=True, name="bitsearch-refresh"
+                target=_refresh_loop, args=(state, refresh_seconds, stop), daemon=True, name="bitsearch-refresh"
             ).start()
         yield
         stop.set()
@@ -780,6 +1309,7 @@ def create_app(
         default_response_class=SafeJSONResponse,
     )
     app.state.bitsearch = state
+    app.add_middleware(FastSearch, state=state)  # inside GuardMiddleware (added next, so outermost)
     app.add_middleware(
         GuardMiddleware,
         api_key=api_key,
@@ -796,51 +1326,8 @@ def create_app(
     async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc)
 
-    @app.exception_handler(DuplicateIdError)
-    async def _on_duplicate(request: Request, exc: DuplicateIdError) -> JSONResponse:
-        return _error(409, str(exc))
-
-    @app.exception_handler(UnknownIdError)
-    async def _on_unknown(request: Request, exc: UnknownIdError) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(InvalidInputError)
-    async def _on_invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
-        return _error(422, str(exc))
-
-    @app.exception_handler(ModelLoadError)
-    async def _on_model(request: Request, exc: ModelLoadError) -> JSONResponse:
-        return _error(503, f"cannot embed text: {exc}")
-
-    @app.exception_handler(CollectionError)
-    async def _on_collection(request: Request, exc: CollectionError) -> JSONResponse:
-        log.error("collection error: %s", exc)
-        return _error(500, f"collection error: {exc}")
-
-    @app.exception_handler(BitsearchError)
-    async def _on_bitsearch(request: Request, exc: BitsearchError) -> JSONResponse:
-        return _error(400, str(exc))
-
-    @app.exception_handler(ValueError)
-    async def _on_value(request: Request, exc: ValueError) -> JSONResponse:
-        return _error(422, str(exc) or "invalid value")
-
-    @app.exception_handler(RecursionError)
-    async def _on_recursion(request: Request, exc: RecursionError) -> JSONResponse:
-        return _error(422, "the request is nested too deeply")
-
-    @app.exception_handler(OSError)
-    async def _on_os(request: Request, exc: OSError) -> JSONResponse:
-        # the collection's files cannot be read or written here (read-only file system, permissions, disk full)
-        log.error("collection files: %s", exc)
-        return _error(503, f"the collection's files are not accessible: {exc.strerror or exc}")
-
-    @app.exception_handler(sqlite3.OperationalError)
-    async def _on_store(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-        log.error("document store: %s", exc)
-        if any(w in str(exc) for w in ("readonly", "read-only", "locked", "disk", "unable to open")):
-            return _error(503, f"the collection's document store is not writable here: {exc}")
-        return _error(500, f"document store error: {exc}")
+    for exc_class in ERROR_STATUS:
+        app.add_exception_handler(exc_class, _on_error)
 
     # anything else: GuardMiddleware answers a JSON 500 and keeps the connection
 
@@ -863,76 +1350,14 @@ def create_app(
             "max_body_bytes": max_body_bytes,
             "model_loaded": state.encoder_loaded,
             "search_options": ["filter", "mode"],
+            "batching": None if state.batcher is None else state.batcher.stats(),
         }
         return stats
 
     @app.post("/search", tags=["search"], response_model=SearchResponse, responses=_ERRORS)
     async def search(req: SearchRequest, request: Request) -> Any:
         """Search with text (embedded with the collection's model) or vectors; one query or a batch."""
-        extra: dict[str, Any] = {}
-        if req.mode is not None:
-            extra["mode"] = req.mode
-        if req.filter is not None:
-            extra["filter"] = req.filter
-        texts: list[str] | None = None
-        if req.query is not None:
-            texts = [req.query] if isinstance(req.query, str) else list(req.query)
-            if not texts:
-                return _error(422, "`query` is an empty list")
-            blank = [i for i, t in enumerate(texts) if not t.strip()]
-            if blank:
-                where = "query" if isinstance(req.query, str) else f"query[{blank[0]}]"
-                return _error(422, f"`{where}` is empty")
-            count = len(texts)
-        else:
-            assert req.vector is not None
-            count = len(req.vector) if req.vector and isinstance(req.vector[0], list) else 1
-        if count > MAX_QUERIES:
-            return _error(422, f"{count} queries in one request; at most {MAX_QUERIES}")
-        rescore: Any = None if req.rescore in (None, "none") else req.rescore
-        if texts is not None:
-            extra["query_texts"] = texts  # keyword and hybrid modes rank the text itself too
-
-        def work() -> dict[str, Any]:
-            # strings that cannot be UTF-8, filters SQLite cannot bind or too deep to translate: 422 before any work
-            for i, text in enumerate(texts or []):
-                _check_text(text, "query" if isinstance(req.query, str) else f"query[{i}]")
-            if req.mode is not None:
-                _check_text(req.mode, "mode")
-            if req.filter is not None:
-                _check_json(req.filter, "filter", filter_values=True)
-            timings: dict[str, float] = {}
-            vectors: np.ndarray | None = None
-            if texts is not None and req.mode == "keyword":
-                pass  # BM25 alone needs no embedding
-            elif texts is not None:
-                t0 = time.perf_counter()
-                vectors = state.encode(texts, queries=True)
-                timings["encode"] = time.perf_counter() - t0
-            else:
-                assert req.vector is not None
-                vectors, _ = _vectors(req.vector, col.dim, "vector")
-            results = state.search(
-                vectors,
-                k=req.k,
-                rescore_multiplier=req.rescore_multiplier,
-                rescore=rescore,
-                with_text=req.with_text,
-                **extra,
-            )
-            timings.update({k: float(v) for k, v in results.timings.items() if k != "total"})
-            timings["total"] = sum(timings.values())
-            return {
-                "results": [[hit.to_dict() for hit in hits] for hits in results],
-                "stages": list(results.stages),
-                "timings": timings,
-                "k": req.k,
-            }
-
-        payload = await _offload(request, state, work)
-        if payload is None:
-            return _error(499, "client closed the request")
-        return SafeJSONResponse(payload)
+        return await answer_search(state, req, request.receive)
 
     @app.post("/documents", tags=["documents"], status_code=201, response_model=AddResponse, responses=_ERRORS)
     async def add_documents(req: AddRequest, request: Request) -> Any:
@@ -962,7 +1387,7 @@ def create_app(
             ids = col.add(vectors, ids=req.ids, texts=req.texts, metadata=req.metadata)
             return {"ids": ids, "added": len(ids), "documents": len(col)}
 
-        payload = await _offload(request, state, work)
+        payload = await _offload(request.receive, state, work)
         if payload is None:
             return _error(499, "client closed the request")
         return SafeJSONResponse(payload, status_code=201)
@@ -976,7 +1401,7 @@ def create_app(
             col.delete([target])
             return {"deleted": target, "documents": len(col)}
 
-        payload = await _offload(request, state, work)
+        payload = await _offload(request.receive, state, work)
         if payload is None:
             return _error(499, "client closed the request")
         return SafeJSONResponse(payload)
@@ -993,16 +1418,18 @@ def create_app(
     return app
 
 
-def _refresh_loop(col: Collection, every: float, stop: threading.Event) -> None:
+def _refresh_loop(state: ServerState, every: float, stop: threading.Event) -> None:
     """Reload the collection when another process has committed to it (checked every ``every`` seconds).
 
     Under the collection's write lock, so a reload never races a write of this process; searches keep
     the snapshot they started with.
     """
+    col = state.collection
     while not stop.wait(every):
         try:
             with col._write_lock:
                 col.refresh()
+            state.check_index()
         except Exception as exc:  # a half-written or broken collection: keep serving the last good state
             log.warning("could not refresh the collection: %s", exc)
 
