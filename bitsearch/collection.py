@@ -37,9 +37,11 @@ import numpy as np
 from .errors import (
     CollectionError,
     CorruptCollectionError,
+    DiskFullError,
     DuplicateIdError,
     FormatVersionError,
     InvalidInputError,
+    ReadOnlyCollectionError,
     UnknownIdError,
 )
 from .kernels import as_words, pread_rows
@@ -630,7 +632,7 @@ class CollectionFiles:
         SQLite's error.
         """
         if self.read_only:
-            raise CollectionError(
+            raise ReadOnlyCollectionError(
                 f"the collection at {self.path} is read-only (this process cannot write its folder or {DOCS}): "
                 "adding, deleting, compacting and indexing need write access"
             )
@@ -685,7 +687,7 @@ class CollectionFiles:
             if tomb is None or f.name != tomb["file"]:
                 remove_inside(root, f)
 
-    def _failed(self, exc: BaseException, generation: int | None) -> CollectionError | None:
+    def _failed(self, exc: BaseException, generation: int | None) -> DiskFullError | None:
         """Remove what a failed write left (best effort); for a full disk, the error to raise instead.
 
         ``generation`` is the state's when the write began (None: it failed before, writing nothing).
@@ -703,7 +705,7 @@ class CollectionFiles:
             outcome = "nothing was changed; free some space and retry"
         else:
             outcome = "the write may have committed; open the collection again to see"
-        return CollectionError(f"no space left on device while writing to the collection at {self.path}: {outcome}")
+        return DiskFullError(f"no space left on device while writing to the collection at {self.path}: {outcome}")
 
     def _commit(self, manifest: dict[str, Any]) -> None:
         """Write the new manifest: its rename is the commit of the write."""

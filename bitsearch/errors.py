@@ -34,5 +34,13 @@ class FormatVersionError(CollectionError):
     """The collection was written by a newer bitsearch format version."""
 
 
+class ReadOnlyCollectionError(CollectionError):
+    """A write to a collection this process can only read (read-only media, no write permission)."""
+
+
+class DiskFullError(CollectionError):
+    """A write failed for lack of disk space; the collection was left as it was (or the write committed)."""
+
+
 class ModelLoadError(BitsearchError):
     """An embedding model could not be loaded (unknown name, no network, missing files)."""

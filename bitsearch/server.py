@@ -41,9 +41,11 @@ from bitsearch import __version__
 from bitsearch.errors import (
     BitsearchError,
     CollectionError,
+    DiskFullError,
     DuplicateIdError,
     InvalidInputError,
     ModelLoadError,
+    ReadOnlyCollectionError,
     UnknownIdError,
 )
 from bitsearch.search import Collection, Hit
@@ -89,8 +91,9 @@ MAX_BATCH_QUERIES = 64  # queries per batch (the encoder's call); a request with
 # (beyond, BLAS products could round scores differently from a lone request's)
 MAX_SEARCH_GROUP = 16
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# paths that need no API key: the liveness probe and the search page's own files (the page asks for the key)
-PUBLIC_PATHS = frozenset({"/health", "/", "/favicon.ico"})
+# paths that need no API key: the liveness probe, the search page's own files (the page asks for the key) and the
+# API's documentation (a browser cannot send the key header when it opens /docs; the schema holds no data)
+PUBLIC_PATHS = frozenset({"/health", "/", "/favicon.ico", "/docs", "/redoc", "/docs/oauth2-redirect", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/",)
 # Host names a server without an API key answers (any port): a browser page cannot make its requests carry
 # these names unless it is served from this machine, which defeats DNS rebinding
@@ -215,6 +218,7 @@ class SearchResponse(BaseModel):
     stages: list[str]
     timings: dict[str, float]
     k: int
+    warnings: list[str] = Field(default_factory=list, description="What may explain a short answer.")
 
 
 class AddResponse(BaseModel):
@@ -685,6 +689,8 @@ ERROR_STATUS: dict[type[BaseException], Callable[[Any], JSONResponse]] = {
     UnknownIdError: lambda exc: _error(404, str(exc)),
     InvalidInputError: lambda exc: _error(422, str(exc)),
     ModelLoadError: lambda exc: _error(503, f"cannot embed text: {exc}"),
+    ReadOnlyCollectionError: lambda exc: _error(503, str(exc)),
+    DiskFullError: lambda exc: _error(503, str(exc)),
     CollectionError: _on_collection,
     BitsearchError: lambda exc: _error(400, str(exc)),
     ValueError: lambda exc: _error(422, str(exc) or "invalid value"),
@@ -961,7 +967,13 @@ def search_payload(results: Any, timings: dict[str, float], k: int) -> dict[str,
     """The /search response: hits per query (Hit dataclasses, rendered by render_json), stages, timings."""
     timings.update({name: float(v) for name, v in results.timings.items() if name != "total"})
     timings["total"] = sum(timings.values())
-    return {"results": list(results), "stages": list(results.stages), "timings": timings, "k": k}
+    return {
+        "results": list(results),
+        "stages": list(results.stages),
+        "timings": timings,
+        "k": k,
+        "warnings": list(results.warnings),
+    }
 
 
 def render_json(content: Any) -> bytes:

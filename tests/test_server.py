@@ -126,12 +126,13 @@ def test_api_key_required_and_both_header_forms(vec_server: tuple[str, Collectio
     for good in (AUTH, {"X-API-Key": KEY}, {"authorization": f"bearer {KEY}"}):
         r = httpx.post(url + "/search", json=body, headers=good, timeout=10)
         assert r.status_code == 200, r.text
-    # every API route needs it (unknown routes too: no probing without a key); the page's files do not
-    for path in ("/info", "/openapi.json", "/docs", "/nope"):
+    # every API route needs it (unknown routes too: no probing without a key); the page's files and the API's
+    # documentation (which a browser opens without the header) do not
+    for path in ("/info", "/nope"):
         assert httpx.get(url + path, timeout=10).status_code == 401, path
     assert httpx.delete(url + "/documents/doc1", timeout=10).status_code == 401
     assert httpx.post(url + "/documents", json={"vectors": [[0.0] * DIM]}, timeout=10).status_code == 401
-    for path in ("/", "/static/app.js", "/static/style.css"):
+    for path in ("/", "/static/app.js", "/static/style.css", "/docs", "/openapi.json"):
         assert httpx.get(url + path, timeout=10).status_code == 200, path
     assert httpx.get(url + "/openapi.json", headers={"X-API-Key": KEY}, timeout=10).json()["security"]
 
@@ -815,6 +816,13 @@ def test_search_page_in_headless_browser(text_server: tuple[str, Collection], tm
         driver.find_element(By.ID, "go").click()
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-searched") == str(searched + 1))
         assert not driver.find_element(By.ID, "error").is_displayed()
+        # the footer's "API docs" link opens in the browser, which cannot send the key header
+        driver.find_element(By.LINK_TEXT, "API docs").click()
+        wait.until(lambda d: d.current_url.endswith("/docs"))
+        assert "API key" not in driver.find_element(By.TAG_NAME, "body").text
+        assert "swagger" in driver.page_source.lower()
+        driver.back()
+        wait.until(lambda d: d.find_element(By.ID, "memory").get_attribute("data-loaded") == "1")
         shot = tmp_path / "server-page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         docs_shot = os.environ.get("BITSEARCH_DOCS_SCREENSHOT")  # e.g. docs/img/server-page.png

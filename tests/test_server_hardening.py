@@ -493,3 +493,45 @@ def test_h11_protocol_is_guarded_too(small_col: Collection) -> None:
             with contextlib.suppress(OSError):
                 s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100_000)  # never ends
             assert s.recv(100).startswith((b"HTTP/1.1 431", b"HTTP/1.1 400"))
+
+
+def test_api_docs_open_without_the_key_and_data_does_not(tmp_path: Path) -> None:
+    """A browser cannot send the key header when it follows the page's "API docs" link: /docs and the schema
+    are public (they hold no data); everything else still needs the key, and the Host check still applies."""
+    col = make_collection(tmp_path / "col")
+    with TestClient(create_app(col, api_key=KEY, refresh_seconds=None), base_url="http://localhost") as client:
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert client.get(path).status_code == 200, path
+        assert "/search" in client.get("/openapi.json").json()["paths"]
+        assert client.get("/info").status_code == 401
+        assert client.post("/search", json={"vector": unit_vectors(1)[0].tolist()}).status_code == 401
+    with TestClient(create_app(col, refresh_seconds=None), base_url="http://attacker.example") as client:
+        assert client.get("/openapi.json").status_code == 421
+
+
+def test_filter_on_a_field_no_document_has_is_reported(tmp_path: Path) -> None:
+    col = make_collection(tmp_path / "col")
+    vec = unit_vectors(1, seed=3)[0].tolist()
+    with TestClient(create_app(col, refresh_seconds=None), base_url="http://localhost") as client:
+        body: dict[str, Any] = {"vector": vec, "k": 3, "filter": {"year": {"$gte": 2010}}}
+        data = client.post("/search", json=body).json()
+        assert data["results"] == [[]]
+        assert data["warnings"] == ["no stored document has the metadata field 'year' that the filter names"]
+        ok = client.post("/search", json={"vector": vec, "k": 3, "filter": {"n": 1}}).json()
+        assert len(ok["results"][0]) == 3 and ok["warnings"] == []
+
+
+def test_read_only_and_full_disk_are_503(tmp_path: Path) -> None:
+    from bitsearch.errors import DiskFullError, ReadOnlyCollectionError
+
+    col = make_collection(tmp_path / "col")
+    vec = unit_vectors(1, seed=4)[0].tolist()
+    with TestClient(create_app(col, refresh_seconds=None), base_url="http://localhost") as client:
+        for exc in (ReadOnlyCollectionError("the collection is read-only"), DiskFullError("no space left on device")):
+
+            def add(*args: Any, exc: Exception = exc, **kw: Any) -> Any:
+                raise exc
+
+            col.add = add  # type: ignore[method-assign]
+            resp = client.post("/documents", json={"vectors": [vec]})
+            assert resp.status_code == 503 and str(exc) in resp.json()["detail"], resp.text

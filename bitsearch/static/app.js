@@ -146,6 +146,8 @@ async function search(event) {
     const data = await call("/search", { method: "POST", headers: headers(true), body: JSON.stringify(body) });
     const roundTrip = (performance.now() - t0) / 1000;
     renderHits(data.results[0] || []);
+    $("notice").textContent = (data.warnings || []).join(" · ");
+    $("notice").hidden = !(data.warnings || []).length;
     renderTimings(data.timings, data.stages);
     $("timings-text").textContent += " · round trip " + ms(roundTrip);
     document.body.dataset.searched = String(Number(document.body.dataset.searched || 0) + 1);
@@ -153,6 +155,7 @@ async function search(event) {
     // the results on screen belong to an earlier query: never leave them beside this query's error
     $("results").replaceChildren();
     $("timings").hidden = true;
+    $("notice").hidden = true;
     showError(e.message);
   } finally {
     $("go").disabled = false;
