@@ -174,8 +174,20 @@ class SearchRequest(BaseModel):
         return self
 
 
+class DocumentIn(BaseModel):
+    """One document of the list form of ``POST /documents``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: DocIdIn | None = Field(None, description="Unique str or int id; default: the next integer.")
+    text: str | None = Field(None, description="The text (stored, and embedded when there is no vector).")
+    vector: list[float] | None = Field(None, description="The embedding, of the collection's dim.")
+    metadata: dict[str, Any] | None = Field(None, description="A JSON object.")
+
+
 class AddRequest(BaseModel):
-    """Documents to add: vectors and/or texts (texts alone are embedded with the collection's model)."""
+    """Documents to add: vectors and/or texts (texts alone are embedded with the collection's model), as
+    parallel lists, or as a list of ``documents`` ({id, text, vector, metadata} each)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -186,6 +198,7 @@ class AddRequest(BaseModel):
                     "ids": ["doc-1", "doc-2"],
                     "metadata": [{"lang": "en"}, None],
                 },
+                {"documents": [{"id": "doc-1", "text": "A first document.", "metadata": {"lang": "en"}}]},
             ]
         },
     )
@@ -194,11 +207,29 @@ class AddRequest(BaseModel):
     texts: list[str] | None = Field(None, description="Document texts (stored, and embedded when no vectors).")
     vectors: list[list[float]] | None = Field(None, description="Document embeddings of the collection's dim.")
     metadata: list[dict[str, Any] | None] | None = Field(None, description="One JSON object (or null) per document.")
+    documents: list[DocumentIn] | None = Field(
+        None, description="The same as a list of {id, text, vector, metadata} objects, instead of the lists above."
+    )
 
     @model_validator(mode="after")
     def _has_documents(self) -> AddRequest:
+        if self.documents is not None:
+            if any(v is not None for v in (self.ids, self.texts, self.vectors, self.metadata)):
+                raise ValueError("give `documents`, or the lists `ids`/`texts`/`vectors`/`metadata`, not both")
+            docs = self.documents
+            for name in ("id", "text", "vector"):
+                given = [getattr(d, name) is not None for d in docs]
+                if any(given) and not all(given):
+                    missing = given.index(False)
+                    raise ValueError(f"documents[{missing}] has no `{name}` while others have one: all or none")
+            self.ids = [d.id for d in docs] if docs and docs[0].id is not None else None  # type: ignore[misc]
+            self.texts = [d.text for d in docs] if docs and docs[0].text is not None else None  # type: ignore[misc]
+            self.vectors = [d.vector for d in docs] if docs and docs[0].vector is not None else None  # type: ignore[misc]
+            self.metadata = [d.metadata for d in docs] if any(d.metadata is not None for d in docs) else None
+            if not docs:
+                self.vectors = []
         if self.texts is None and self.vectors is None:
-            raise ValueError("give `texts` and/or `vectors`")
+            raise ValueError("give `texts` and/or `vectors` (or `documents`)")
         return self
 
 

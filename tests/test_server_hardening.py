@@ -535,3 +535,27 @@ def test_read_only_and_full_disk_are_503(tmp_path: Path) -> None:
             col.add = add  # type: ignore[method-assign]
             resp = client.post("/documents", json={"vectors": [vec]})
             assert resp.status_code == 503 and str(exc) in resp.json()["detail"], resp.text
+
+
+def test_documents_as_a_list_of_objects(tmp_path: Path) -> None:
+    """The shape newcomers guess ({"documents": [{"id", "text", ...}]}) is accepted; mixed shapes are a 422."""
+    col = make_collection(tmp_path / "col")
+    v = unit_vectors(3, seed=9)
+    docs = [
+        {"id": "new-a", "text": "first", "vector": v[0].tolist(), "metadata": {"lang": "en"}},
+        {"id": "new-b", "text": "second", "vector": v[1].tolist()},
+    ]
+    with TestClient(create_app(col, refresh_seconds=None), base_url="http://localhost") as client:
+        r = client.post("/documents", json={"documents": docs})
+        assert r.status_code == 201, r.text
+        assert r.json()["ids"] == ["new-a", "new-b"] and r.json()["documents"] == N + 2
+        hit = client.post("/search", json={"vector": v[0].tolist(), "k": 1}).json()["results"][0][0]
+        assert hit["id"] == "new-a" and hit["text"] == "first" and hit["metadata"] == {"lang": "en"}
+        for bad in (
+            {"documents": docs, "ids": ["x", "y"]},
+            {"documents": [docs[0], {"text": "no id or vector"}]},
+            {"documents": [{"id": "z", "vector": v[2].tolist(), "title": "unknown field"}]},
+        ):
+            r = client.post("/documents", json=bad)
+            assert r.status_code == 422, (bad, r.text)
+        assert len(col) == N + 2
