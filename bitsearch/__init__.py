@@ -12,6 +12,7 @@ import os
 # runtimes of numba, torch and faiss; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .collection import Document
 from .errors import (
     BitsearchError,
     CollectionError,
@@ -41,6 +42,7 @@ __all__ = [
     "CollectionError",
     "CorruptCollectionError",
     "DiskFullError",
+    "Document",
     "DuplicateIdError",
     "FormatVersionError",
     "Hit",

@@ -52,6 +52,7 @@ __all__ = [
     "FORMAT_VERSION",
     "STAGE1_PRECISIONS",
     "CollectionFiles",
+    "Document",
     "interrupted_create",
     "remove_inside",
     "validate_manifest",
@@ -312,6 +313,16 @@ class RowFiles:
 
 
 @dataclass(frozen=True)
+class Document:
+    """A stored document as ``get`` returns it: id, text, metadata, and the float32 vector when asked for."""
+
+    id: DocId
+    text: str | None
+    metadata: dict[str, Any] | None
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Segment:
     """One immutable segment as loaded: stage-1 codes live in the state, other rows stay on disk."""
 
@@ -376,6 +387,20 @@ class State:
             width = () if kind == "seqs" else (int(self.manifest["dim"]),)
             return np.empty((0, *width), dtype=dtype)
         return self.row_files(kind).take(rows)
+
+    def rows_of(self, seqs: np.ndarray) -> np.ndarray:
+        """Global row numbers of stored sequence numbers (rows hold ascending seqs: adds append larger
+        ones and compaction keeps their order), by one search over the seqs, read once per state."""
+        seqs = np.asarray(seqs, dtype=np.int64)
+        all_seqs = self.extra.get("all_seqs")
+        if all_seqs is None:
+            all_seqs = self.gather("seqs", np.arange(self.rows, dtype=np.int64))
+            self.extra["all_seqs"] = all_seqs
+        rows = np.searchsorted(all_seqs, seqs)
+        inside = rows < all_seqs.size
+        if not inside.all() or (all_seqs[rows[inside]] != seqs[inside]).any():
+            raise CorruptCollectionError("a document's sequence number is in no segment of the collection")
+        return rows
 
     def row_files(self, kind: str) -> RowFiles:
         """The segments' ``kind`` files as one RowFiles, built once per state."""
@@ -620,6 +645,35 @@ class CollectionFiles:
             dead = np.isin(seqs, state.tombstones)
             live = [i for i, d in zip(live, dead, strict=True) if not d]
         return live
+
+    def get(self, ids: Sequence[object], *, with_vectors: bool = False) -> list[Document | None]:
+        """The stored documents for ``ids``, in order: id, text, metadata and, with ``with_vectors``, the
+        float32 vector (needs ``keep_float32=True``: int8 rows would only approximate it). An id that is
+        not a live document gives None in its place (frameworks' get-by-ids skips those)."""
+        norm = [normalize_id(i) for i in _as_list(ids, "ids", "one id per document")]
+        state = self._state
+        if with_vectors and not state.manifest["keep_float32"]:
+            raise InvalidInputError(
+                "this collection keeps no float32 rows to return vectors from: create it with keep_float32=True"
+            )
+        found = self._docs.find_existing(norm)
+        next_seq = int(state.manifest["next_seq"])
+        seqs = {i: s for i, s in found.items() if s < next_seq and not _is_tombstoned(state, s)}
+        wanted = sorted(set(seqs.values()))
+        stored = self._docs.fetch(wanted)
+        vectors: dict[int, np.ndarray] = {}
+        if with_vectors and wanted:
+            rows = state.rows_of(np.asarray(wanted, dtype=np.int64))
+            vectors = dict(zip(wanted, state.gather("float32", rows), strict=True))
+        out: list[Document | None] = []
+        for i in norm:
+            seq = seqs.get(i)
+            if seq is None:
+                out.append(None)
+                continue
+            doc_id, text, meta = stored[seq]
+            out.append(Document(doc_id, text, meta, vectors.get(seq)))
+        return out
 
     # -------------------------------------------------------------- writes
 
