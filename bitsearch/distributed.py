@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import heapq
 import inspect
+import itertools
 import json
 import os
 import re
@@ -65,7 +67,8 @@ FORMAT_VERSION = 1
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a plain name inside the directory
 DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": 3, "max_task_retries": 3, "num_cpus": 0}
 _CREATE_OPTIONS = frozenset(inspect.signature(Collection.create).parameters) - {"cls", "path", "dim", "exist_ok"}
-_CODEBOOK_PRECISIONS = ("binary", "1.5bit", "2bit")  # stage-1 codes calibrated on embeddings
+_CODEBOOK_PRECISIONS = ("binary", "1.5bit", "2bit")
+_INLINE_BYTES = 64 * 1024  # stage-1 codes calibrated on embeddings
 
 
 def shard_of(doc_id: object, shards: int) -> int:
@@ -711,7 +714,8 @@ class ShardedCollection:
                 nprobe=nprobe, exact=exact, with_text=with_text,
             )  # fmt: skip
             t0 = time.perf_counter()
-            q_ref = self._ray.put(q)  # one copy in the object store for every shard
+            # a large batch goes to the object store once for every shard; a small one inline (a put costs ~1 ms)
+            q_ref = self._ray.put(q) if q.nbytes > _INLINE_BYTES and len(answered) > 1 else q
             got, errors = self._call("search", {i: (q_ref, options) for i in answered})
             self._check(errors, failed, allow_partial, "search")
             answered -= set(errors)
@@ -840,12 +844,10 @@ def merge_ranked(per_shard: list[list[list[tuple[Any, ...]]]], k: int) -> list[l
     order, then the shard's own order (a deterministic tie-break)."""
     if not per_shard:
         return []
-    out = []
-    for q in range(len(per_shard[0])):
-        cand = [(-float(h[1]), s, r, h) for s, shard in enumerate(per_shard) for r, h in enumerate(shard[q])]
-        cand.sort(key=lambda c: c[:3])
-        out.append([c[3] for c in cand[:k]])
-    return out
+    key = lambda h: -h[1]  # noqa: E731 - each shard's list is best first; merge keeps shard order for equal keys
+    return [
+        list(itertools.islice(heapq.merge(*(s[q] for s in per_shard), key=key), k)) for q in range(len(per_shard[0]))
+    ]
 
 
 def _sum_statistics(parts: list[dict[str, Any]]) -> dict[str, Any]:
