@@ -110,6 +110,7 @@ class Shard:
         return {"dim": m["dim"], "precision": m["precision"], "ranges": m["ranges"], "codebook": codebook_digest(m)}
 
     def existing_ids(self, ids: list[DocId]) -> list[DocId]:
+        self.col.refresh()
         return self.col.existing_ids(ids)
 
     def add(
@@ -140,11 +141,13 @@ class Shard:
 
     def search(self, queries: np.ndarray, options: dict[str, Any]) -> tuple[list[list[tuple[Any, ...]]], dict]:
         """Dense search: per query, up to k (id, score, text, metadata), and the stage timings."""
+        self.col.refresh()  # another handle's actors may have written to this directory
         res = self.col.search(queries, mode="dense", **options)
         return [[(h.id, h.score, h.text, h.metadata) for h in hits] for hits in res], dict(res.timings)
 
     def keyword_statistics(self, texts: list[str]) -> list[dict[str, Any]]:
         """Per query string, its phrases' document frequencies and this shard's document and token counts."""
+        self.col.refresh()
         return [self.docs.keyword_statistics(t) for t in texts]
 
     def keyword_search(
@@ -169,9 +172,11 @@ class Shard:
         return out
 
     def size(self) -> int:
+        self.col.refresh()
         return len(self.col)
 
     def stats(self) -> dict[str, Any]:
+        self.col.refresh()
         return self.col.stats()
 
     def compact(self) -> None:

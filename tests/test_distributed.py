@@ -154,6 +154,10 @@ def test_deletes_and_compaction_keep_answers_identical(tmp_path, corpus):
         with pytest.raises(UnknownIdError):
             sharded.delete([c["ids"][0], "no-such-id"])
         assert c["ids"][0] in sharded.existing_ids([c["ids"][0]])  # nothing deleted by the failed call
+        with pytest.raises(InvalidInputError, match="float32"):  # a shard's own error, as one collection raises it
+            sharded.search(q, rescore="float32")
+        with pytest.raises(InvalidInputError):
+            sharded.search(q, filter={"bad field!": 1})
         assert _pairs(sharded.search(q, k=10, rescore=None)) == _pairs(single.search(q, k=10, rescore=None))
         sharded.compact()
         single.compact()
@@ -221,6 +225,7 @@ def test_generated_ids_are_unique_across_calls_and_handles(flaky):
     c = b.add(emb[210:220])
     b.close()
     assert a == list(range(10)) and c == list(range(10, 20))
+    assert sc.existing_ids([5, 15]) == [5, 15] and len(sc) == 220  # the other handle's writes are seen
     with pytest.raises(InvalidInputError):
         sc.add(emb[:2], ids=["y1", "y2"], texts=["fine", ""])  # refused before any shard writes
     assert not sc.existing_ids(["y1", "y2"])
