@@ -11,19 +11,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
+from bitsearch import Collection, CollectionError, DuplicateIdError, InvalidInputError, UnknownIdError
+from bitsearch.distributed import MANIFEST, Shard, ShardedCollection, shard_of
+from bitsearch.errors import CorruptCollectionError, PartialWriteError, ShardUnavailableError
+from bitsearch.evaluate import load_dataset
+from bitsearch.store import DocStore
 
-from bitsearch import Collection, CollectionError, DuplicateIdError, InvalidInputError, UnknownIdError  # noqa: E402
-from bitsearch.distributed import MANIFEST, Shard, ShardedCollection, shard_of  # noqa: E402
-from bitsearch.errors import CorruptCollectionError, PartialWriteError, ShardUnavailableError  # noqa: E402
-from bitsearch.evaluate import load_dataset  # noqa: E402
+try:
+    import ray
+except ImportError:  # pragma: no cover - the ray extra is part of CI's install
+    ray = None
 
 DIM = 32
 DATA = Path("/work/shared/data/cranfield")
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def ray_cluster():
+    """One local Ray for the module's tests that need it (2 CPUs), shut down at the end."""
+    if ray is None:
+        pytest.skip("needs ray (pip install 'bitsearch[ray]')")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the workers cannot import this test module: ship its classes (Flaky) by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -55,7 +62,7 @@ def corpus():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory, corpus):
+def pair(ray_cluster, tmp_path_factory, corpus):
     """The same documents in one Collection and in a 3-shard ShardedCollection (same calibration)."""
     root = tmp_path_factory.mktemp("dist")
     opts = dict(precision="binary", keep_int8=True, keep_float32=True)
@@ -138,7 +145,7 @@ def test_hybrid_equals_one_collection(pair, corpus):
     assert same >= 0.8 * len(texts)  # differences only from BM25 ties ordered by row vs by shard
 
 
-def test_deletes_and_compaction_keep_answers_identical(tmp_path, corpus):
+def test_deletes_and_compaction_keep_answers_identical(ray_cluster, tmp_path, corpus):
     c = corpus
     n = 600
     single = Collection.create(tmp_path / "single", DIM, precision="int8", calibration_embeddings=c["emb"][:n])
@@ -189,7 +196,7 @@ class Flaky(Shard):
 
 
 @pytest.fixture(scope="module")
-def flaky(tmp_path_factory, corpus):
+def flaky(ray_cluster, tmp_path_factory, corpus):
     root = tmp_path_factory.mktemp("flaky")
     emb = corpus["emb"][:400]
     sc = ShardedCollection.create(
@@ -279,7 +286,7 @@ def test_shard_routing_is_stable_and_typed():
         shard_of(1.5, 4)
 
 
-def test_bad_manifests_and_options_are_named_errors(tmp_path):
+def test_bad_manifests_and_options_are_named_errors(ray_cluster, tmp_path):
     with pytest.raises(InvalidInputError):
         ShardedCollection.create(tmp_path / "a", DIM, shards=0)
     with pytest.raises(InvalidInputError):
@@ -296,6 +303,19 @@ def test_bad_manifests_and_options_are_named_errors(tmp_path):
         ShardedCollection.open(tmp_path / "c")
     with pytest.raises(CollectionError):
         ShardedCollection.open(tmp_path / "nothing-here")
+
+
+def test_bm25_with_a_stores_own_statistics_equals_fts5(tmp_path, corpus):
+    """The BM25 the shards compute (postings, sizes, phrases) is FTS5's bm25(), to the last bit."""
+    col = Collection.create(tmp_path / "c", DIM, precision="float32", keep_int8=False)
+    col.add(corpus["emb"][:500], ids=corpus["ids"][:500], texts=corpus["texts"][:500])
+    store = DocStore(tmp_path / "c" / "docs.sqlite")
+    queries = [*corpus["queries"][:30], "wing_slipstream flow", "the of and", "Mach-number: heat!", "zzzz"]
+    for text in queries:
+        own = store.keyword_statistics(text)
+        assert store.keyword_search_global(text, 50, own) == store.keyword_search(text, 50)
+    with pytest.raises(InvalidInputError):
+        store.keyword_search_global("wing flow", 5, {"df": [1], "rows": 10, "tokens": 100})
 
 
 def _ids(results):
