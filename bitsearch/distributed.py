@@ -65,7 +65,13 @@ MANIFEST = "sharded.json"
 FORMAT_NAME = "bitsearch-sharded"
 FORMAT_VERSION = 1
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a plain name inside the directory
-DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": 3, "max_task_retries": 3, "num_cpus": 0}
+# shards spread over the cluster's nodes; an actor reserves no CPU (it serves calls, numba threads do the work)
+DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {
+    "max_restarts": 3,
+    "max_task_retries": 3,
+    "num_cpus": 0,
+    "scheduling_strategy": "SPREAD",
+}
 _CREATE_OPTIONS = frozenset(inspect.signature(Collection.create).parameters) - {"cls", "path", "dim", "exist_ok"}
 _CODEBOOK_PRECISIONS = ("binary", "1.5bit", "2bit")
 _INLINE_BYTES = 64 * 1024  # stage-1 codes calibrated on embeddings
@@ -380,6 +386,9 @@ class ShardedCollection:
         return cls(p, m, actor_options=actor_options, timeout=timeout, num_cpus=num_cpus, shard_class=shard_class)
 
     def _start_actors(self) -> None:
+        for name in self.shard_names:
+            if not (self.path / name).is_dir():
+                raise CorruptCollectionError(f"shard directory {self.path / name} named by {MANIFEST} is missing")
         remote = self._ray.remote(self._shard_class)
         self._remote = remote
         self._actors = [self._new_actor(i) for i in range(len(self.shard_names))]
@@ -563,7 +572,7 @@ class ShardedCollection:
             names = [self.shard_names[s] for s in sorted(errors)]
             first = errors[min(errors)]
             raise PartialWriteError(
-                f"add stored {len(ok)} of {len(calls and doc_ids)} documents; shard(s) {', '.join(names)} failed "
+                f"add stored {len(ok)} of {len(doc_ids)} documents; shard(s) {', '.join(names)} failed "
                 f"({type(first).__name__}: {str(first)[:200]}); re-run add with the same ids and skip_existing=True",
                 [d for d in doc_ids if d in ok],
                 failed,

@@ -303,6 +303,10 @@ def test_bad_manifests_and_options_are_named_errors(ray_cluster, tmp_path):
         ShardedCollection.open(tmp_path / "c")
     with pytest.raises(CollectionError):
         ShardedCollection.open(tmp_path / "nothing-here")
+    m["shards"] = ["shard-000", "shard-404"]
+    (tmp_path / "c" / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(CorruptCollectionError, match="shard-404"):
+        ShardedCollection.open(tmp_path / "c")
 
 
 def test_bm25_with_a_stores_own_statistics_equals_fts5(tmp_path, corpus):
