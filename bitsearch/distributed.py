@@ -449,6 +449,9 @@ class ShardedCollection:
 
     def close(self) -> None:
         """End the shard actors (the directories stay)."""
+        if not self._ray.is_initialized():  # Ray was shut down: the actors went with it
+            self._actors = []
+            return
         for a in self._actors:
             with contextlib.suppress(Exception):
                 self._ray.kill(a, no_restart=True)

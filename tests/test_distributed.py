@@ -322,6 +322,41 @@ def test_bm25_with_a_stores_own_statistics_equals_fts5(tmp_path, corpus):
         store.keyword_search_global("wing flow", 5, {"df": [1], "rows": 10, "tokens": 100})
 
 
+def test_shards_on_two_nodes_answer_as_one_collection(tmp_path):
+    """A simulated two-node cluster: the shards spread over both nodes, the answers stay exact.
+
+    Last in the module: it stops the module's one-node Ray and starts its own cluster.
+    """
+    if ray is None:
+        pytest.skip("needs ray (pip install 'bitsearch[ray]')")
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # one "slot" per node and one per shard actor: the two shards must land on different nodes
+    slot = {"num_cpus": 1, "resources": {"slot": 1}}
+    cluster = Cluster(initialize_head=True, head_node_args={**slot, "include_dashboard": False})
+    try:
+        cluster.add_node(**slot)
+        ray.init(address=cluster.address, log_to_driver=False)
+        cluster.wait_for_nodes()
+        emb = np.random.default_rng(3).normal(size=(1000, 16)).astype(np.float32)
+        single = Collection.create(tmp_path / "c", 16, precision="float32", keep_int8=False)
+        single.add(emb)
+        sc = ShardedCollection.create(
+            tmp_path / "s", 16, shards=2, precision="float32", keep_int8=False, actor_options={"resources": {"slot": 1}}
+        )
+        assert sc.add(emb) == list(range(1000))
+        node = lambda self: ray.get_runtime_context().get_node_id()  # noqa: E731 - runs inside each actor
+        assert len(set(ray.get([a.__ray_call__.remote(node) for a in sc.actors]))) == 2
+        q = emb[:6] + 0.1
+        assert _pairs(sc.search(q, k=7, rescore=None)) == _pairs(single.search(q, k=7, rescore=None))
+        sc.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 def _ids(results):
     return [[h.id for h in hits] for hits in results]
 
