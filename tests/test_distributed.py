@@ -236,6 +236,8 @@ def test_generated_ids_are_unique_across_calls_and_handles(flaky):
     with pytest.raises(InvalidInputError):
         sc.add(emb[:2], ids=["y1", "y2"], texts=["fine", ""])  # refused before any shard writes
     assert not sc.existing_ids(["y1", "y2"])
+    with pytest.raises(InvalidInputError, match="keyword index"):  # raised in a shard, surfaced as it is
+        sc.search("wing", mode="keyword")
 
 
 def test_a_killed_actor_is_restarted_and_the_search_retried(pair, corpus):
