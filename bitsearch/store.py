@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import CorruptCollectionError, DuplicateIdError, InvalidInputError, UnknownIdError
 
 DocId = str | int
@@ -453,6 +455,177 @@ class DocStore:
         """Sequence numbers of the committed documents that match a filter from ``filter_sql``."""
         sql = f"SELECT seq FROM docs WHERE ({where[0]}) AND seq < ? ORDER BY seq"
         return [int(r[0]) for r in self._con().execute(sql, [*where[1], int(max_seq)])]
+
+    # -------------------------------------------------------------- BM25 with outside statistics
+
+    def keyword_statistics(self, query: str) -> dict[str, Any]:
+        """What BM25 needs from this store for ``query``, to be summed over the shards of a collection.
+
+        ``{"df": [documents containing each phrase of the query], "rows": documents indexed, "tokens":
+        tokens indexed}``; the phrases are ``keyword_query``'s, tokenized by the index's own tokenizer.
+        """
+        phrases = _query_phrases(query)
+        rows, tokens = self._fts_totals()
+        return {"df": [self._phrase_df(p) for p in phrases], "rows": rows, "tokens": tokens}
+
+    def keyword_search_global(
+        self,
+        query: str,
+        k: int,
+        statistics: dict[str, Any],
+        where: tuple[str, list[Any]] | None = None,
+        max_seq: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """``keyword_search`` scored with ``statistics`` (``keyword_statistics`` summed over shards).
+
+        The score is FTS5's bm25() (k1 = 1.2, b = 0.75, idf = ln((N - n + 0.5) / (n + 0.5)), at least
+        1e-6), computed here from the index's postings and document sizes because bm25() only knows
+        its own table's N, n and average length. With this store's own statistics it equals
+        ``keyword_search``'s scores; every document matching a phrase is scored (the cost of a MATCH).
+        """
+        phrases = _query_phrases(query)
+        df = [int(x) for x in statistics["df"]]
+        if len(df) != len(phrases):
+            raise InvalidInputError(f"statistics give {len(df)} document frequencies for {len(phrases)} phrases")
+        n_rows, n_tokens = int(statistics["rows"]), int(statistics["tokens"])
+        if not phrases or n_rows <= 0:
+            return []
+        avgdl = n_tokens / n_rows
+        k1, b = 1.2, 0.75
+        freqs = [self._phrase_freqs(p) for p in phrases]
+        docs = np.unique(np.concatenate([f[0] for f in freqs]))
+        if max_seq is not None:
+            docs = docs[docs < max_seq]
+        if where is not None:
+            allowed = self.filter_seqs(where, int(max_seq) if max_seq is not None else 2**63 - 1)
+            docs = docs[np.isin(docs, np.asarray(allowed, dtype=np.int64))]
+        if not docs.size:
+            return []
+        dl = self._doc_sizes(docs)
+        norm = k1 * (1 - b + b * dl / avgdl)
+        score = np.zeros(docs.size, dtype=np.float64)
+        for n_hit, (f_docs, f_counts) in zip(df, freqs, strict=True):
+            idf = math.log((n_rows - n_hit + 0.5) / (n_hit + 0.5))
+            idf = idf if idf > 0.0 else 1e-6
+            tf = np.zeros(docs.size, dtype=np.float64)
+            pos = np.searchsorted(docs, f_docs)
+            ok = (pos < docs.size) & (docs[np.minimum(pos, docs.size - 1)] == f_docs)
+            tf[pos[ok]] = f_counts[ok]
+            score += idf * ((tf * (k1 + 1.0)) / (tf + norm))  # the operations of FTS5's bm25(), in order
+        order = np.lexsort((docs, -score))[: int(k)]  # FTS5 orders by bm25() (the negated score), then rowid
+        return [(int(d), float(s)) for d, s in zip(docs[order].tolist(), score[order].tolist(), strict=True)]
+
+    def _fts_totals(self) -> tuple[int, int]:
+        """(documents, tokens) of the FTS5 index: its averages record (rowid 1 of the data table)."""
+        try:
+            row = self._con().execute("SELECT block FROM docs_fts_data WHERE id = 1").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                msg = "this collection has no keyword index (created with keyword_index=False)"
+                raise InvalidInputError(msg) from None
+            raise
+        if row is None or not row[0]:
+            return 0, 0
+        values = _varints(bytes(row[0]))
+        return values[0], sum(values[1:])
+
+    def _vocab(self, kind: str = "instance") -> str:
+        """A per-connection fts5vocab table over the index (in the temp schema: nothing is written)."""
+        name, con = f"temp.docs_fts_{kind}", self._con()
+        made = getattr(self._local, "vocab", None)
+        if made is None or made[0] is not con:  # a new connection: its temp schema is empty
+            made = self._local.vocab = (con, set())
+        if kind not in made[1]:
+            con.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5vocab(main, docs_fts, {kind})")
+            made[1].add(kind)
+        return name
+
+    def _phrase_df(self, tokens: list[str]) -> int:
+        """Documents that hold a phrase (a single token's from the vocabulary: no posting list read)."""
+        if len(tokens) != 1:
+            return int(self._phrase_freqs(tokens)[0].size)
+        got = self._con().execute(f"SELECT doc FROM {self._vocab('row')} WHERE term = ?", tokens).fetchone()
+        return 0 if got is None else int(got[0])
+
+    def _phrase_freqs(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(documents, occurrences) of a phrase (consecutive tokens), documents ascending."""
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        if not tokens:
+            return empty
+        con, vocab = self._con(), self._vocab()
+        if len(tokens) == 1:
+            sql = f"SELECT doc, COUNT(*) FROM {vocab} WHERE term = ? GROUP BY doc ORDER BY doc"
+            got = np.asarray(con.execute(sql, tokens).fetchall(), dtype=np.int64).reshape(-1, 2)
+            return got[:, 0].copy(), got[:, 1].copy()
+        positions: list[dict[int, set[int]]] = []
+        for t in tokens:
+            per_doc: dict[int, set[int]] = {}
+            for d, off in con.execute(f"SELECT doc, offset FROM {vocab} WHERE term = ?", (t,)):
+                per_doc.setdefault(int(d), set()).add(int(off))
+            positions.append(per_doc)
+        out: dict[int, int] = {}
+        for d, starts in positions[0].items():
+            hits = sum(1 for p in starts if all(p + j in positions[j].get(d, ()) for j in range(1, len(tokens))))
+            if hits:
+                out[d] = hits
+        if not out:
+            return empty
+        keys = np.asarray(sorted(out), dtype=np.int64)
+        return keys, np.asarray([out[int(d)] for d in keys], dtype=np.int64)
+
+    def _doc_sizes(self, seqs: np.ndarray) -> np.ndarray:
+        """Tokens per document (float64, in the order of ``seqs``), from the FTS5 docsize table."""
+        out = np.zeros(seqs.size, dtype=np.float64)
+        con = self._con()
+        found: dict[int, int] = {}
+        for part in _chunks(seqs.tolist()):
+            marks = ",".join("?" * len(part))
+            for d, sz in con.execute(f"SELECT id, sz FROM docs_fts_docsize WHERE id IN ({marks})", part):
+                found[d] = sz[0] if len(sz) == 1 and sz[0] < 0x80 else sum(_varints(bytes(sz)))
+        for i, d in enumerate(seqs.tolist()):
+            out[i] = found.get(d, 0)
+        return out
+
+
+def _varints(blob: bytes) -> list[int]:
+    """Decode SQLite's big-endian varints (7 bits a byte, the 9th byte whole), as FTS5 stores them."""
+    out, i = [], 0
+    while i < len(blob):
+        v = 0
+        for j in range(9):
+            c = blob[i]
+            i += 1
+            if j == 8:
+                v = (v << 8) | c
+                break
+            v = (v << 7) | (c & 0x7F)
+            if not c & 0x80:
+                break
+        out.append(v)
+    return out
+
+
+_TOKENIZER = threading.local()
+
+
+def _query_phrases(query: str) -> list[list[str]]:
+    """The phrases of ``keyword_query(query)``, each as the tokens the index's tokenizer makes of it."""
+    match = keyword_query(query)
+    if match is None:
+        return []
+    words = [w.strip('"') for w in match.split(" OR ")]
+    con = getattr(_TOKENIZER, "con", None)
+    if con is None:  # an in-memory FTS5 table with the index's tokenizer: the exact tokens of each word
+        con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        con.execute("CREATE VIRTUAL TABLE q USING fts5(text, tokenize='porter unicode61 remove_diacritics 2')")
+        con.execute("CREATE VIRTUAL TABLE q_instance USING fts5vocab(q, instance)")
+        _TOKENIZER.con = con
+    con.execute("DELETE FROM q")
+    con.executemany("INSERT INTO q(rowid, text) VALUES (?, ?)", list(enumerate(words)))
+    phrases: list[list[str]] = [[] for _ in words]
+    for doc, term in con.execute("SELECT doc, term FROM q_instance ORDER BY doc, offset"):
+        phrases[int(doc)].append(str(term))
+    return phrases
 
 
 def keyword_query(text: str) -> str | None:
