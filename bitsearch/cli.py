@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
-from tqdm import tqdm
 
 from bitsearch.errors import BitsearchError
 from bitsearch.search import Collection
 
-if TYPE_CHECKING:  # the encoder pulls in torch: imported lazily, only by commands that embed text
+if TYPE_CHECKING:  # imported lazily: the encoder by commands that embed text, tqdm by those that index
+    from tqdm import tqdm
+
     from bitsearch.encode import Encoder
 
 app = typer.Typer(
@@ -136,6 +137,13 @@ class Mode(str, Enum):
     dense = "dense"
     keyword = "keyword"
     hybrid = "hybrid"
+
+
+class EncoderBackend(str, Enum):
+    auto = "auto"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
+    torch = "torch"
 
 
 class Rescore(str, Enum):
@@ -543,6 +551,14 @@ def index(
         InputFormat, typer.Option("--format", help="Input format (auto: from the file name).")
     ] = InputFormat.auto,
     device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
+    encoder_backend: Annotated[
+        EncoderBackend | None,
+        typer.Option(
+            "--encoder",
+            help="Model runtime: auto (ONNX Runtime on CPU, else torch), onnx, onnx-int8 (int8 weights) or torch; "
+            "recorded in the collection (default: auto, or the collection's).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Embed documents and add them to a collection; re-running continues where a killed run stopped.
@@ -556,12 +572,18 @@ def index(
         if _is_collection(out):
             col = Collection.open(out)
             _check_settings(col, model, precision, truncate_dim, keep_float32)
-            encoder = _encoder_for(col, device=device, batch_size=batch_size)
+            backend = encoder_backend.value if encoder_backend else None
+            encoder = _encoder_for(col, device=device, batch_size=batch_size, backend=backend)
         else:
             if out.exists() and (not out.is_dir() or any(out.iterdir())):
                 raise CliError(f"{out} exists and is neither a collection nor an empty directory")
-            encoder = _load_encoder(model, device=device, batch_size=batch_size, truncate_dim=truncate_dim)
+            backend = (encoder_backend or EncoderBackend.auto).value
+            encoder = _load_encoder(
+                model, device=device, batch_size=batch_size, truncate_dim=truncate_dim, backend=backend
+            )
         start = time.perf_counter()
+        from tqdm import tqdm
+
         with tqdm(total=total, unit="doc", desc="indexing", disable=quiet, dynamic_ncols=True, file=sys.stderr) as bar:
             col, report = index_records(
                 records,
@@ -675,6 +697,10 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
+    encoder_backend: Annotated[
+        EncoderBackend | None,
+        typer.Option("--encoder", help="Model runtime for the queries (default: the one the collection records)."),
+    ] = None,
 ) -> None:
     """Search a collection with text queries, embedded by the model the collection was built with."""
     with _reported():
@@ -698,7 +724,7 @@ def search(
         vectors = None
         timings: dict[str, float] = {}
         if mode is not Mode.keyword:  # keyword search needs no model
-            encoder = _encoder_for(col, device=device)
+            encoder = _encoder_for(col, device=device, backend=encoder_backend.value if encoder_backend else None)
             # one-time costs (torch's first forward pass, loading the compiled kernels) stay out of the timings
             col.search(encoder.encode_queries(texts[:1]), k=1, rescore=None, with_text=False)
             t0 = time.perf_counter()
@@ -954,6 +980,8 @@ def demo(
 
 def _run_demo(root: Path, limit: int, queries: list[str], k: int, batch_size: int, quiet: bool, keep: bool) -> None:
     """Embed the passages once, store them as float32 and as binary (+ int8 rows), compare the two."""
+    from tqdm import tqdm
+
     typer.echo("collecting passages from Python's documentation (pydoc topics, stdlib docstrings)...")
     docs = python_doc_passages(limit)
     encoder = _load_encoder(None, batch_size=batch_size)
