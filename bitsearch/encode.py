@@ -423,6 +423,7 @@ def _torch_model(name: str, device: str) -> Any:
 def _check_live_spec(model: Any, spec: ModelSpec, name: str) -> None:
     """Refuse an export when sentence-transformers' loaded model disagrees with what the config files say."""
     modules = [type(m).__name__ for m in model]
+    dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
     live_pooling = getattr(model[1], "pooling_mode", None) if len(modules) > 1 else None
     live_pooling = (live_pooling,) if isinstance(live_pooling, str) else tuple(live_pooling or ())
     checks = {
@@ -430,7 +431,7 @@ def _check_live_spec(model: Any, spec: ModelSpec, name: str) -> None:
         "pooling": (live_pooling == spec.pooling, live_pooling),
         "normalize": (("Normalize" in modules) == spec.normalize, modules),
         "max_seq_length": (model.max_seq_length == spec.max_seq_length, model.max_seq_length),
-        "dim": (model.get_embedding_dimension() == spec.dim, model.get_embedding_dimension()),
+        "dim": (dim == spec.dim, dim),
         "include_prompt": (getattr(model[1], "include_prompt", True) == spec.include_prompt, None),
         "prompts": (
             {k: v for k, v in (model.prompts or {}).items() if v} == {k: v for k, v in spec.prompts if v},
@@ -464,7 +465,7 @@ def _export(name: str, folder: Path, spec: ModelSpec, target: Path) -> None:
 
     accepted = inspect.signature(hf_model.forward).parameters
     inputs = [n for n in tokenizer.model_input_names if n in accepted]
-    if inputs[:1] != ["input_ids"] and "input_ids" not in inputs:
+    if "input_ids" not in inputs:
         raise OnnxUnsupportedError(f"{name}: tokenizer inputs {tokenizer.model_input_names}")
 
     class Transformer(torch.nn.Module):
@@ -575,22 +576,35 @@ def _read_cache(target: Path, int8: bool) -> tuple[bytes, bytes, dict[str, Any]]
 def _cached_onnx_model(name: str, folder: str, key: str, int8: bool) -> OnnxModel:
     """Load (exporting or quantizing first if needed) the ONNX model cached under `key`; shared per process."""
     target = cache_dir() / "onnx" / key
-    spec = read_model_spec(Path(folder))
-    found = _read_cache(target, int8)
-    if found is None and int8:
-        fp32 = _read_cache(target, False)
-        if fp32 is None:
-            _export(name, Path(folder), spec, target)
+    unsupported = target / "unsupported.txt"  # an export that failed its checks once is not retried
+    try:
+        spec = read_model_spec(Path(folder))
+        if unsupported.is_file():
+            raise OnnxUnsupportedError(unsupported.read_text(encoding="utf-8", errors="replace"))
+        found = _read_cache(target, int8)
+        if found is None and int8:
             fp32 = _read_cache(target, False)
-        if fp32 is not None:
-            _quantize(name, target, fp32[0])
-        found = _read_cache(target, True)
-    elif found is None:
-        _export(name, Path(folder), spec, target)
-        found = _read_cache(target, False)
-    if found is None:
-        raise ModelLoadError(f"cannot load model {name!r}: the ONNX cache in {target} fails its checksums after export")
-    return OnnxModel(name, spec, *found)
+            if fp32 is None:
+                _export(name, Path(folder), spec, target)
+                fp32 = _read_cache(target, False)
+            if fp32 is not None:
+                _quantize(name, target, fp32[0])
+            found = _read_cache(target, True)
+        elif found is None:
+            _export(name, Path(folder), spec, target)
+            found = _read_cache(target, False)
+        if found is None:
+            raise ModelLoadError(f"the ONNX cache in {target} fails its checksums right after the export")
+        return OnnxModel(name, spec, *found)
+    except OnnxUnsupportedError as exc:
+        if not unsupported.is_file():
+            with contextlib.suppress(OSError):
+                _write_atomic(unsupported, str(exc).encode())
+        raise
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # an unwritable cache, a session ONNX Runtime refuses, ...
+        raise ModelLoadError(f"cannot load model {name!r} with ONNX Runtime ({target}): {_first_line(exc)}") from exc
 
 
 class OnnxModel:
