@@ -41,8 +41,11 @@ __all__ = [
     "OnnxModel",
     "cache_dir",
     "canonical_model_name",
+    "content_key",
+    "forget_loaded_models",
     "known_prompts",
     "model_folder",
+    "read_export",
     "read_model_spec",
 ]
 
@@ -556,7 +559,7 @@ def _quantize(name: str, target: Path, fp32: bytes) -> None:
     _write_checked(target / _onnx_file(True), data)
 
 
-def _read_cache(target: Path, int8: bool) -> tuple[bytes, bytes, dict[str, Any]] | None:
+def read_export(target: Path, int8: bool) -> tuple[bytes, bytes, dict[str, Any]] | None:
     """(model, tokenizer, meta) from a cache entry when every file matches its checksum; else None."""
     model = _read_checked(target / _onnx_file(int8))
     tokenizer = _read_checked(target / "tokenizer.json")
@@ -581,18 +584,18 @@ def _cached_onnx_model(name: str, folder: str, key: str, int8: bool) -> OnnxMode
         spec = read_model_spec(Path(folder))
         if unsupported.is_file():
             raise OnnxUnsupportedError(unsupported.read_text(encoding="utf-8", errors="replace"))
-        found = _read_cache(target, int8)
+        found = read_export(target, int8)
         if found is None and int8:
-            fp32 = _read_cache(target, False)
+            fp32 = read_export(target, False)
             if fp32 is None:
                 _export(name, Path(folder), spec, target)
-                fp32 = _read_cache(target, False)
+                fp32 = read_export(target, False)
             if fp32 is not None:
                 _quantize(name, target, fp32[0])
-            found = _read_cache(target, True)
+            found = read_export(target, True)
         elif found is None:
             _export(name, Path(folder), spec, target)
-            found = _read_cache(target, False)
+            found = read_export(target, False)
         if found is None:
             raise ModelLoadError(f"the ONNX cache in {target} fails its checksums right after the export")
         return OnnxModel(name, spec, *found)
@@ -605,6 +608,11 @@ def _cached_onnx_model(name: str, folder: str, key: str, int8: bool) -> OnnxMode
         raise
     except Exception as exc:  # an unwritable cache, a session ONNX Runtime refuses, ...
         raise ModelLoadError(f"cannot load model {name!r} with ONNX Runtime ({target}): {_first_line(exc)}") from exc
+
+
+def forget_loaded_models() -> None:
+    """Drop the ONNX models this process has loaded, so that the next load reads (and checks) the cache again."""
+    _cached_onnx_model.cache_clear()
 
 
 class OnnxModel:
@@ -669,9 +677,9 @@ class OnnxModel:
         if "token_type_ids" in self.inputs:
             feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         tokens = self.session.run(["token_embeddings"], {n: feeds[n] for n in self.inputs})[0]
-        return self._pool(tokens, mask, prompt_length)
+        return self.pool(tokens, mask, prompt_length)
 
-    def _pool(self, tokens: np.ndarray, mask: np.ndarray, prompt_length: int) -> np.ndarray:
+    def pool(self, tokens: np.ndarray, mask: np.ndarray, prompt_length: int) -> np.ndarray:
         """sentence-transformers' Pooling (and Normalize) in numpy."""
         if prompt_length:  # include_prompt=False: the prompt's tokens do not count
             mask = mask.copy()
@@ -783,6 +791,16 @@ class Encoder:
                     raise onnx_error from None  # the more useful of the two: how to get an export
                 raise
             return "torch"
+
+    @property
+    def onnx_model(self) -> OnnxModel | None:
+        """The ONNX Runtime model when the backend is "onnx" or "onnx-int8"; None for torch."""
+        return self._onnx
+
+    @property
+    def sentence_transformer(self) -> Any:
+        """The SentenceTransformer when the backend is "torch"; None otherwise."""
+        return self._model
 
     def _full_dim(self) -> int:
         if self._onnx is not None:
