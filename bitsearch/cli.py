@@ -555,8 +555,8 @@ def index(
         EncoderBackend | None,
         typer.Option(
             "--encoder",
-            help="Model runtime: auto (ONNX Runtime on CPU, else torch), onnx, onnx-int8 (int8 weights) or torch; "
-            "recorded in the collection (default: auto, or the collection's).",
+            help="Model runtime: auto (torch for 1,000+ documents when installed, the faster there; else ONNX "
+            "Runtime), onnx, onnx-int8 (int8 weights, recorded: queries use it too) or torch.",
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -572,12 +572,19 @@ def index(
         if _is_collection(out):
             col = Collection.open(out)
             _check_settings(col, model, precision, truncate_dim, keep_float32)
+            from bitsearch.encode import indexing_backend
+
+            recorded = (col.manifest.get("model") or {}).get("encoder")
             backend = encoder_backend.value if encoder_backend else None
+            if backend is None and recorded != "onnx-int8":  # int8 collections keep their int8 model
+                backend = indexing_backend(total)
             encoder = _encoder_for(col, device=device, batch_size=batch_size, backend=backend)
         else:
             if out.exists() and (not out.is_dir() or any(out.iterdir())):
                 raise CliError(f"{out} exists and is neither a collection nor an empty directory")
-            backend = (encoder_backend or EncoderBackend.auto).value
+            from bitsearch.encode import indexing_backend
+
+            backend = encoder_backend.value if encoder_backend else indexing_backend(total)
             encoder = _load_encoder(
                 model, device=device, batch_size=batch_size, truncate_dim=truncate_dim, backend=backend
             )
