@@ -820,7 +820,8 @@ def info(
             f"collection   {stats['path']}",
             f"documents    {stats['documents']:,} (rows {stats['rows']:,}, deleted {stats['deleted']:,}, "
             f"segments {stats['segments']:,})",
-            f"model        {model.get('name', '(none recorded)')}",
+            f"model        {model.get('name', '(none recorded)')}"
+            + (f" (documents embedded with {model['encoder']})" if model.get("encoder") else ""),
             f"dims         {stats['dim']}"
             + (" (truncated from the model's full size)" if stats.get("truncate_dim") else ""),
         ]
