@@ -1,7 +1,7 @@
 """bitsearch: retrieval over quantized text embeddings (sign bits in RAM, int8/float32 rescoring from disk).
 
-``import bitsearch`` needs only numpy and numba; the embedding model (torch, sentence-transformers)
-is loaded lazily by ``bitsearch.encode`` when text is given.
+``import bitsearch`` imports only numpy: ``Collection``, ``Hit``, ``SearchResults`` and ``Document`` (and with them
+numba's kernels) load on first use, and the embedding model (ONNX Runtime, or torch) when text is given.
 """
 
 import os
@@ -12,7 +12,6 @@ import os
 # runtimes of numba, torch and faiss; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .collection import Document
 from .errors import (
     BitsearchError,
     CollectionError,
@@ -32,9 +31,26 @@ from .quantize import (
     truncate_embeddings,
     unpack_bits,
 )
-from .search import Collection, Hit, SearchResults
 
 __version__ = "0.1.0"
+
+_LAZY = {"Collection": "search", "Hit": "search", "SearchResults": "search", "Document": "collection"}
+
+
+def __getattr__(name: str) -> object:
+    """Import the search and collection modules (numba kernels) only when one of their names is first used."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BitsearchError",

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
-from tqdm import tqdm
 
 from bitsearch.collection import interrupted_create
 from bitsearch.errors import BitsearchError
 from bitsearch.search import Collection
 
-if TYPE_CHECKING:  # the encoder pulls in torch: imported lazily, only by commands that embed text
+if TYPE_CHECKING:  # imported lazily: the encoder by commands that embed text, tqdm by those that index
+    from tqdm import tqdm
+
     from bitsearch.encode import Encoder
 
 app = typer.Typer(
@@ -175,6 +176,13 @@ class Mode(str, Enum):
     dense = "dense"
     keyword = "keyword"
     hybrid = "hybrid"
+
+
+class EncoderBackend(str, Enum):
+    auto = "auto"
+    onnx = "onnx"
+    onnx_int8 = "onnx-int8"
+    torch = "torch"
 
 
 class Rescore(str, Enum):
@@ -549,6 +557,8 @@ def index_progress(total: int | None, quiet: bool) -> Any:
     """A tqdm bar on a terminal; periodic lines when stderr is a file or a pipe; nothing when quiet."""
     if not quiet and not sys.stderr.isatty():
         return LineProgress(total)
+    from tqdm import tqdm
+
     return tqdm(total=total, unit="doc", desc="indexing", disable=quiet, dynamic_ncols=True, file=sys.stderr)
 
 
@@ -670,6 +680,14 @@ def index(
         InputFormat, typer.Option("--format", help="Input format (auto: from the file name).")
     ] = InputFormat.auto,
     device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
+    encoder_backend: Annotated[
+        EncoderBackend | None,
+        typer.Option(
+            "--encoder",
+            help="Model runtime: auto (torch for 1,000+ documents when installed, the faster there; else ONNX "
+            "Runtime), onnx, onnx-int8 (int8 weights, recorded: queries use it too) or torch.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Embed documents and add them to a collection; re-running continues where a killed run stopped.
@@ -685,11 +703,22 @@ def index(
         if _is_collection(out):
             col = Collection.open(out)
             _check_settings(col, model, precision, truncate_dim, keep_float32)
-            encoder = _encoder_for(col, device=device, batch_size=batch_size)
+            from bitsearch.encode import indexing_backend
+
+            recorded = (col.manifest.get("model") or {}).get("encoder")
+            backend = encoder_backend.value if encoder_backend else None
+            if backend is None and recorded != "onnx-int8":  # int8 collections keep their int8 model
+                backend = indexing_backend(total)
+            encoder = _encoder_for(col, device=device, batch_size=batch_size, backend=backend)
         else:
             if out.exists() and (not out.is_dir() or any(out.iterdir())) and not interrupted_create(out):
                 raise CliError(f"{out} exists and is neither a collection nor an empty directory")
-            encoder = _load_encoder(model, device=device, batch_size=batch_size, truncate_dim=truncate_dim)
+            from bitsearch.encode import indexing_backend
+
+            backend = encoder_backend.value if encoder_backend else indexing_backend(total)
+            encoder = _load_encoder(
+                model, device=device, batch_size=batch_size, truncate_dim=truncate_dim, backend=backend
+            )
         start = time.perf_counter()
         with index_progress(total, quiet) as bar:
             col, report = index_records(
@@ -805,6 +834,10 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     device: Annotated[str, typer.Option(help="Torch device for the model.")] = "cpu",
+    encoder_backend: Annotated[
+        EncoderBackend | None,
+        typer.Option("--encoder", help="Model runtime for the queries (default: the one the collection records)."),
+    ] = None,
 ) -> None:
     """Search a collection with text queries, embedded by the model the collection was built with."""
     with _reported():
@@ -828,7 +861,7 @@ def search(
         vectors = None
         timings: dict[str, float] = {}
         if mode is not Mode.keyword:  # keyword search needs no model
-            encoder = _encoder_for(col, device=device)
+            encoder = _encoder_for(col, device=device, backend=encoder_backend.value if encoder_backend else None)
             # one-time costs (torch's first forward pass, loading the compiled kernels) stay out of the timings
             col.search(encoder.encode_queries(texts[:1]), k=1, rescore=None, with_text=False)
             t0 = time.perf_counter()
@@ -920,7 +953,8 @@ def info(
             f"collection   {stats['path']}",
             f"documents    {stats['documents']:,} (rows {stats['rows']:,}, deleted {stats['deleted']:,}, "
             f"segments {stats['segments']:,})",
-            f"model        {model.get('name', '(none recorded)')}",
+            f"model        {model.get('name', '(none recorded)')}"
+            + (f" (documents embedded with {model['encoder']})" if model.get("encoder") else ""),
             f"dims         {stats['dim']}"
             + (" (truncated from the model's full size)" if stats.get("truncate_dim") else ""),
         ]
@@ -1087,6 +1121,8 @@ def demo(
 
 def _run_demo(root: Path, limit: int, queries: list[str], k: int, batch_size: int, quiet: bool, keep: bool) -> None:
     """Embed the passages once, store them as float32 and as binary (+ int8 rows), compare the two."""
+    from tqdm import tqdm
+
     typer.echo("collecting passages from Python's documentation (pydoc topics, stdlib docstrings)...")
     docs = python_doc_passages(limit)
     encoder = _load_encoder(None, batch_size=batch_size)

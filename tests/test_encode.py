@@ -67,6 +67,7 @@ def test_truncation_renormalizes_and_round_trips_through_the_manifest(encoder: E
         "normalize": True,
         "query_prompt": None,
         "document_prompt": None,
+        "encoder": "onnx",
     }
     again = Encoder.from_manifest_info(info)
     np.testing.assert_array_equal(again.encode_queries(TEXTS), short.encode_queries(TEXTS))
