@@ -361,6 +361,8 @@ def hamming_topk(
     db = codes if codes.dtype == np.uint64 else as_words(codes)
     if q.ndim == 1:
         q = q[None, :]
+    if q.ndim != 2 or db.ndim != 2:
+        raise InvalidInputError(f"query codes {q.shape} and document codes {db.shape} must be 2-D")
     if q.shape[1] != db.shape[1]:
         raise InvalidInputError(f"query codes have {q.shape[1] * 64} bits, documents {db.shape[1] * 64}")
     if k < 1:
@@ -433,10 +435,16 @@ def _topk_into(
         run(q[s:e], qt, db, wt, exclude, k, maxd, parts, ntasks_q, per, cidx, cdist, cnt, out_idx[s:e], out_dist[s:e])
 
 
-@njit(cache=True, nogil=True)
-def top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+def top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """One query's k best candidates (rows, scores), highest score first, ties to the lower row,
     NaN and inf scores left out: one compiled call for what takes a handful of numpy calls."""
+    if scores.ndim != 1 or rows.shape != scores.shape:
+        raise InvalidInputError(f"scores {scores.shape} and rows {rows.shape} must be 1-D of one length")
+    return _top_scored(scores, rows, max(0, int(k)))
+
+
+@njit(cache=True, nogil=True)
+def _top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     keep = np.empty(scores.shape[0], dtype=np.int64)
     c = 0
     for i in range(scores.shape[0]):
@@ -480,8 +488,15 @@ def int8_query_weights(
     q = np.asarray(queries, dtype=np.float32)
     if q.ndim < 2:
         q = q.reshape(1, -1)
-    w = (q * (int8_steps(r) if steps is None else steps)).astype(np.float32, copy=False)
-    const = q @ r[0] + np.float32(128.5) * np.add.reduce(w, axis=1, dtype=np.float32)
+    if q.ndim != 2 or r.shape != (2, q.shape[1]):
+        raise InvalidInputError(f"queries {q.shape} do not fit int8 ranges {r.shape} (2, dim)")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        w = (q * (int8_steps(r) if steps is None else steps)).astype(np.float32, copy=False)
+        const = q @ r[0] + np.float32(128.5) * np.add.reduce(w, axis=1, dtype=np.float32)
+    if not np.isfinite(const).all():  # an overflowing weight makes its query's sum inf or NaN
+        raise InvalidInputError(
+            "queries too large for int8 scoring: the folded weights overflow float32 (scale the queries down)"
+        )
     return w, const.astype(np.float32, copy=False)
 
 
@@ -516,13 +531,17 @@ def pread_rows(
 
     File f (descriptor ``fds[f]``, rows from byte ``data_offsets[f]``) holds the global rows
     ``starts[f]`` to ``starts[f + 1] - 1`` (all int64); ``rows`` (int64) are global row numbers in
-    any order. Returns 0; i + 1 when rows[i] is out of range; -1 when a read failed or ended early
-    (the caller retries in Python, which raises the error). Compiled, so a search pays one call, not
-    one Python call per row; rows are read, not memory-mapped (see ``collection.DiskRows``).
+    any order. Returns 0; i + 1 when rows[i] is out of range; -1 when a read failed or ended early,
+    or the arrays do not fit one another (the caller retries in Python, which raises the error).
+    Compiled, so a search pays one call, not one Python call per row; rows are read, not
+    memory-mapped (see ``collection.DiskRows``).
     """
     m = rows.shape[0]
     row_bytes = out.shape[1]
-    total = starts[starts.shape[0] - 1]
+    nfiles = starts.shape[0] - 1
+    if out.shape[0] < m or nfiles < 0 or fds.shape[0] < nfiles or data_offsets.shape[0] < nfiles:
+        return -1  # arrays that do not fit: never written out of bounds, the caller's Python path decides
+    total = starts[nfiles]
     for i in range(m):
         if rows[i] < 0 or rows[i] >= total:
             return i + 1
