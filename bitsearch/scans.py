@@ -70,12 +70,12 @@ def _lut_scores(luts, codes, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bucket(v, hi, width):  # pragma: no cover - compiled
+def _bucket(v, hi, inv):  # pragma: no cover - compiled
     """Histogram bin of score ``v``: 0 (best) to _BINS, whatever ``v`` is (+inf: 0; -inf, NaN: _BINS).
 
     The one place a score becomes an index: computed in float64 and clamped, so no score (huge,
     infinite or NaN) can index outside the histogram."""
-    x = (hi - np.float64(v)) / width
+    x = (hi - np.float64(v)) * inv
     if not x < _BINS:  # also NaN
         return _BINS
     if x > 0.0:
@@ -100,12 +100,12 @@ def _select_row(scores, excluded, k, out_idx, out_val):  # pragma: no cover - co
             hi = max(hi, v)
     if hi < lo:  # no finite score
         hi = lo = 0.0
-    width = (hi - lo) / _BINS if hi > lo else 1.0
+    inv = _BINS / (hi - lo) if hi > lo else 1.0  # bins per unit of score
     hist = np.zeros(_BINS + 1, dtype=np.int64)
     for i in range(n):
         if has_ex and excluded[i]:
             continue
-        hist[_bucket(scores[i], hi, width)] += 1
+        hist[_bucket(scores[i], hi, inv)] += 1
     total = 0
     cut = _BINS
     for b in range(_BINS + 1):
@@ -118,7 +118,7 @@ def _select_row(scores, excluded, k, out_idx, out_val):  # pragma: no cover - co
     for i in range(n):
         if has_ex and excluded[i]:
             continue
-        if m < total and _bucket(scores[i], hi, width) <= cut:
+        if m < total and _bucket(scores[i], hi, inv) <= cut:
             cand[m] = i
             m += 1
     cand = cand[:m]
