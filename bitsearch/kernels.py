@@ -495,7 +495,7 @@ def int8_query_weights(
         const = q @ r[0] + np.float32(128.5) * np.add.reduce(w, axis=1, dtype=np.float32)
     if not np.isfinite(const).all():  # an overflowing weight makes its query's sum inf or NaN
         raise InvalidInputError(
-            "queries too large for int8 scoring: the folded weights overflow float32 (scale the queries down)"
+            "queries x int8 bucket widths overflow float32 (queries or stored int8 ranges too large to score)"
         )
     return w, const.astype(np.float32, copy=False)
 

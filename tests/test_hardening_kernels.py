@@ -373,3 +373,24 @@ def test_extreme_finite_queries_search_every_precision(collections, name):
         res = c.search(batch, k=k, rescore=rescore, with_text=False)
         assert [len(r) for r in res] == [k] * len(pairs)
         assert all(np.isfinite(h.score) for r in res for h in r)
+
+
+def test_ivf_refuses_arrays_that_would_index_out_of_bounds():
+    rng = np.random.default_rng(3)
+    codes = as_words(rng.integers(0, 256, (60, 8), dtype=np.uint8))
+    ivf = BinaryIVF.train(codes, 3)
+    ivf.add(codes)
+    good = ivf.to_arrays()
+    bad_offsets = good["offsets"].copy()
+    bad_offsets[1] = 10_000  # a list running past the codes: its scan would read beyond them
+    bad_offsets[2] = 5
+    broken = [
+        {**good, "offsets": bad_offsets},
+        {**good, "rows": good["rows"] - 100},  # negative row ids index the exclude mask from its end
+        {**good, "codes": good["codes"][:, :0]},  # codes narrower than the centroids
+    ]
+    for arrays in broken:
+        with pytest.raises(InvalidInputError, match="inconsistent IVF arrays"):
+            BinaryIVF.from_arrays(arrays)
+    rows, _ = BinaryIVF.from_arrays(good).search(codes[:2], 5, nprobe=3)
+    np.testing.assert_array_equal(rows, hamming_topk(codes[:2], codes, 5)[0])
