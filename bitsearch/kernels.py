@@ -337,10 +337,16 @@ def as_words(codes: np.ndarray) -> np.ndarray:
 
 def hamming_distances(query_words: np.ndarray, code_words: np.ndarray) -> np.ndarray:
     """All Hamming distances (nq, n) as uint16 between uint64-word codes (see ``as_words``)."""
-    out = np.empty((query_words.shape[0], code_words.shape[0]), dtype=np.uint16)
-    if code_words.shape[0]:
-        q = np.ascontiguousarray(query_words.reshape(-1, code_words.shape[1]))
-        _distances_kernel(q, np.ascontiguousarray(code_words), _width_tuple(q.shape[1]), out)
+    q, db = np.asarray(query_words), np.asarray(code_words)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or db.ndim != 2 or q.dtype != np.uint64 or db.dtype != np.uint64 or q.shape[1] != db.shape[1]:
+        raise InvalidInputError(f"query words {q.shape} and code words {db.shape} must be 2-D uint64 of one width")
+    if db.shape[1] * 64 > np.iinfo(np.uint16).max:
+        raise InvalidInputError(f"codes of {db.shape[1] * 64} bits: distances would not fit uint16")
+    out = np.empty((q.shape[0], db.shape[0]), dtype=np.uint16)
+    if db.shape[0]:
+        _distances_kernel(np.ascontiguousarray(q), np.ascontiguousarray(db), _width_tuple(q.shape[1]), out)
     return out
 
 
@@ -458,23 +464,25 @@ def _top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarra
 
 
 def exact_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k largest scores per row (nq, n), ties by ascending index. Returns (indices, scores)."""
+    """Top-k largest scores per row (nq, n), ties by ascending index, NaN after -inf. Returns (indices, scores)."""
     nq, n = scores.shape
     kk = min(k, n)
-    if kk == 0:
+    if kk <= 0:
         return np.empty((nq, 0), np.int64), np.empty((nq, 0), scores.dtype)
+    nan = np.isnan(scores)
+    key = np.where(nan, -np.inf, scores)  # NaN compares as -inf while selecting, then sorts after it
     if kk < n:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        part = np.argpartition(-key, kk - 1, axis=1)[:, :kk]
         # argpartition may cut through a tie at the k-th score: gather every index tying with it
-        kth = np.take_along_axis(scores, part, 1).min(axis=1)
+        kth = np.take_along_axis(key, part, 1).min(axis=1)
         idx_rows = []
         for r in range(nq):
-            cand = np.flatnonzero(scores[r] >= kth[r])
-            order = np.lexsort((cand, -scores[r, cand]))[:kk]
+            cand = np.flatnonzero(key[r] >= kth[r])
+            order = np.lexsort((cand, nan[r, cand], -key[r, cand]))[:kk]
             idx_rows.append(cand[order])
         idx = np.asarray(idx_rows, dtype=np.int64)
     else:
-        idx = np.lexsort((np.broadcast_to(np.arange(n), scores.shape), -scores), axis=1).astype(np.int64)
+        idx = np.lexsort((np.broadcast_to(np.arange(n), scores.shape), nan, -key), axis=1).astype(np.int64)
     return idx, np.take_along_axis(scores, idx, 1)
 
 

@@ -214,6 +214,19 @@ def test_top_scored_any_scores(data, m, k):
 
 
 @PROPERTY
+@given(data=st.data(), n=st.integers(0, 40), k=st.integers(0, 50))
+def test_exact_topk_any_scores(data, n, k):
+    special = st.sampled_from([np.nan, np.inf, -np.inf])
+    scores = data.draw(hnp.arrays(np.float32, (2, n), elements=st.one_of(floats32, special)))
+    idx, vals = exact_topk(scores, k)
+    assert idx.shape == vals.shape == (2, max(0, min(k, n)))
+    for r in range(2):
+        ref_idx, ref_vals = ref_select(scores[r], max(k, 0))
+        np.testing.assert_array_equal(idx[r], ref_idx)
+        np.testing.assert_array_equal(vals[r], ref_vals)
+
+
+@PROPERTY
 @given(data=st.data(), m=st.integers(1, 30), dim=st.integers(1, 70))
 def test_rescoring_extremes(data, m, dim):
     q = data.draw(f32_arrays((dim,)))
@@ -275,6 +288,8 @@ def test_scans_reject_what_would_index_out_of_bounds():
         int8_query_weights(np.ones((1, 5), np.float32), np.zeros((2, 4), np.float32))
     with pytest.raises(InvalidInputError):
         hamming_topk(np.zeros((1, 1), np.uint64), np.zeros(1, np.uint64), 1)  # 1-D word codes
+    with pytest.raises(InvalidInputError):  # two queries of 2 words read as four of one: written past ``out``
+        hamming_distances(np.zeros((2, 2), np.uint64), np.zeros((5, 1), np.uint64))
     # empty rows: empty answers of the right shape, not garbage
     assert lut_topk(luts, codes[:0], 5)[0].shape == (1, 0)
     assert hamming_topk(np.zeros((2, 3), np.uint8), np.zeros((0, 3), np.uint8), 5)[0].shape == (2, 0)
