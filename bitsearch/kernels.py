@@ -547,8 +547,11 @@ def pread_rows(
     m = rows.shape[0]
     row_bytes = out.shape[1]
     nfiles = starts.shape[0] - 1
-    if out.shape[0] < m or nfiles < 0 or fds.shape[0] < nfiles or data_offsets.shape[0] < nfiles:
+    if out.shape[0] < m or nfiles < 0 or fds.shape[0] < nfiles or data_offsets.shape[0] < nfiles or starts[0] != 0:
         return -1  # arrays that do not fit: never written out of bounds, the caller's Python path decides
+    for f in range(nfiles):
+        if starts[f + 1] < starts[f]:  # a row's file is found by binary search over ascending starts
+            return -1
     total = starts[nfiles]
     for i in range(m):
         if rows[i] < 0 or rows[i] >= total:

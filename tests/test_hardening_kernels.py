@@ -310,6 +310,8 @@ def test_pread_rows_refuses_arrays_that_do_not_fit(tmp_path):
         # more rows than ``out`` holds: refused (-1: the caller's checked path), never written past it
         assert pread_rows(fds, offsets, starts, np.array([1, 2, 3], np.int64), out) == -1
         assert pread_rows(fds[:0], offsets, starts, np.array([1], np.int64), out) == -1
+        two = np.array([fd, fd], np.int64), np.zeros(2, np.int64)
+        assert pread_rows(*two, np.array([0, 6, 3], np.int64), np.array([1], np.int64), out) == -1  # descending
     finally:
         os.close(fd)
 
