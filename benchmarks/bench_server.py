@@ -5,7 +5,12 @@ synthetic MiniLM-like vectors that records the packaged all-MiniLM-L6-v2 model, 
 scenario (vector queries, text queries embedded by the server) for a bounded time with a minimal
 asyncio HTTP/1.1 client in this process. Client and server share the machine's cores, so QPS is a floor.
 
-    python benchmarks/bench_server.py [--n 100000] [--duration 10] [--clients 1,8,32] [--dir DIR] [--no-write]
+Each scenario runs against this checkout's server with micro-batching (its default window), the same
+without batching (--batch-window-ms 0), and, with --baseline REF, the server of git commit REF (its
+bitsearch/ exported to a temporary directory): before and after in one run, on the same collection.
+
+    python benchmarks/bench_server.py [--n 100000] [--duration 10] [--clients 1,8,32] [--baseline REF]
+                                      [--dir DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from _report import machine, write_section
 from _synthetic import synthetic_embeddings
 
 DIM = 384
+ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
 MAX_REQUESTS = 200_000  # per scenario, on top of the time bound
 SCIFACT_QUERIES = Path("/work/shared/data/scifact/queries.jsonl")
@@ -97,8 +103,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(path: Path, port: int, threads: int | None = None) -> Any:
-    """`bitsearch serve` in a subprocess, ready (model loaded) when the block starts."""
+def serve(
+    path: Path, port: int, threads: int | None = None, code: Path | None = None, extra: tuple[str, ...] = ()
+) -> Any:
+    """`bitsearch serve` in a subprocess (bitsearch imported from ``code``, else this checkout), ready (model
+    loaded) when the block starts."""
     cmd = [
         sys.executable,
         "-m",
@@ -114,8 +123,11 @@ def serve(path: Path, port: int, threads: int | None = None) -> Any:
     ]
     if threads:
         cmd += ["--threads", str(threads)]
+    cmd += list(extra)
+    env = dict(os.environ, PYTHONPATH=str(code or ROOT))
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        # in the code's own directory: `python -m` puts the working directory first on sys.path
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code or ROOT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -269,22 +281,71 @@ def library_baseline(path: Path, vectors: np.ndarray) -> float:
     return statistics.median(times) * 1000
 
 
+def export_commit(ref: str, dest: Path) -> str:
+    """bitsearch/ as of git commit ``ref``, written under ``dest``; returns the short hash."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    archive = subprocess.run(["git", "archive", commit, "bitsearch"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return commit
+
+
+def encode_cpu(path: Path, texts: list[str]) -> dict[int, float]:
+    """CPU ms per query text of the collection's encoder in this process, alone and in batches of 8 and 32."""
+    from bitsearch import Collection
+    from bitsearch.encode import Encoder
+
+    col = Collection.open(path)
+    enc = Encoder.from_manifest_info(col.manifest["model"])
+    col.close()
+    out: dict[int, float] = {}
+    for size in (1, 8, 32):
+        batches = [texts[i : i + size] for i in range(0, min(len(texts), 4 * size if size > 1 else 40), size)]
+        enc.encode_queries(batches[0])  # warm-up
+        t0 = time.process_time()
+        for b in batches:
+            enc.encode_queries(b)
+        out[size] = 1000 * (time.process_time() - t0) / sum(len(b) for b in batches)
+    return out
+
+
+def batching(url: str) -> dict[str, Any] | None:
+    """The server's micro-batching counts (None: a server without them)."""
+    info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=10).json()
+    return info["server"].get("batching")
+
+
+def batch_summary(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    """What micro-batching did in a scenario: requests run at once, mean batch, share of shared searches."""
+    if not before or not after:
+        return "-"
+    d = {name: after[name] - before.get(name, 0) for name in after if name != "window_ms"}
+    total = d["inline"] + d["batched_requests"]
+    if not total:
+        return "-"
+    batches = f"batches of {d['batched_requests'] / d['batches']:.1f}" if d["batches"] else "no batches"
+    return f"{d['inline'] / total:.0%} at once; {batches}; {d['shared_search_requests'] / total:.0%} in shared searches"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000, help="documents in the collection")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per scenario")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each scenario")
     ap.add_argument("--clients", default="1,8,32", help="comma-separated concurrent client counts (vector queries)")
-    ap.add_argument("--text-clients", default="1,8", help="comma-separated client counts (text queries)")
+    ap.add_argument("--text-clients", default="1,8,32", help="comma-separated client counts (text queries)")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="bitsearch serve --threads (default: its own)")
+    ap.add_argument("--baseline", default=None, metavar="REF", help="also serve bitsearch as of git commit REF")
+    ap.add_argument("--no-unbatched", action="store_true", help="skip the run without micro-batching")
     ap.add_argument("--dir", type=Path, default=None, help="keep the collection here (reused when it exists)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = ap.parse_args()
     if not 0 < args.duration <= 120:
         raise SystemExit("--duration must be in (0, 120] seconds")
 
-    root = args.dir or Path(tempfile.mkdtemp(prefix="bitsearch-bench-server-"))
+    root = (args.dir or Path(tempfile.mkdtemp(prefix="bitsearch-bench-server-"))).resolve()
     path = root / f"server-{args.n}" if args.dir else root / "col"
     t0 = time.perf_counter()
     source = build_collection(path, args.n)
@@ -296,29 +357,51 @@ def main() -> None:
     vec_bodies = [{"vector": v.tolist(), "k": args.k} for v in qvecs]
     text_bodies = [{"query": t, "k": args.k} for t in texts]
     baseline = library_baseline(path, qvecs[:200])
+    encode = encode_cpu(path, texts)
 
-    rows: list[tuple[str, dict[str, Any]]] = []
+    servers: list[tuple[str, Path | None, tuple[str, ...]]] = []
+    old_code = Path(tempfile.mkdtemp(prefix="bitsearch-baseline-"))
+    if args.baseline:
+        commit = export_commit(args.baseline, old_code)
+        servers.append((f"before ({commit})", old_code, ()))
+    servers.append(("after", None, ()))
+    if not args.no_unbatched:
+        servers.append(("after, no batching", None, ("--batch-window-ms", "0")))
+
+    rows: list[tuple[str, str, dict[str, Any]]] = []
     load_before = os.getloadavg()[0]
-    with serve(path, free_port(), args.threads) as (url, proc):
-        cpu = _cpu_meter(proc.pid)
-        for kind, bodies, counts in (("vector", vec_bodies, args.clients), ("text", text_bodies, args.text_clients)):
-            for c in [int(x) for x in counts.split(",") if x.strip()]:
-                res = asyncio.run(run_load(url, bodies, c, args.duration, args.warmup, cpu))
-                rows.append((kind, res))
-                print(
-                    f"{kind:6s} clients={c:3d} requests={res['requests']:6d} qps={res['qps']:8.1f} "
-                    f"p50={res['p50']:7.2f} ms p99={res['p99']:7.2f} ms cpu={res['server_cpu']:.2f} "
-                    f"({res['cpu_per_request_ms']:.2f} ms/req) errors={res['errors']} {res['first_error']}",
-                    file=sys.stderr,
-                )
-        info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=10).json()
+    info: dict[str, Any] = {}
+    for name, code, extra in servers:
+        with serve(path, free_port(), args.threads, code, extra) as (url, proc):
+            cpu = _cpu_meter(proc.pid)
+            # compiled kernels and the model's first passes are slow once: not part of any scenario
+            for body in [*vec_bodies[:4], *text_bodies[:4]]:
+                httpx.post(url + "/search", json=body, headers={"X-API-Key": KEY}, timeout=300).raise_for_status()
+            for kind, bodies, counts in (
+                ("vector", vec_bodies, args.clients),
+                ("text", text_bodies, args.text_clients),
+            ):
+                for c in [int(x) for x in counts.split(",") if x.strip()]:
+                    before_counts = batching(url)
+                    res = asyncio.run(run_load(url, bodies, c, args.duration, args.warmup, cpu))
+                    res["batching"] = batch_summary(before_counts, batching(url))
+                    rows.append((name, kind, res))
+                    print(
+                        f"{name:20s} {kind:6s} clients={c:3d} requests={res['requests']:6d} qps={res['qps']:8.1f} "
+                        f"p50={res['p50']:7.2f} ms p99={res['p99']:7.2f} ms cpu={res['server_cpu']:.2f} "
+                        f"({res['cpu_per_request_ms']:.2f} ms/req) errors={res['errors']} {res['first_error']} "
+                        f"{res['batching']}",
+                        file=sys.stderr,
+                    )
+            info = httpx.get(url + "/info", headers={"X-API-Key": KEY}, timeout=10).json()
     load_after = os.getloadavg()[0]
 
+    baseline_cmd = f" --baseline {args.baseline}" if args.baseline else ""
     lines = [
-        "## HTTP server under load (issue 7)",
+        "## HTTP server under load (issues 7 and 13)",
         "",
         f"Command: `python benchmarks/bench_server.py --n {args.n} --duration {args.duration:g} "
-        f"--clients {args.clients} --text-clients {args.text_clients}`  ",
+        f"--clients {args.clients} --text-clients {args.text_clients}{baseline_cmd}`  ",
         f"Machine: {machine()}  ",
         f"Server: `bitsearch serve` (uvicorn {_uvicorn_stack()}, one process) on loopback; clients: "
         "a minimal asyncio HTTP/1.1 client in the benchmark process, one keep-alive connection each, on the same "
@@ -327,25 +410,69 @@ def main() -> None:
         f"({info['stages']['binary']['ram_bytes'] / 2**20:.1f} MiB), int8 rows on disk; "
         f"search k={args.k}, rescore int8 x4. Text queries: "
         + ("SciFact queries" if SCIFACT_QUERIES.exists() else "fixed sentences")
-        + ", embedded in the server by all-MiniLM-L6-v2 on one model thread (queries that wait together share "
-        "a forward pass).  ",
+        + ", embedded in the server by the collection's model (all-MiniLM-L6-v2).  ",
         f"Each scenario runs {args.duration:g} s after {args.warmup:g} s of warm-up. "
-        f"In-process `Collection.search` of one vector query, for reference: p50 {baseline:.2f} ms.",
+        f"In-process `Collection.search` of one vector query, for reference: p50 {baseline:.2f} ms. "
+        f"The encoder alone, in this process: {encode[1]:.1f} ms CPU per query text embedded one at a time, "
+        f"{encode[8]:.1f} ms in batches of 8, {encode[32]:.1f} ms in batches of 32.",
         "",
-        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: other jobs share the 2 cores, so "
+        "Servers, one after the other on the same collection: "
+        + (
+            "**before** = the server of the commit named (pydantic validation, stdlib JSON, FastAPI routing, "
+            "every request on its own worker thread); "
+            if args.baseline
+            else ""
+        )
+        + "**after** = this checkout (plain /search bodies parsed by orjson and checked leanly, answered as "
+        "orjson bytes outside FastAPI's routing; concurrent requests micro-batched: one encoder call per batch, "
+        "one `Collection.search` per group of equal arguments, at most 16 queries; a vector request with nothing "
+        "else in flight is searched at once in the event loop); **after, no batching** = the same with "
+        "`--batch-window-ms 0`.",
+        "",
+        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: other jobs share the cores, so "
         "'server CPU' (cores the server process used) shows how much of the machine it got, and CPU per request is "
         "the figure that carries over to an idle machine.",
         "",
-        "| queries | concurrent clients | requests | QPS | p50 latency | p99 latency | server CPU | CPU per request "
-        "| errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | queries | clients | requests | QPS | p50 latency | p99 latency | server CPU | CPU per request "
+        "| errors | micro-batching |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for kind, r in rows:
+    for name, kind, r in rows:
         lines.append(
-            f"| {kind} | {r['clients']} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50']:.2f} ms | "
-            f"{r['p99']:.2f} ms | {r['server_cpu']:.2f} cores | {r['cpu_per_request_ms']:.2f} ms | {r['errors']} |"
+            f"| {name} | {kind} | {r['clients']} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50']:.2f} ms | "
+            f"{r['p99']:.2f} ms | {r['server_cpu']:.2f} cores | {r['cpu_per_request_ms']:.2f} ms | {r['errors']} | "
+            f"{r['batching']} |"
         )
-    total_errors = sum(r["errors"] for _, r in rows)
+    before = {(kind, r["clients"]): r for name, kind, r in rows if name.startswith("before")}
+    if before:
+        lines += [
+            "",
+            "After / before (same run): QPS ratio, p99 ratio (< 1: lower latency), CPU per request ratio.",
+            "",
+            "| queries | clients | QPS after/before | p99 after/before | CPU per request after/before |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, kind, r in rows:
+            b = before.get((kind, r["clients"]))
+            if name == "after" and b is not None:
+                lines.append(
+                    f"| {kind} | {r['clients']} | {r['qps'] / b['qps']:.2f}x | {r['p99'] / b['p99']:.2f}x | "
+                    f"{r['cpu_per_request_ms'] / b['cpu_per_request_ms']:.2f}x |"
+                )
+    vec1 = {name: r for name, kind, r in rows if kind == "vector" and r["clients"] == 1}
+    split = [
+        f"{name}: {r['cpu_per_request_ms']:.1f} ms CPU per request, the rest besides the encoder about "
+        f"{vec1[name]['cpu_per_request_ms']:.2f} ms (a vector request's cost)"
+        for name, kind, r in rows
+        if kind == "text" and r["clients"] == 1 and name in vec1
+    ]
+    if split:
+        lines += [
+            "",
+            f"Text queries at 1 client: the encoder takes about {encode[1]:.1f} ms CPU per text (measured alone, "
+            "above); " + "; ".join(split) + ".",
+        ]
+    total_errors = sum(r["errors"] for _, _, r in rows)
     lines += ["", f"Errors across all scenarios: {total_errors}."]
     body = "\n".join(lines)
     print(body)

@@ -12,14 +12,17 @@ import os
 # runtimes of numba, torch and faiss; the user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .collection import Document
 from .errors import (
     BitsearchError,
     CollectionError,
     CorruptCollectionError,
+    DiskFullError,
     DuplicateIdError,
     FormatVersionError,
     InvalidInputError,
     ModelLoadError,
+    ReadOnlyCollectionError,
     UnknownIdError,
 )
 from .quantize import (
@@ -38,11 +41,14 @@ __all__ = [
     "Collection",
     "CollectionError",
     "CorruptCollectionError",
+    "DiskFullError",
+    "Document",
     "DuplicateIdError",
     "FormatVersionError",
     "Hit",
     "InvalidInputError",
     "ModelLoadError",
+    "ReadOnlyCollectionError",
     "SearchResults",
     "UnknownIdError",
     "__version__",

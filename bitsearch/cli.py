@@ -13,8 +13,8 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
-import signal
 import sys
 import sysconfig
 import tempfile
@@ -30,6 +30,7 @@ import numpy as np
 import typer
 from tqdm import tqdm
 
+from bitsearch.collection import interrupted_create
 from bitsearch.errors import BitsearchError
 from bitsearch.search import Collection
 
@@ -42,16 +43,33 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 MANIFEST = "manifest.json"
-_KILL_AFTER_ENV = "BITSEARCH_TEST_KILL_AFTER_CHUNKS"  # tests: SIGKILL the indexer after N committed chunks
 _TEXT_SUFFIXES = {".txt", ".md"}
 
 
 def main() -> None:
     """Entry point of the `bitsearch` console script."""
     app()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bitsearch import __version__
+
+        typer.echo(f"bitsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Retrieval over quantized text embeddings: index text, search it, inspect collections."""
 
 
 class CliError(Exception):
@@ -72,12 +90,33 @@ def _reported(on_interrupt: str = "interrupted") -> Iterator[None]:
     except (CliError, BitsearchError, ValueError, OSError) as exc:
         if os.environ.get("BITSEARCH_DEBUG"):  # developers: the full traceback
             raise
-        message = str(exc) or type(exc).__name__
+        message = cli_words(str(exc) or type(exc).__name__)
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(on_interrupt, err=True)
         raise typer.Exit(130) from None
+
+
+# The library's errors name Python arguments; the command line shows the flags that do the same.
+_CLI_WORDS = (
+    (re.compile(r"\bkeep_float32=True\b"), "bitsearch index --keep-float32"),
+    (re.compile(r"\bkeep_int8=True\b"), "int8 rows (bitsearch index keeps them always)"),
+    (re.compile(r"\bprecision=\"binary\""), "bitsearch index --precision binary"),
+    (re.compile(r"\brescore=None\b"), "--rescore none"),
+    (re.compile(r"\brescore_multiplier\b"), "--rescore-multiplier"),
+    (re.compile(r"\btruncate_dim\b"), "--truncate-dim"),
+    (re.compile(r"\bquery_bits\b"), "--query-bits"),
+    (re.compile(r"\bquery_texts\b"), "query text"),
+    (re.compile(r"\bmode=\"(\w+)\""), r"--mode \1"),
+)
+
+
+def cli_words(message: str) -> str:
+    """A library error message with Python argument names replaced by the CLI flags that set them."""
+    for pattern, flag in _CLI_WORDS:
+        message = pattern.sub(flag, message)
+    return message
 
 
 # ----------------------------------------------------------------------------- reading input
@@ -318,6 +357,39 @@ def _read_folder(root: Path) -> Iterator[Doc | Bad]:
         yield Doc(rel, text, None, str(path))
 
 
+_DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq", ".jsonl.gz", ".json.gz", ".csv.gz")
+
+
+def beir_corpus(path: Path) -> Path | None:
+    """The corpus file of a BEIR dataset folder (corpus.jsonl[.gz] inside it), or None."""
+    if not path.is_dir():
+        return None
+    for name in ("corpus.jsonl", "corpus.jsonl.gz"):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def _check_text_folder(path: Path) -> None:
+    """A folder read as text files that also holds data files: say which were left out, or refuse when
+    the data files are surely what was meant (a BEIR dataset inside, or no more text files than data files)."""
+    data = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(_DATA_SUFFIXES))
+    if not data:
+        return
+    texts = _text_files(path)
+    shown = ", ".join(str(p.relative_to(path)) for p in data[:3]) + (", ..." if len(data) > 3 else "")
+    hint = f"index a data file directly (bitsearch index {data[0]} ...)"
+    nested = [p.parent for p in data if beir_corpus(p.parent) is not None]
+    if nested:
+        hint = f"index a BEIR folder directly (bitsearch index {nested[0]} ...)"
+    if nested or len(texts) <= len(data):
+        raise CliError(
+            f"{path} holds {len(texts)} .txt/.md file(s) but also data files ({shown}) that a folder is not read "
+            f"for: {hint}, or pass --format folder to index the text files only"
+        )
+    typer.secho(f"warning: {path} also holds data files that are not indexed ({shown}); {hint}", err=True, fg="yellow")
+
+
 def read_input(
     path: Path, fmt: InputFormat, fields: Fields, chunk_size: int = 1000
 ) -> tuple[Iterator[Doc | Bad], int | None]:
@@ -325,7 +397,13 @@ def read_input(
     if not path.exists():
         raise CliError(f"input {path} does not exist")
     if fmt is InputFormat.auto:
+        corpus = beir_corpus(path)
+        if corpus is not None:  # `bitsearch eval` takes the same folder: index its corpus, not SOURCE.md
+            typer.echo(f"{path} is a BEIR dataset folder: indexing its {corpus.name}", err=True)
+            return _read_jsonl(corpus, fields), _count_lines(corpus)
         fmt = _detect_format(path)
+        if fmt is InputFormat.folder:
+            _check_text_folder(path)
     if fmt is InputFormat.folder:
         if not path.is_dir():
             raise CliError(f"{path} is not a folder")
@@ -422,6 +500,58 @@ class IndexReport:
     records: int = 0
 
 
+def plural(n: int, word: str) -> str:
+    """'1 document', '2 documents' (with thousands separators)."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _skipped_note(report: IndexReport) -> str:
+    parts = []
+    if report.already:
+        parts.append(f"{report.already:,} already indexed")
+    if report.bad:
+        parts.append(f"{report.bad:,} malformed")
+    return "skipped " + ", ".join(parts)
+
+
+class LineProgress:
+    """Progress for a log rather than a terminal: one line at most every `interval` seconds, with the
+    rate and the time left, and nothing repeated at the end (a tqdm bar's \r updates pile up in a log)."""
+
+    def __init__(self, total: int | None, interval: float = 10.0) -> None:
+        self.total, self.interval, self.n, self.postfix = total, interval, 0, ""
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.interval:
+            self.last = now
+            typer.echo(f"indexing: {self.describe(now)}", err=True)
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        self.postfix = text
+
+    def describe(self, now: float) -> str:
+        rate = self.n / max(now - self.start, 1e-9)
+        done = f"{self.n:,}" + (f"/{self.total:,}" if self.total else "") + " documents"
+        eta = f", {(self.total - self.n) / rate:,.0f} s left" if self.total and rate > 0 else ""
+        return f"{done}, {rate:,.1f} docs/s{eta}" + (f" ({self.postfix})" if self.postfix else "")
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def index_progress(total: int | None, quiet: bool) -> Any:
+    """A tqdm bar on a terminal; periodic lines when stderr is a file or a pipe; nothing when quiet."""
+    if not quiet and not sys.stderr.isatty():
+        return LineProgress(total)
+    return tqdm(total=total, unit="doc", desc="indexing", disable=quiet, dynamic_ncols=True, file=sys.stderr)
+
+
 def index_records(
     records: Iterable[Doc | Bad],
     out: Path,
@@ -439,8 +569,6 @@ def index_records(
     """Encode and add records chunk by chunk; ids already in the collection are skipped (resume)."""
     report = IndexReport()
     seen: set[str] = set()
-    kill_after = int(os.environ.get(_KILL_AFTER_ENV) or 0)
-    chunks_added = 0
     step = max(1, encoder.batch_size * 8)
     for chunk in _batched(records, chunk_size):
         report.records += len(chunk)
@@ -460,6 +588,8 @@ def index_records(
             report.already += len(existing)
             docs = [d for d in docs if d.id not in existing]
         if progress is not None:
+            if report.already or report.bad:
+                progress.set_postfix_str(_skipped_note(report), refresh=False)
             progress.update(len(chunk) - len(docs))
         if not docs:
             continue
@@ -482,9 +612,6 @@ def index_records(
                 embeddings, ids=[d.id for d in docs], texts=[d.text for d in docs], metadata=[d.metadata for d in docs]
             )
         report.added += len(docs)
-        chunks_added += 1
-        if kill_after and chunks_added >= kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
     return col, report
 
 
@@ -552,17 +679,19 @@ def index(
     with _reported("interrupted: documents added so far are kept; run the same command again to resume"):
         fields = Fields(text=text_field, id=id_field, title=title_field or None)
         records, total = read_input(input, fmt, fields, chunk_size)
+        if not quiet:
+            typer.echo("loading the embedding model...", err=True)
         col: Collection | None = None
         if _is_collection(out):
             col = Collection.open(out)
             _check_settings(col, model, precision, truncate_dim, keep_float32)
             encoder = _encoder_for(col, device=device, batch_size=batch_size)
         else:
-            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if out.exists() and (not out.is_dir() or any(out.iterdir())) and not interrupted_create(out):
                 raise CliError(f"{out} exists and is neither a collection nor an empty directory")
             encoder = _load_encoder(model, device=device, batch_size=batch_size, truncate_dim=truncate_dim)
         start = time.perf_counter()
-        with tqdm(total=total, unit="doc", desc="indexing", disable=quiet, dynamic_ncols=True, file=sys.stderr) as bar:
+        with index_progress(total, quiet) as bar:
             col, report = index_records(
                 records,
                 out,
@@ -587,13 +716,14 @@ def index(
         if col is None:
             raise CliError(f"no valid documents in {input}: all {report.bad} records were malformed")
         rate = report.added / elapsed if elapsed > 0 else 0.0
-        parts = [f"indexed {report.added:,} documents into {out} in {elapsed:.1f} s ({rate:,.0f} docs/s)"]
+        parts = [f"indexed {plural(report.added, 'document')} into {out} in {elapsed:.1f} s ({rate:,.1f} docs/s)"]
         if report.already:
-            parts.append(f"{report.already:,} already in the collection were skipped")
+            were = "was" if report.already == 1 else "were"
+            parts.append(f"{plural(report.already, 'document')} already in the collection {were} skipped")
         if report.bad:
-            parts.append(f"skipped {report.bad:,} malformed records")
+            parts.append(f"skipped {plural(report.bad, 'malformed record')}")
         typer.echo("; ".join(parts))
-        typer.echo(f"the collection holds {len(col):,} documents")
+        typer.echo(f"the collection holds {plural(len(col), 'document')}")
 
 
 # ----------------------------------------------------------------------------- search
@@ -714,13 +844,16 @@ def search(
             filter=flt,
         )
         timings.update(results.timings)
+        for note in results.warnings:
+            typer.secho(f"warning: {note}", err=True, fg="yellow")
         if as_json:
             payload = {
                 "collection": str(collection),
                 "k": k,
                 "mode": mode.value,
-                "stages": list(getattr(results, "stages", [])),
+                "stages": results.stages,
                 "timings": timings,
+                "warnings": results.warnings,
                 "results": [
                     {
                         "query": text,
@@ -738,7 +871,7 @@ def search(
             typer.secho(f"query: {label}{text}", bold=True)
             typer.echo("\n".join(_hits_table(hits, width)))
             typer.echo("")
-        stages = " -> ".join(getattr(results, "stages", []))
+        stages = " -> ".join(results.stages)
         per = " · ".join(f"{name} {_format_ms(sec)}" for name, sec in timings.items())
         many = f" for {len(items)} queries" if len(items) > 1 else ""
         typer.echo(f"stages: {stages}; time{many}: {per}")
@@ -1049,6 +1182,13 @@ def eval_(
         typer.Option(min=1, help="Cap BLAS and numba threads while searching (steadier latencies on a busy machine)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    collection: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the document embeddings from this collection (bitsearch index --keep-float32 of the same "
+            "corpus) instead of embedding the corpus again; queries use its model."
+        ),
+    ] = None,
 ) -> None:
     """Measure what each precision costs on a BEIR dataset: NDCG/Recall/MRR, bytes, build time, latency."""
     with _reported():
@@ -1060,13 +1200,34 @@ def eval_(
         except ImportError as exc:
             raise CliError(f"bitsearch eval needs ranx and matplotlib ({exc}): pip install 'bitsearch[eval]'") from None
         ds = ev.load_dataset(dataset, split=split)
-        encoder = _load_encoder(model, batch_size=batch_size)
+        embeddings = None
+        if collection is not None:
+            if not _is_collection(collection):
+                raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+            encoder = _encoder_for(Collection.open(collection), batch_size=batch_size)
+            if model is not None and encoder.name != _load_encoder(model, batch_size=batch_size).name:
+                raise CliError(f"--model {model} differs from the model of {collection} ({encoder.name})")
+            docs = ev.collection_embeddings(ds, collection, encoder.name)
+            embeddings = (docs, ev.cached_embeddings(ds.query_texts, "queries", encoder))
+            source = f"document embeddings read from {collection} (not embedded again)"
+        else:
+            encoder = _load_encoder(model, batch_size=batch_size)
+            source = "document embeddings from the cache, or embedded now"
         typer.echo(
             f"{ds.name}: {len(ds.doc_ids):,} documents, {len(ds.query_ids):,} judged queries; "
-            f"model {encoder.name} ({encoder.dim} dims)",
+            f"model {encoder.name} ({encoder.dim} dims); {source}",
             err=True,
         )
-        report = ev.evaluate(ds, encoder, configs=configs, k=k, recall_k=recall_k, progress=not quiet, threads=threads)
+        report = ev.evaluate(
+            ds,
+            encoder,
+            configs=configs,
+            k=k,
+            recall_k=recall_k,
+            embeddings=embeddings,
+            progress=not quiet,
+            threads=threads,
+        )
         command = " ".join(
             ["bitsearch eval", str(dataset)]
             + ([f"--model {model}"] if model else [])
@@ -1075,6 +1236,7 @@ def eval_(
             + ([f"--recall-k {recall_k}"] if recall_k != 100 else [])
             + ([f"--split {split}"] if split != "test" else [])
             + ([f"--threads {threads}"] if threads else [])
+            + ([f"--collection {collection}"] if collection else [])
             + [f"--out {out}"]
         )
         paths = ev.write_report(report, out, plots=plots, command=command)
@@ -1098,28 +1260,75 @@ def serve(
         int | None, typer.Option(min=1, help="Requests worked on at once (default: 4 x cores, at least 8).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME",
+            help="Without --api-key, a Host name to answer besides localhost, 127.0.0.1 and [::1] (repeatable; "
+            "'*': any). Other names get 421, so web pages cannot reach the server through DNS rebinding.",
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a connection may take to send complete request headers.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a client may take to send a whole request body (else 408).")
+    ] = 30.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(min=1, help="Open connections at most; past it the oldest connection not being served is closed."),
+    ] = 1000,
+    batch_window_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=100,
+            help="Concurrent /search requests share encoder and search calls; a free worker waits at most this "
+            "long for requests on their way (0: no batching).",
+        ),
+    ] = 1.0,
+    access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log, at info level).")] = False,
 ) -> None:
     """Serve a collection over HTTP: POST /search, POST /documents, DELETE /documents/ID, GET /info, a page at /."""
     with _reported():
         try:
-            import uvicorn
+            import uvicorn  # noqa: F401  (checked here, used by run_server)
 
-            from bitsearch.server import create_app
+            from bitsearch.server import create_app, run_server
         except ImportError as exc:
             raise CliError(
                 f"bitsearch serve needs fastapi and uvicorn ({exc}): pip install 'bitsearch[server]'"
             ) from None
         if not _is_collection(collection):
             raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+        hosts = list(allowed_host or [])
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             typer.secho(
-                f"warning: serving on {host} without --api-key: anyone who can reach it can add and delete",
+                f"warning: serving on {host} without --api-key: anyone who can reach it can add and delete"
+                + ("" if hosts else " (and only loopback Host names are answered: add --allowed-host NAME)"),
                 fg=typer.colors.YELLOW,
                 err=True,
             )
-        api = create_app(collection, api_key=api_key, threads=threads, preload_model=True)
-        # connections beyond limit_concurrency get 503 at once instead of queueing without bound
-        uvicorn.run(api, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, limit_concurrency=1024)
+            if host not in ("0.0.0.0", "::", ""):
+                hosts.append(host)  # the address itself is a name no rebinding page can give
+        api = create_app(
+            collection,
+            api_key=api_key,
+            threads=threads,
+            preload_model=True,
+            body_timeout=body_timeout,
+            allowed_hosts=hosts,
+            batch_window_ms=batch_window_ms,
+        )
+        run_server(
+            api,
+            host=host,
+            port=port,
+            log_level=log_level,
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+            access_log=access_log,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,34 +15,48 @@ Opening loads the stage-1 codes into RAM; int8 and float32 rows stay on disk, re
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sqlite3
+import stat
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from .errors import (
     CollectionError,
     CorruptCollectionError,
+    DiskFullError,
     DuplicateIdError,
     FormatVersionError,
     InvalidInputError,
+    ReadOnlyCollectionError,
     UnknownIdError,
 )
 from .kernels import as_words, pread_rows
 from .quantize import CODE_KINDS, CodeBook, _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
-from .store import DocId, DocStore, normalize_id
+from .store import DocId, DocStore, check_metadata, check_unicode, normalize_id
 
-__all__ = ["FORMAT_VERSION", "STAGE1_PRECISIONS", "CollectionFiles"]
+__all__ = [
+    "FORMAT_VERSION",
+    "STAGE1_PRECISIONS",
+    "CollectionFiles",
+    "Document",
+    "interrupted_create",
+    "remove_inside",
+    "validate_manifest",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +79,8 @@ _ARRAY_FILES = {
     "int8": "int8.npy",
     "float32": "float32.npy",
 }
+_SEGMENT_DTYPES = {"seqs": np.int64, "binary": np.uint8, "codes": np.uint8, "int8": np.int8, "float32": np.float32}
 _HASH_BLOCK = 1 << 22
-_FD_LOCK = threading.Lock()
 _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
 
 
@@ -84,12 +98,35 @@ def _fsync_dir(path: Path) -> None:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep the space of a half-written file
+        raise
     _fsync_dir(path.parent)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a full disk (or quota), from the file system or from SQLite."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+
+
+def _take_number(path: Path, m: dict[str, Any]) -> int:
+    """A number for a new segment or index directory that no directory uses; the counter moves past it.
+
+    Segments and indexes share the counter, so a directory is never renamed onto an existing name.
+    """
+    n = int(m["next_segment"])
+    while (path / "segments" / f"{n:06d}").exists() or (path / f"ann-{n:06d}").exists():
+        n += 1
+    m["next_segment"] = n + 1
+    return n
 
 
 def _save_npy(path: Path, array: np.ndarray) -> dict[str, Any]:
@@ -144,6 +181,9 @@ class DiskRows:
         self.path = path
         self._fd_cache: int | None = None
         with open(path, "rb") as f:
+            # the descriptor is kept from the start: a snapshot whose files a later write removes
+            # (compaction, or another process's) still reads them, and never opens a path again
+            self._fd_cache = os.dup(f.fileno())
             try:
                 major, _ = np.lib.format.read_magic(f)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
@@ -162,19 +202,22 @@ class DiskRows:
             raise CorruptCollectionError(f"collection file {path} is truncated: {size} of {expected} bytes")
 
     def read_all(self) -> np.ndarray:
-        """Every row, read into memory (compaction, tombstone masks)."""
-        count = int(np.prod(self.shape, dtype=np.int64))
-        return np.fromfile(self.path, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
+        """Every row, read into memory through the kept descriptor (compaction, masks, filters)."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        fd, done = self._fd(), 0
+        while done < view.nbytes:  # one pread returns at most ~2 GiB
+            got = os.preadv(fd, [view[done:]], self.offset + done)
+            if got <= 0:
+                raise CorruptCollectionError(f"collection file {self.path} ended early while reading rows")
+            done += got
+        return out
 
     def _fd(self) -> int:
-        """A read-only descriptor, opened on first use and kept: a snapshot whose files a compaction
-        has since removed can still finish reading them."""
+        """The read-only descriptor opened with the file and kept for the object's life."""
         fd = self._fd_cache
         if fd is None:
-            with _FD_LOCK:
-                if self._fd_cache is None:
-                    self._fd_cache = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-                fd = self._fd_cache
+            raise CollectionError(f"collection file {self.path} was closed")
         return fd
 
     def __del__(self) -> None:
@@ -270,6 +313,16 @@ class RowFiles:
 
 
 @dataclass(frozen=True)
+class Document:
+    """A stored document as ``get`` returns it: id, text, metadata, and the float32 vector when asked for."""
+
+    id: DocId
+    text: str | None
+    metadata: dict[str, Any] | None
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class Segment:
     """One immutable segment as loaded: stage-1 codes live in the state, other rows stay on disk."""
 
@@ -335,6 +388,20 @@ class State:
             return np.empty((0, *width), dtype=dtype)
         return self.row_files(kind).take(rows)
 
+    def rows_of(self, seqs: np.ndarray) -> np.ndarray:
+        """Global row numbers of stored sequence numbers (rows hold ascending seqs: adds append larger
+        ones and compaction keeps their order), by one search over the seqs, read once per state."""
+        seqs = np.asarray(seqs, dtype=np.int64)
+        all_seqs = self.extra.get("all_seqs")
+        if all_seqs is None:
+            all_seqs = self.gather("seqs", np.arange(self.rows, dtype=np.int64))
+            self.extra["all_seqs"] = all_seqs
+        rows = np.searchsorted(all_seqs, seqs)
+        inside = rows < all_seqs.size
+        if not inside.all() or (all_seqs[rows[inside]] != seqs[inside]).any():
+            raise CorruptCollectionError("a document's sequence number is in no segment of the collection")
+        return rows
+
     def row_files(self, kind: str) -> RowFiles:
         """The segments' ``kind`` files as one RowFiles, built once per state."""
         key = f"files:{kind}"
@@ -365,6 +432,7 @@ class CollectionFiles:
         self._state = state
         self._docs = docs
         self._write_lock = threading.RLock()
+        self.read_only = docs.read_only  # writes need write access to the folder and the document store
 
     # -------------------------------------------------------------- create / open
 
@@ -425,7 +493,10 @@ class CollectionFiles:
                 )
             return col
         if p.exists() and any(p.iterdir()):
-            raise CollectionError(f"{p} exists and is not an empty directory or a collection")
+            if not interrupted_create(p):
+                raise CollectionError(f"{p} exists and is not an empty directory or a collection")
+            for f in p.iterdir():  # start again from nothing: the next manifest names none of these
+                remove_inside(p, f)
         if truncate_dim is not None and truncate_dim != dim:
             raise InvalidInputError(f"truncate_dim {truncate_dim} differs from the collection dim {dim}")
         if query_bits is not None:
@@ -484,12 +555,29 @@ class CollectionFiles:
         """Open the collection at ``path``: binary codes into RAM, int8 and float32 rows left on disk.
 
         File sizes are always checked against the manifest; ``verify=True`` also checks every file's
-        sha256 (reads everything once).
+        sha256 (reads everything once). The manifest is validated (``validate_manifest``) and its
+        counts checked against the document store. A collection whose folder or document store this
+        process cannot write is opened read-only: searches work, writes raise CollectionError.
         """
         p = Path(path)
-        manifest = _read_manifest(p)
-        state = _load_state(p, manifest, verify=verify)
-        return cls(p, state, DocStore(p / DOCS))
+        dir_writable = os.access(p, os.W_OK)
+        read_only = not (dir_writable and os.access(p / DOCS, os.W_OK))
+        for _ in range(_RELOAD_ATTEMPTS):
+            manifest = _read_manifest(p)
+            state = _load_state(p, manifest, verify=verify)
+            # immutable: SQLite creates no -wal/-shm files, which a folder it cannot write would refuse
+            docs = DocStore(p / DOCS, read_only=read_only, immutable=not dir_writable)
+            stored = docs.count_below(int(manifest["next_seq"]))
+            if stored >= state.live:
+                return cls(p, state, docs)
+            docs.close()
+            # a concurrent delete purges its rows after committing a newer manifest: look again
+            if _read_manifest(p)["generation"] == manifest["generation"]:
+                break
+        raise CorruptCollectionError(
+            f"collection at {p}: the manifest counts {state.live} documents but {DOCS} holds {stored} "
+            f"(copied without {DOCS}-wal, or that file left unread on read-only media?)"
+        )
 
     def refresh(self) -> None:
         """Reload the manifest if another process has written to the collection since it was opened."""
@@ -558,41 +646,137 @@ class CollectionFiles:
             live = [i for i, d in zip(live, dead, strict=True) if not d]
         return live
 
+    def get(self, ids: Sequence[object], *, with_vectors: bool = False) -> list[Document | None]:
+        """The stored documents for ``ids``, in order: id, text, metadata and, with ``with_vectors``, the
+        float32 vector (needs ``keep_float32=True``: int8 rows would only approximate it). An id that is
+        not a live document gives None in its place (frameworks' get-by-ids skips those)."""
+        norm = [normalize_id(i) for i in _as_list(ids, "ids", "one id per document")]
+        state = self._state
+        if with_vectors and not state.manifest["keep_float32"]:
+            raise InvalidInputError(
+                "this collection keeps no float32 rows to return vectors from: create it with keep_float32=True"
+            )
+        found = self._docs.find_existing(norm)
+        next_seq = int(state.manifest["next_seq"])
+        seqs = {i: s for i, s in found.items() if s < next_seq and not _is_tombstoned(state, s)}
+        wanted = sorted(set(seqs.values()))
+        stored = self._docs.fetch(wanted)
+        vectors: dict[int, np.ndarray] = {}
+        if with_vectors and wanted:
+            rows = state.rows_of(np.asarray(wanted, dtype=np.int64))
+            vectors = dict(zip(wanted, state.gather("float32", rows), strict=True))
+        out: list[Document | None] = []
+        for i in norm:
+            seq = seqs.get(i)
+            if seq is None:
+                out.append(None)
+                continue
+            doc_id, text, meta = stored[seq]
+            out.append(Document(doc_id, text, meta, vectors.get(seq)))
+        return out
+
     # -------------------------------------------------------------- writes
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[State]:
-        """Hold the thread and process write locks, with the newest state and stale rows purged."""
+        """Hold the thread and process write locks, with the newest state and stale files and rows removed.
+
+        A write that fails before its commit leaves the collection as it was: what it wrote is removed
+        at once, and a full disk is reported as such (a CollectionError) rather than as the OS's or
+        SQLite's error.
+        """
+        if self.read_only:
+            raise ReadOnlyCollectionError(
+                f"the collection at {self.path} is read-only (this process cannot write its folder or {DOCS}): "
+                "adding, deleting, compacting and indexing need write access"
+            )
         with self._write_lock:
-            lockfile = open(self.path / ".lock", "a+b")  # noqa: SIM115 - held for the block
+            # O_NOFOLLOW: a planted .lock symlink must not create or touch a file outside the folder
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd = os.open(self.path / ".lock", flags, 0o644)
+            except OSError as exc:
+                raise CorruptCollectionError(f"cannot open the lock file of {self.path}: {exc}") from None
+            lockfile = os.fdopen(fd, "r+b")
             try:
                 fcntl.flock(lockfile, fcntl.LOCK_EX)
-                self.refresh()
-                state = self._state
-                # rows of adds that never committed, and segment dirs no manifest lists
-                self._docs.purge_from(state.manifest["next_seq"])
-                listed = {s["name"] for s in state.manifest["segments"]}
-                for d in (self.path / "segments").iterdir():
-                    if d.name not in listed:
-                        shutil.rmtree(d, ignore_errors=True)
-                ann = state.manifest.get("ann")
-                for d in self.path.glob("ann-*"):
-                    if ann is None or d.name != ann["dir"]:
-                        shutil.rmtree(d, ignore_errors=True)
-                for d in self.path.glob(".ann-*.tmp-*"):
-                    shutil.rmtree(d, ignore_errors=True)
-                for f in self.path.glob("tombstones-*.npy"):
-                    tomb = state.manifest["tombstones"]
-                    if tomb is None or f.name != tomb["file"]:
-                        f.unlink(missing_ok=True)
-                yield state
+                generation = None
+                try:
+                    self.refresh()
+                    state = self._state
+                    generation = int(state.manifest["generation"])
+                    # files first: removing them needs no space, and frees what SQLite may need next
+                    self._remove_unlisted(state.manifest)
+                    self._docs.purge_from(state.manifest["next_seq"])  # rows of adds that never committed
+                    yield state
+                except BaseException as exc:
+                    error = self._failed(exc, generation)
+                    if error is not None:
+                        raise error from exc
+                    raise
             finally:
                 fcntl.flock(lockfile, fcntl.LOCK_UN)
                 lockfile.close()
 
+    def _remove_unlisted(self, m: dict[str, Any]) -> None:
+        """Remove what manifest ``m`` does not name: temporary files of writes that never committed,
+        and the files earlier commits replaced. Called with the process write lock held; every removal
+        goes through ``remove_inside`` (nothing outside the folder, nothing through a symbolic link)."""
+        root = self.path
+        for pattern in (f".{MANIFEST}.tmp-*", ".tombstones-*.tmp", f".{ROTATION}.tmp", ".ann-*.tmp-*"):
+            for f in root.glob(pattern):
+                remove_inside(root, f)
+        if not (m.get("codebook") or {}).get("rotation"):
+            remove_inside(root, root / ROTATION)
+        listed = {s["name"] for s in m["segments"]}
+        for d in (root / "segments").iterdir():
+            if d.name not in listed:
+                remove_inside(root, d)
+        ann = m.get("ann")
+        for d in root.glob("ann-*"):
+            if ann is None or d.name != ann["dir"]:
+                remove_inside(root, d)
+        tomb = m["tombstones"]
+        for f in root.glob("tombstones-*.npy"):
+            if tomb is None or f.name != tomb["file"]:
+                remove_inside(root, f)
+
+    def _failed(self, exc: BaseException, generation: int | None) -> DiskFullError | None:
+        """Remove what a failed write left (best effort); for a full disk, the error to raise instead.
+
+        ``generation`` is the state's when the write began (None: it failed before, writing nothing).
+        """
+        m = None
+        if generation is not None:
+            try:
+                m = _read_manifest(self.path)
+                self._remove_unlisted(m)
+            except Exception as cleanup:  # the write's own error is the one to report
+                log.warning("could not remove the files of a failed write to %s: %s", self.path, cleanup)
+        if not _is_disk_full(exc):
+            return None
+        if m is not None and generation is not None and int(m["generation"]) == generation:
+            outcome = "nothing was changed; free some space and retry"
+        else:
+            outcome = "the write may have committed; open the collection again to see"
+        return DiskFullError(f"no space left on device while writing to the collection at {self.path}: {outcome}")
+
     def _commit(self, manifest: dict[str, Any]) -> None:
+        """Write the new manifest: its rename is the commit of the write."""
         manifest["generation"] = int(manifest["generation"]) + 1
         _write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+
+    def _tidy(self, purge: Sequence[int] = ()) -> None:
+        """After a commit: remove the files it replaced and purge the rows it tombstoned.
+
+        Best effort: the commit stands whatever happens here; files are removed by the next write,
+        rows of tombstoned documents stay hidden by their tombstones and leave at compaction.
+        """
+        try:
+            self._remove_unlisted(self._state.manifest)
+            self._docs.purge_seqs(purge)
+        except (OSError, sqlite3.Error, CorruptCollectionError) as exc:
+            log.warning("could not tidy the collection at %s after a write: %s", self.path, exc)
 
     def add(
         self,
@@ -606,21 +790,26 @@ class CollectionFiles:
         ``ids`` are unique str or int (default: consecutive ints from the collection's row counter);
         a duplicate, in the call or already stored, is an error. ``texts`` and ``metadata`` (JSON
         objects) are stored with the vectors and returned by search.
+
+        Limits (InvalidInputError, checked before anything is written): int ids fit SQLite's signed
+        64 bits; ids, texts and metadata keys and strings are valid Unicode (no lone surrogates);
+        metadata nests at most ``bitsearch.store.MAX_METADATA_DEPTH`` (64) levels, has str keys and
+        finite floats.
         """
         emb = check_embeddings(embeddings, self.dim)
         n = emb.shape[0]
+        given_ids: list[DocId] | None = None
+        if ids is not None:
+            given_ids = [normalize_id(i) for i in _as_list(ids, "ids", "one id per embedding")]
+            if len(given_ids) != n:
+                raise InvalidInputError(f"got {len(given_ids)} ids for {n} embeddings")
+            _check_unique(given_ids)
         texts = _check_payload(texts, n, "texts", _check_text)
         metadata = _check_payload(metadata, n, "metadata", _check_meta)
         with self._writing() as state:
             m = json.loads(json.dumps(state.manifest))
             first_seq = int(m["next_seq"])
-            if ids is None:
-                doc_ids: list[DocId] = list(range(first_seq, first_seq + n))
-            else:
-                doc_ids = [normalize_id(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
-                if len(doc_ids) != n:
-                    raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
-            _check_unique(doc_ids)
+            doc_ids: list[DocId] = list(range(first_seq, first_seq + n)) if given_ids is None else given_ids
             existing = self._docs.find_existing(doc_ids)
             if existing:
                 stale = [s for s in existing.values() if _is_tombstoned(state, s)]
@@ -644,12 +833,11 @@ class CollectionFiles:
                 m["codebook"] = _fit_codebook(self.path, m, emb)
                 if "pair_thresholds" in m["codebook"]:  # an empty format-2 1.5bit collection gets pair planes
                     m["format_version"] = max(int(m["format_version"]), 3)
-            name = f"{int(m['next_segment']):06d}"
+            name = f"{_take_number(self.path, m):06d}"
             seg_info = self._write_segment(name, emb, np.arange(first_seq, first_seq + n, dtype=np.int64), m, ranges)
             self._docs.insert(first_seq, doc_ids, texts, metadata)
             m["segments"].append(seg_info)
             m["next_seq"] = first_seq + n
-            m["next_segment"] = int(m["next_segment"]) + 1
             self._commit(m)
             self._state = _extend_state(state, m, self.path, seg_info)
         return doc_ids
@@ -684,7 +872,8 @@ class CollectionFiles:
         files = {fname: _save_npy(tmp / fname, arr) for fname, arr in arrays.items()}
         _fsync_dir(tmp)
         final = segdir / name
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():  # names are never reused: renaming onto one could replace a listed segment
+            raise CollectionError(f"segment directory {final} already exists")
         os.rename(tmp, final)
         _fsync_dir(segdir)
         rows = int(arrays["seqs.npy"].shape[0])
@@ -693,11 +882,12 @@ class CollectionFiles:
     def delete(self, ids: Sequence[object]) -> int:
         """Delete documents by id (tombstones until ``compact``); returns how many were deleted.
 
-        An unknown or already deleted id is an error and nothing is deleted.
+        ``ids``: one id, or a list/tuple/1-d array of them. An unknown or already deleted id is an
+        error and nothing is deleted.
         """
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
-        norm = [normalize_id(i) for i in ids]
+        norm = [normalize_id(i) for i in _as_list(ids, "ids", "the ids to delete")]
         if not norm:
             return 0
         _check_unique(norm)
@@ -713,13 +903,9 @@ class CollectionFiles:
             os.replace(self.path / f".{fname}.tmp", self.path / fname)
             _fsync_dir(self.path)
             m["tombstones"] = {"file": fname, "count": int(tomb.size), **info}
-            old = state.manifest["tombstones"]
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False, reuse=state)
-            # after the commit: purge rows and the old tombstone file (a crash here is repaired later)
-            self._docs.purge_seqs(seqs.tolist())
-            if old is not None:
-                (self.path / old["file"]).unlink(missing_ok=True)
+            self._tidy(purge=seqs.tolist())
         return len(norm)
 
     def compact(self) -> None:
@@ -727,8 +913,14 @@ class CollectionFiles:
         with self._writing() as state:
             m = json.loads(json.dumps(state.manifest))
             keep = np.flatnonzero(~state.deleted)
-            name = f"{int(m['next_segment']):06d}"
             arrays: dict[str, np.ndarray] = {"seqs.npy": state.gather("seqs", keep)}
+            # the rows of deleted documents leave the document store before the tombstones that hide
+            # them do, so no crash can leave a row that looks live; rows of no segment at all (left so
+            # by older releases) go too. Idempotent: a crash before the commit loses nothing visible.
+            self._docs.purge_seqs(state.tombstones.tolist())
+            if self._docs.count_below(int(m["next_seq"])) != keep.size:
+                stored = np.asarray(self._docs.stored_seqs(int(m["next_seq"])), dtype=np.int64)
+                self._docs.purge_seqs(np.setdiff1d(stored, arrays["seqs.npy"]).tolist())
             if m["precision"] == "binary":
                 nbytes = -(-int(m["dim"]) // 8)
                 assert state.words is not None
@@ -744,26 +936,18 @@ class CollectionFiles:
                 arrays["int8.npy"] = state.gather("int8", keep)
             if m["keep_float32"]:
                 arrays["float32.npy"] = state.gather("float32", keep)
-            old_segments = [s["name"] for s in m["segments"]]
-            old_tomb = m["tombstones"]
+            name = f"{_take_number(self.path, m):06d}"
             m["segments"] = [self._write_segment_arrays(name, arrays)] if keep.size else []
-            m["next_segment"] = int(m["next_segment"]) + 1
             m["tombstones"] = None
             old_ann = m.get("ann")
             if old_ann is not None:  # row numbers change: rebuild the index over the new rows
                 m["ann"] = None
                 if keep.size and state.words is not None:
-                    m["ann"] = self._write_ann(state.words[keep], int(m["next_segment"]), **_ann_params(old_ann))
+                    number = _take_number(self.path, m)
+                    m["ann"] = self._write_ann(state.words[keep], number, **_ann_params(old_ann))
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
-            if old_ann is not None:
-                shutil.rmtree(self.path / old_ann["dir"], ignore_errors=True)
-            if state.tombstones.size:
-                self._docs.purge_seqs(state.tombstones.tolist())
-            for seg in old_segments:
-                shutil.rmtree(self.path / "segments" / seg, ignore_errors=True)
-            if old_tomb is not None:
-                (self.path / old_tomb["file"]).unlink(missing_ok=True)
+            self._tidy()
 
     # -------------------------------------------------------------- approximate stage 1
 
@@ -784,13 +968,11 @@ class CollectionFiles:
                 nlist = int(min(state.rows, max(1, round(4 * np.sqrt(state.rows)))))
             if nprobe < 1:
                 raise InvalidInputError(f"nprobe must be >= 1, got {nprobe}")
-            old = m.get("ann")
-            m["ann"] = self._write_ann(state.words, int(m["next_segment"]), nlist=nlist, nprobe=nprobe, seed=seed)
-            m["next_segment"] = int(m["next_segment"]) + 1
+            number = _take_number(self.path, m)
+            m["ann"] = self._write_ann(state.words, number, nlist=nlist, nprobe=nprobe, seed=seed)
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
-            if old is not None:
-                shutil.rmtree(self.path / old["dir"], ignore_errors=True)
+            self._tidy()
 
     def drop_index(self) -> None:
         """Remove the approximate index: stage 1 is an exact scan again."""
@@ -802,7 +984,7 @@ class CollectionFiles:
             m["ann"] = None
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False)
-            shutil.rmtree(self.path / old["dir"], ignore_errors=True)
+            self._tidy()
 
     def _write_ann(self, words: np.ndarray, number: int, *, nlist: int, nprobe: int, seed: int) -> dict[str, Any]:
         """Train and fill an IVF over ``words`` and write its arrays to ``ann-NNNNNN/`` (atomically)."""
@@ -816,6 +998,8 @@ class CollectionFiles:
         tmp.mkdir()
         files = {f"{k}.npy": _save_npy(tmp / f"{k}.npy", v) for k, v in ivf.to_arrays().items()}
         _fsync_dir(tmp)
+        if (self.path / name).exists():  # numbers are never reused: see _take_number
+            raise CollectionError(f"index directory {self.path / name} already exists")
         os.rename(tmp, self.path / name)
         _fsync_dir(self.path)
         return {"kind": "ivf", "dir": name, "nlist": int(nlist), "nprobe": int(nprobe), "seed": int(seed),
@@ -878,6 +1062,17 @@ class CollectionFiles:
 # ----------------------------------------------------------------------------- loading
 
 
+def interrupted_create(path: Path) -> bool:
+    """Whether ``path`` holds only what a ``create`` killed before its manifest leaves behind: an
+    empty ``segments/``, the new document store, a rotation matrix, temporary files."""
+    if not path.is_dir() or (path / MANIFEST).exists() or not (path / "segments").is_dir():
+        return False
+    if any((path / "segments").iterdir()):
+        return False
+    names = {"segments", ".lock", DOCS, f"{DOCS}-wal", f"{DOCS}-shm", f"{DOCS}-journal", ROTATION, f".{ROTATION}.tmp"}
+    return all(f.name in names or f.name.startswith(f".{MANIFEST}.tmp-") for f in path.iterdir())
+
+
 def _fit_codebook(path: Path, m: dict[str, Any], emb: np.ndarray) -> dict[str, Any]:
     """Calibrate the collection's codebook on ``emb``; a rotation matrix is written beside the manifest."""
     opts = m["codes"]
@@ -901,7 +1096,10 @@ def _codebook(path: Path, m: dict[str, Any]) -> CodeBook | None:
         return None
     rotation = None
     if d.get("rotation"):
-        rotation = _load_npy(path / d["rotation"]["file"], d["rotation"], verify=True)
+        rotation = _load_npy(_inside(path, d["rotation"]["file"]), d["rotation"], verify=True)
+        dim = int(m["dim"])
+        if rotation.shape != (dim, dim) or not np.isfinite(rotation).all():
+            raise CorruptCollectionError(f"{path / ROTATION} is not a finite ({dim}, {dim}) rotation matrix")
     return CodeBook.from_dict(d, rotation)
 
 
@@ -916,9 +1114,34 @@ def _load_ann(path: Path, m: dict[str, Any]) -> Any:
         return None
     from .ann import BinaryIVF
 
-    d = path / ann["dir"]
-    arrays = {f[:-4]: _load_npy(d / f, info, verify=True) for f, info in ann["files"].items()}
-    return BinaryIVF.from_arrays(arrays)
+    d = _inside(path, ann["dir"])
+    arrays = {f[:-4]: _load_npy(_inside(d, f), info, verify=True) for f, info in ann["files"].items()}
+    _check_ivf_arrays(d, arrays, ann, int(m["dim"]))
+    try:
+        return BinaryIVF.from_arrays(arrays)
+    except InvalidInputError as exc:
+        raise CorruptCollectionError(f"index {d}: {exc}") from None
+
+
+def _check_ivf_arrays(d: Path, arrays: dict[str, np.ndarray], ann: dict[str, Any], dim: int) -> None:
+    """The index arrays index each other inside compiled loops with no bounds checks: check them first."""
+    nlist, n, words = int(ann["nlist"]), int(ann["rows"]), -(-dim // 64)
+    expected = {
+        "centroids": ((nlist, words), "u"),
+        "offsets": ((nlist + 1,), "i"),
+        "rows": ((n,), "i"),
+        "codes": ((n, words), "u"),
+        "means": ((nlist, words * 64), "f"),
+    }
+    for name, arr in arrays.items():
+        shape, kind = expected[name]
+        if arr.shape != shape or arr.dtype.kind != kind:
+            raise CorruptCollectionError(f"index {d}: {name}.npy has {arr.dtype} {arr.shape}, expected {shape}")
+    offsets, rows = arrays["offsets"], arrays["rows"]
+    if offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
+        raise CorruptCollectionError(f"index {d}: offsets.npy does not split {n} rows into {nlist} lists")
+    if n and (rows.min() < 0 or rows.max() >= n or np.unique(rows).size != n):
+        raise CorruptCollectionError(f"index {d}: rows.npy is not a permutation of its {n} rows")
 
 
 def _valid_ranges(ranges: object, dim: int) -> np.ndarray:
@@ -953,30 +1176,306 @@ def _check_text(i: int, value: object) -> None:
         raise InvalidInputError(f"texts[{i}] must be a str or None, got {type(value).__name__}")
     if not value.strip():
         raise InvalidInputError(f"texts[{i}] is empty")
+    check_unicode(value, f"texts[{i}]")
 
 
 def _check_meta(i: int, value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"metadata[{i}] must be a dict or None, got {type(value).__name__}")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata[{i}] is not JSON-serializable: {exc}") from None
+    if value is not None:
+        check_metadata(value, f"metadata[{i}]")
 
 
 def _check_payload(values: Sequence[Any] | None, n: int, name: str, check: Any) -> list[Any] | None:
     if values is None:
         return None
-    if isinstance(values, (str, dict)):
-        raise InvalidInputError(f"{name} must be a sequence with one entry per embedding")
-    vals = list(values)
+    vals = _as_list(values, name, "one entry per embedding")
     if len(vals) != n:
         raise InvalidInputError(f"got {len(vals)} {name} for {n} embeddings")
     for i, v in enumerate(vals):
         check(i, v)
     return vals
+
+
+# ----------------------------------------------------------------------------- manifest validation
+#
+# A collection directory may come from someone else: every value of its manifest is checked here, once,
+# when it is read, so that the code after it can index ``m["..."]`` and trust types, ranges and names.
+# Names become paths only through ``_inside``: plain names of the format's own patterns, never "..",
+# a separator or an absolute path.
+
+_SEGMENT_NAME = re.compile(r"\d{6}")
+_ANN_DIR = re.compile(r"ann-(\d{6})")
+_TOMBSTONE_FILE = re.compile(r"tombstones-\d{6}\.npy")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SEGMENT_FILES = frozenset({"seqs.npy", *_ARRAY_FILES.values()})
+_ANN_FILES = ("centroids.npy", "offsets.npy", "rows.npy", "codes.npy")  # and optionally means.npy
+_MAX_INT = 2**63 - 1  # counters and sizes are int64 on disk and in SQLite
+_MAX_DIM = 1 << 20
+
+
+class _ManifestCheck:
+    """Checks values of one manifest, raising CorruptCollectionError that names the file and the field."""
+
+    def __init__(self, mpath: Path) -> None:
+        self.mpath = mpath
+
+    def fail(self, msg: str) -> NoReturn:
+        raise CorruptCollectionError(f"{self.mpath}: {msg}")
+
+    def integer(self, value: object, name: str, minimum: int = 0, maximum: int = _MAX_INT) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.fail(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
+        return value
+
+    def boolean(self, value: object, name: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(f"{name} must be true or false, got {value!r}")
+        return value
+
+    def mapping(self, value: object, name: str, required: Sequence[str] = ()) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(f"{name} must be an object, got {type(value).__name__}")
+        missing = [k for k in required if k not in value]
+        if missing:
+            self.fail(f"{name} lacks {', '.join(missing)}")
+        return value
+
+    def floats(self, value: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A finite float array of exactly ``shape`` (nested JSON lists of numbers)."""
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            self.fail(f"{name} must be an array of numbers of shape {shape}")
+        if arr.shape != shape:
+            self.fail(f"{name} must have shape {shape}, got {arr.shape}")
+        if not np.isfinite(arr).all():
+            self.fail(f"{name} contains NaN or infinity")
+        return arr
+
+    def name(self, value: object, field: str, pattern: re.Pattern[str], what: str) -> str:
+        """A plain file or folder name matching the format's own ``pattern``."""
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            self.fail(f"{field} {value!r} is not a valid {what} name")
+        return value
+
+    def file_info(self, value: object, name: str) -> dict[str, Any]:
+        """A file's {bytes, sha256} record."""
+        info = self.mapping(value, name, ("bytes", "sha256"))
+        self.integer(info["bytes"], f"{name}.bytes")
+        if not isinstance(info["sha256"], str) or not _SHA256.fullmatch(info["sha256"]):
+            self.fail(f"{name}.sha256 must be 64 lowercase hex digits, got {info['sha256']!r}")
+        return info
+
+
+def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
+    """Check every field of a parsed manifest (types, ranges, names, counts), or raise CorruptCollectionError.
+
+    The file checks against these values (sizes, checksums, shapes, sequence numbers) come when the
+    files are loaded; this makes sure nothing read from the manifest can name a path outside the
+    collection or reach the code as a type or value it does not expect.
+    """
+    c = _ManifestCheck(mpath)
+    required = (
+        "dim", "precision", "keep_int8", "keep_float32", "ranges", "segments", "tombstones",
+        "next_seq", "next_segment", "generation",
+    )  # fmt: skip
+    c.mapping(m, "the manifest", required)
+    dim = c.integer(m["dim"], "dim", 1, _MAX_DIM)
+    precision = m["precision"]
+    if precision not in STAGE1_PRECISIONS:
+        c.fail(f"unknown precision {precision!r}; expected one of {', '.join(STAGE1_PRECISIONS)}")
+    keep = {kind: c.boolean(m[f"keep_{kind}"], f"keep_{kind}") for kind in ("int8", "float32")}
+    if precision in keep and not keep[precision]:
+        c.fail(f"a {precision} collection must have keep_{precision} true")
+    for key in ("generation", "next_seq", "next_segment"):
+        c.integer(m[key], key)
+    if m.get("model") is not None:
+        c.mapping(m["model"], "model")
+    if m.get("truncate_dim") is not None:
+        c.integer(m["truncate_dim"], "truncate_dim", 1, _MAX_DIM)
+    if "keyword_index" in m:
+        c.boolean(m["keyword_index"], "keyword_index")
+    if m.get("stage1") is not None and (precision != "binary" or m["stage1"] not in STAGE1_MODES):
+        c.fail(f"stage1 {m['stage1']!r} is not one of {', '.join(STAGE1_MODES)} for a binary collection")
+    segments = m["segments"]
+    if not isinstance(segments, list):
+        c.fail("segments must be a list")
+    total = _validate_segments(c, m, segments)
+    if total > m["next_seq"]:
+        c.fail(f"next_seq {m['next_seq']} is below the {total} rows of the segments")
+    if m["ranges"] is not None:
+        r = c.floats(m["ranges"], "ranges", (2, dim))
+        if not (r[1] > r[0]).all():
+            c.fail(f"ranges have max <= min in dimension {int(np.argmax(~(r[1] > r[0])))}")
+    elif keep["int8"] and total:
+        c.fail("ranges are missing, and the segments hold int8 rows")
+    _validate_codes(c, m, dim, precision, total)
+    t = m["tombstones"]
+    if t is not None:
+        t = c.file_info(t, "tombstones")
+        c.mapping(t, "tombstones", ("file", "count"))
+        c.name(t["file"], "tombstones.file", _TOMBSTONE_FILE, "tombstone file")
+        c.integer(t["count"], "tombstones.count", 0, total)
+    if m.get("ann") is not None:
+        _validate_ann(c, m, precision, total)
+
+
+def _validate_segments(c: _ManifestCheck, m: dict[str, Any], segments: list[Any]) -> int:
+    """Check the segment list against the collection's settings; returns the total number of rows."""
+    expected = {"seqs.npy", _ARRAY_FILES[m["precision"]]}
+    expected |= {f"{kind}.npy" for kind in ("int8", "float32") if m[f"keep_{kind}"]}
+    seen: set[str] = set()
+    total = 0
+    for i, info in enumerate(segments):
+        where = f"segments[{i}]"
+        c.mapping(info, where, ("name", "rows", "files"))
+        name = c.name(info["name"], f"{where}.name", _SEGMENT_NAME, "segment")
+        if name in seen:
+            c.fail(f"segment {name} is listed twice")
+        seen.add(name)
+        if int(name) >= m["next_segment"]:
+            c.fail(f"segment {name} is not below next_segment {m['next_segment']}")
+        total += c.integer(info["rows"], f"{where}.rows")
+        files = c.mapping(info["files"], f"{where}.files")
+        unknown = sorted(str(f) for f in files if f not in _SEGMENT_FILES)
+        if unknown:
+            c.fail(f"{where}.files names unknown files {unknown}; known: {sorted(_SEGMENT_FILES)}")
+        if set(files) != expected:
+            c.fail(f"segment {name} has files {sorted(files)}; this collection's segments hold {sorted(expected)}")
+        for fname, finfo in files.items():
+            c.file_info(finfo, f"{where}.files[{fname!r}]")
+    return total
+
+
+def _validate_codes(c: _ManifestCheck, m: dict[str, Any], dim: int, precision: str, total: int) -> None:
+    """The code options and the fitted codebook (thresholds, levels, offset, rotation, pairs)."""
+    codes = m.get("codes")
+    if codes is not None:
+        if precision not in ("binary", *LOWBIT):
+            c.fail(f"codes options apply to binary, 1.5bit and 2bit collections, not {precision}")
+        c.mapping(codes, "codes", ("centering", "rotation"))
+        c.boolean(codes["centering"], "codes.centering")
+        if not isinstance(codes["rotation"], bool):
+            c.integer(codes["rotation"], "codes.rotation")
+        if "query_bits" in codes:
+            c.integer(codes["query_bits"], "codes.query_bits", 1, 8)
+    book = m.get("codebook")
+    if book is None:
+        if precision in LOWBIT and total:
+            c.fail(f"a {precision} collection with rows needs a codebook")
+        return
+    if codes is None:
+        c.fail("a codebook without codes options")
+    c.mapping(book, "codebook", ("kind", "thresholds", "levels"))
+    if book["kind"] != precision:
+        c.fail(f"codebook kind {book['kind']!r} differs from the precision {precision!r}")
+    pairs = "pair_thresholds" in book or "pair_scale" in book
+    if pairs:
+        if precision != "1.5bit":
+            c.fail("pair thresholds belong to 1.5bit codebooks only")
+        c.floats(book.get("pair_scale"), "codebook.pair_scale", (dim,))
+        c.floats(book.get("pair_thresholds"), "codebook.pair_thresholds", (-(-dim // 2),))
+        if book.get("layout", "sign+pairs") != "sign+pairs":
+            c.fail(f"unknown codebook layout {book['layout']!r}")
+    base = 4 if pairs else CODE_KINDS[precision][0]
+    c.floats(book["thresholds"], "codebook.thresholds", (1 if pairs else base - 1, dim))
+    c.floats(book["levels"], "codebook.levels", (base, dim))
+    if book.get("offset") is not None:
+        c.floats(book["offset"], "codebook.offset", (dim,))
+    if book.get("rotation") is not None:
+        rot = c.file_info(book["rotation"], "codebook.rotation")
+        c.mapping(rot, "codebook.rotation", ("file",))
+        if rot["file"] != ROTATION:
+            c.fail(f"codebook.rotation.file {rot['file']!r} is not {ROTATION!r}")
+
+
+def _validate_ann(c: _ManifestCheck, m: dict[str, Any], precision: str, total: int) -> None:
+    """The approximate index record: its folder name, parameters, row count and files."""
+    ann = c.mapping(m["ann"], "ann", ("dir", "nlist", "nprobe", "seed", "rows", "files"))
+    if precision != "binary":
+        c.fail("an approximate index exists for binary collections only")
+    if ann.get("kind", "ivf") != "ivf":
+        c.fail(f"unknown index kind {ann['kind']!r}")
+    c.name(ann["dir"], "ann.dir", _ANN_DIR, "index folder")
+    # <=: compact() has numbered its rebuilt index with the new next_segment itself
+    if int(ann["dir"][4:]) > m["next_segment"]:
+        c.fail(f"index folder {ann['dir']} is above next_segment {m['next_segment']}")
+    c.integer(ann["nlist"], "ann.nlist", 1)
+    c.integer(ann["nprobe"], "ann.nprobe", 1)
+    c.integer(ann["seed"], "ann.seed", 0, 2**32 - 1)
+    c.integer(ann["rows"], "ann.rows", 0, total)
+    files = c.mapping(ann["files"], "ann.files")
+    names = set(files)
+    if not set(_ANN_FILES) <= names <= {*_ANN_FILES, "means.npy"}:
+        c.fail(f"ann.files must be {list(_ANN_FILES)} (and optionally means.npy), got {sorted(map(str, names))}")
+    for fname, finfo in files.items():
+        c.file_info(finfo, f"ann.files[{fname!r}]")
+
+
+def _inside(root: Path, *names: str) -> Path:
+    """``root / names...`` for plain names only (no separator, "..", "." or empty name)."""
+    for name in names:
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise CorruptCollectionError(f"{name!r} is not a plain file name inside the collection at {root}")
+        if os.sep != "/" and os.sep in name:  # pragma: no cover - POSIX only today
+            raise CorruptCollectionError(f"{name!r} is not a plain file name inside the collection at {root}")
+    return root.joinpath(*names)
+
+
+def _check_layout(path: Path, m: dict[str, Any]) -> None:
+    """Refuse a collection whose own folders are symbolic links (deleting in them would reach elsewhere)."""
+    dirs = [_inside(path, "segments")]
+    dirs += [_inside(path, "segments", s["name"]) for s in m["segments"]]
+    if m.get("ann") is not None:
+        dirs.append(_inside(path, m["ann"]["dir"]))
+    for d in dirs:
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            continue  # a missing folder is reported when its files are loaded
+        if stat.S_ISLNK(st.st_mode):
+            raise CorruptCollectionError(f"{d} is a symbolic link: a collection's folders must be real folders")
+        if not stat.S_ISDIR(st.st_mode):
+            raise CorruptCollectionError(f"{d} is not a folder")
+
+
+def remove_inside(root: Path, target: Path) -> None:
+    """Delete ``target`` (a file or a folder tree) of the collection at ``root``, and nothing else.
+
+    Refuses, with CorruptCollectionError, a path that is not below ``root``, one reached through a
+    symbolic link (any folder between ``root`` and it), and a symbolic link itself; folder trees go
+    through ``shutil.rmtree``, which never follows links inside them. A missing target is not an error.
+    """
+    try:
+        rel = target.relative_to(root)
+    except ValueError:
+        raise CorruptCollectionError(f"refusing to delete {target}: it is outside the collection at {root}") from None
+    if not rel.parts or ".." in rel.parts:
+        raise CorruptCollectionError(f"refusing to delete {target}: it is not inside the collection at {root}")
+    real_root = Path(os.path.realpath(root))
+    if Path(os.path.realpath(target.parent)) != real_root / rel.parent:
+        raise CorruptCollectionError(f"refusing to delete {target}: a folder on its path is a symbolic link")
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise CorruptCollectionError(f"refusing to delete {target}: it is a symbolic link")
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+
+
+def _as_list(values: object, name: str, what: str) -> list[Any]:
+    """``values`` as a list; a str, bytes, dict, set or non-iterable is an InvalidInputError."""
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise InvalidInputError(f"{name} must be one-dimensional, got an array of shape {values.shape}")
+        return values.tolist()
+    if isinstance(values, (str, bytes, dict, set, frozenset)) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{name} must be a list or tuple with {what}, got {type(values).__name__}")
+    return list(values)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -992,24 +1491,24 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
         raise CorruptCollectionError(f"{mpath} is not a bitsearch collection manifest")
     version = m.get("format_version")
-    if not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int):
         raise CorruptCollectionError(f"{mpath} has no valid format_version")
     if version > FORMAT_VERSION:
         raise FormatVersionError(
             f"collection at {path} has format version {version}; this bitsearch reads up to "
             f"{FORMAT_VERSION}: upgrade bitsearch"
         )
-    required = ("dim", "precision", "keep_int8", "keep_float32", "segments", "next_seq", "generation")
-    missing = [k for k in required if k not in m]
-    if missing:
-        raise CorruptCollectionError(f"{mpath} lacks {', '.join(missing)}")
+    if version < 1:
+        raise CorruptCollectionError(f"{mpath} has no valid format_version")
+    validate_manifest(m, mpath)
+    _check_layout(path, m)
     return m
 
 
 def _load_segment(
     path: Path, info: dict[str, Any], m: dict[str, Any], verify: bool
 ) -> tuple[Segment, np.ndarray | None]:
-    segdir = path / "segments" / info["name"]
+    segdir = _inside(path, "segments", info["name"])
     files = info["files"]
     rows = int(info["rows"])
     disk: dict[str, DiskRows | None] = {"int8": None, "float32": None}
@@ -1021,14 +1520,16 @@ def _load_segment(
                 raise CorruptCollectionError(f"manifest lists no seqs.npy for segment {info['name']}")
             continue
         in_ram = m["precision"] == kind or (kind == "codes" and m["precision"] in LOWBIT)
-        fpath = segdir / fname
+        fpath = _inside(segdir, fname)
         if in_ram:
             arr = _load_npy(fpath, files[fname], verify=True)
-            shape = arr.shape
+            shape, dtype = arr.shape, arr.dtype
         else:
             _load_npy_check(fpath, files[fname], verify)
             rows_on_disk = DiskRows(fpath)
-            shape = rows_on_disk.shape
+            shape, dtype = rows_on_disk.shape, rows_on_disk.dtype
+        if dtype != _SEGMENT_DTYPES[kind]:  # the compiled scans and pread rows assume these exact types
+            raise CorruptCollectionError(f"{fpath} holds {dtype}, expected {np.dtype(_SEGMENT_DTYPES[kind])}")
         width: tuple[int, ...] = ()
         if kind == "binary":
             width = (-(-int(m["dim"]) // 8),)
@@ -1047,6 +1548,12 @@ def _load_segment(
     seq_start = None
     if rows:  # sequence numbers are consecutive until a compaction drops rows: then row -> seq is arithmetic
         first, last = seqs.take(np.array([0, rows - 1])).tolist()
+        # ascending and below next_seq, or the next add would reuse (and first purge) stored sequence numbers
+        if first < 0 or last - first < rows - 1 or last >= int(m["next_seq"]):
+            raise CorruptCollectionError(
+                f"segment {info['name']} holds sequence numbers {first}..{last}, which do not fit its "
+                f"{rows} rows below the manifest's next_seq {m['next_seq']}"
+            )
         seq_start = first if last - first == rows - 1 else None
     return Segment(info["name"], rows, seqs, disk["int8"], disk["float32"], seq_start), ram
 
@@ -1103,10 +1610,14 @@ def _tombstones(path: Path, m: dict[str, Any]) -> np.ndarray:
     t = m.get("tombstones")
     if t is None:
         return np.zeros(0, dtype=np.int64)
-    arr = _load_npy(path / t["file"], t, verify=True)
-    if arr.ndim != 1 or arr.size != t["count"]:
-        raise CorruptCollectionError(f"{path / t['file']} does not hold {t['count']} sequence numbers")
-    return arr.astype(np.int64)
+    tpath = _inside(path, t["file"])
+    arr = _load_npy(tpath, t, verify=True)
+    if arr.ndim != 1 or arr.size != t["count"] or arr.dtype.kind not in "iu":
+        raise CorruptCollectionError(f"{tpath} does not hold {t['count']} sequence numbers")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr[0] < 0 or arr[-1] >= int(m["next_seq"]) or (np.diff(arr) <= 0).any()):
+        raise CorruptCollectionError(f"{tpath} does not hold distinct sorted sequence numbers below next_seq")
+    return arr
 
 
 def _deleted_mask(segments: Sequence[Segment], tomb: np.ndarray, total: int) -> np.ndarray:

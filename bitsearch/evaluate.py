@@ -30,6 +30,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -301,6 +302,35 @@ def cached_embeddings(
     return emb
 
 
+def collection_embeddings(dataset: Dataset, path: str | os.PathLike[str], model: str | None = None) -> np.ndarray:
+    """The dataset's document embeddings read from a collection that holds them (built by ``bitsearch index``
+    on the same corpus with ``--keep-float32``), instead of embedding the corpus again.
+
+    The collection must hold every document of the dataset by id, with float32 rows, and record the model
+    ``model`` names (when given). Its texts were embedded as title + newline + text where the evaluation
+    embeds title + space + text: the same tokens for WordPiece models such as all-MiniLM-L6-v2.
+    """
+    from bitsearch.search import Collection
+
+    col = Collection.open(path)
+    recorded = (col.manifest.get("model") or {}).get("name")
+    if model is not None and recorded != model:
+        raise ValueError(f"collection {path} was embedded with model {recorded!r}, not {model!r}")
+    if not col.manifest["keep_float32"]:
+        raise ValueError(
+            f"collection {path} keeps no float32 rows to evaluate from: build it with `bitsearch index --keep-float32`"
+        )
+    docs = col.get(dataset.doc_ids, with_vectors=True)
+    missing = [i for i, d in zip(dataset.doc_ids, docs, strict=True) if d is None]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:3])
+        raise ValueError(
+            f"collection {path} lacks {len(missing):,} of the {len(docs):,} documents of {dataset.name} ({shown}...)"
+        )
+    col.close()
+    return np.stack([d.vector for d in docs]).astype(np.float32, copy=False)  # type: ignore[union-attr]
+
+
 def embed_dataset(
     dataset: Dataset,
     encoder: EncoderLike,
@@ -549,7 +579,9 @@ def compute_metrics(
         hits = run.get(q) or {}
         # ranx needs every judged query in the run; an empty answer is one impossible document.
         full_run[q] = {d: float(s) for d, s in hits.items()} or {"\x00no-hit": 0.0}
-    scores = ranx_evaluate(Qrels(judged), Run(full_run), list(metrics), make_comparable=False)
+    with warnings.catch_warnings():  # ranx's ndcg kernel casts uint64 -> int64: a warning per call, harmless
+        warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")
+        scores = ranx_evaluate(Qrels(judged), Run(full_run), list(metrics), make_comparable=False)
     if isinstance(scores, float | np.floating):
         scores = {metrics[0]: scores}
     return {m: float(scores[m]) for m in metrics}
@@ -935,24 +967,35 @@ _COLORS = {
 _MODE_COLORS = {"keyword": "tab:brown", "hybrid": "tab:gray"}
 
 
-def _label_points(ax: Any, names: list[str], pts: list[tuple[float, float]]) -> None:
-    """Label scatter points; labels of points at the same x are stacked so that none overlap."""
+def label_groups(xs: Sequence[float], ratio: float = 1.3) -> list[list[int]]:
+    """Indices of points grouped by nearness on a log x axis: each group spans less than ``ratio``."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and xs[i] < xs[groups[-1][0]] * ratio:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def label_points(ax: Any, names: list[str], pts: list[tuple[float, float]]) -> None:
+    """Label scatter points; labels of points near each other on the log x axis are stacked in one
+    column to the right of the group, so that none overlap (e.g. 48 and 54 B/doc)."""
     ys = [y for _, y in pts]
     gap = max(max(ys) - min(ys), 1.0) * 0.028
-    by_x: dict[float, list[int]] = {}
-    for i, (x, _) in enumerate(pts):
-        by_x.setdefault(x, []).append(i)
-    for idx in by_x.values():
+    for idx in label_groups([x for x, _ in pts]):
+        column = max(pts[i][0] for i in idx) * 1.12
         last = np.inf
         for i in sorted(idx, key=lambda i: -pts[i][1]):
             x, y = pts[i]
             ly = min(y, last - gap)
             last = ly
-            moved = abs(ly - y) > 1e-9
+            moved = abs(ly - y) > 1e-9 or column != x * 1.12
             ax.annotate(
                 names[i],
                 (x, y),
-                xytext=(x * 1.12, ly),
+                xytext=(column, ly),
                 textcoords="data",
                 fontsize=7,
                 va="center",
@@ -1002,7 +1045,7 @@ def plot_report(report: Report, out_dir: str | os.PathLike[str], prefix: str | N
             edgecolors="black" if i in front else "none",
             zorder=5,  # above the labels' white boxes
         )
-    _label_points(ax, [r.name for r in rs], pts)
+    label_points(ax, [r.name for r in rs], pts)
     fx = [pts[i][0] for i in front]
     fy = [pts[i][1] for i in front]
     ax.step(fx, fy, where="post", color="black", lw=1, ls="--", label="Pareto front", zorder=2)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .collection import CollectionFiles, State, _codebook
 from .errors import CollectionError, InvalidInputError
-from .hybrid import reciprocal_rank_fusion
+from .hybrid import check_fusion_args, reciprocal_rank_fusion
 from .kernels import (
     as_words,
     hamming_topk,
@@ -30,9 +30,9 @@ from .kernels import (
 )
 from .quantize import CodeBook, check_queries, int8_steps
 from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
-from .store import DocId, DocStore, filter_sql
+from .store import DocId, DocStore, check_unicode, filter_fields, filter_sql
 
-__all__ = ["MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
+__all__ = ["MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
 
 MODES = ("dense", "keyword", "hybrid")
 # each ranking's depth before reciprocal rank fusion (at least k)
@@ -46,6 +46,8 @@ _SEARCH_ATTEMPTS = 5  # tries against fresh snapshots when concurrent writers re
 ASYMMETRIC_PRESELECT = 16  # stage1="auto": asymmetric scoring of the Hamming top 16 x k
 _NUMBA_SCAN_MAX_QUERIES = 16  # up to this many queries, exact scans run in numba; more go to BLAS
 _NO_SCORES = np.zeros((0, 0), dtype=np.float32)  # stage-1 scores not computed: a rescoring stage follows
+# k, rescore_multiplier and nprobe are at most this: their products stay far inside int64
+MAX_SEARCH_INT = 2**31 - 1
 
 
 @dataclass
@@ -62,12 +64,20 @@ class Hit:
 
 
 class SearchResults(list):  # type: ignore[type-arg]
-    """A list with one list of ``Hit`` per query, plus ``timings``: seconds spent in each stage."""
+    """A list with one list of ``Hit`` per query, plus ``timings``: seconds spent in each stage, and
+    ``warnings``: what may explain a short answer (a filter field that no stored document has)."""
 
-    def __init__(self, hits: list[list[Hit]], timings: dict[str, float], stages: list[str]) -> None:
+    def __init__(
+        self,
+        hits: list[list[Hit]],
+        timings: dict[str, float],
+        stages: list[str],
+        warnings: list[str] | None = None,
+    ) -> None:
         super().__init__(hits)
         self.timings = timings
         self.stages = stages
+        self.warnings = list(warnings or [])
 
 
 @dataclass
@@ -128,11 +138,20 @@ class Collection(CollectionFiles):
         scores are fused RRF scores.
 
         With an approximate index (``build_index``), Hamming stage 1 scans the ``nprobe`` nearest
-        lists (default: the index's setting); ``exact=True`` scans every row instead.
+        lists (default: the index's setting), and an exact scan of the filter's rows replaces or tops
+        it up when a filter leaves few rows; ``exact=True`` scans every row instead.
+
+        ``k``, ``rescore_multiplier`` and ``nprobe`` are ints from 1 to ``MAX_SEARCH_INT`` (2**31 - 1);
+        ``rrf_k`` a finite number >= 0; ``weights`` two finite numbers >= 0; ``exact`` and ``with_text``
+        bools. Bad arguments raise InvalidInputError before any work.
 
         Query vectors with NaN or inf raise ``InvalidInputError``; one whose largest |component| is
         outside 2**-60..2**60 is divided by it first (same ranking; scores are the rescaled query's).
         """
+        _check_args(
+            k=k, rescore_multiplier=rescore_multiplier, rescore=rescore, mode=mode, rrf_k=rrf_k, weights=weights,
+            nprobe=nprobe, exact=exact, with_text=with_text,
+        )  # fmt: skip
         args = dict(
             queries=queries, k=k, rescore_multiplier=rescore_multiplier, rescore=rescore, mode=mode,
             query_texts=query_texts, filter=filter, rrf_k=rrf_k, weights=weights, nprobe=nprobe, exact=exact,
@@ -248,7 +267,21 @@ class Collection(CollectionFiles):
         stages = [plan.stage1, *plan.rescore] if mode != "keyword" else []
         if mode != "dense":
             stages.append("keyword")
-        return SearchResults(hits, timings, stages)
+        notes: list[str] = []
+        if filter is not None and any(len(h) < int(k) for h in hits):  # a short answer: say if the filter is why
+            notes = self._missing_fields(state, filter)
+        return SearchResults(hits, timings, stages, notes)
+
+    def _missing_fields(self, state: State, flt: dict[str, Any]) -> list[str]:
+        """Warnings for the filter's fields that no stored document has (remembered per snapshot)."""
+        known: dict[str, bool] = state.extra.setdefault("has_field", {})
+        notes = []
+        for name in filter_fields(flt):
+            if name not in known:
+                known[name] = self._docs.has_field(name, int(state.manifest["next_seq"]))
+            if not known[name]:
+                notes.append(f"no stored document has the metadata field {name!r} that the filter names")
+        return notes
 
     @property
     def encoder(self) -> Any:
@@ -339,7 +372,8 @@ class Collection(CollectionFiles):
         allowed = np.asarray(self._docs.filter_seqs(where, int(state.manifest["next_seq"])), dtype=np.int64)
         all_seqs = state.extra.get("seqs")
         if all_seqs is None:
-            all_seqs = np.concatenate([s.seqs.read_all() for s in state.segments]) if state.segments else np.zeros(0)
+            # through the snapshot's descriptors (or arithmetic): its files may be gone since it loaded
+            all_seqs = state.gather("seqs", np.arange(state.rows, dtype=np.int64))
             state.extra["seqs"] = all_seqs  # cached per state: seqs only change with a new state
         pos = np.minimum(np.searchsorted(all_seqs, allowed), max(all_seqs.size - 1, 0))
         pos = pos[all_seqs[pos] == allowed] if all_seqs.size else pos[:0]
@@ -355,12 +389,7 @@ class Collection(CollectionFiles):
         mode = m.get("stage1") or "hamming"  # collections from format 1 always used Hamming
         if m["precision"] == "binary" and mode == "asymmetric":
             stage1 = "asymmetric"
-        if rescore is None or rescore == "none":
-            wanted: list[str] = []
-        elif isinstance(rescore, str):
-            wanted = [rescore]
-        else:
-            wanted = list(rescore)
+        wanted = _rescore_stages(rescore)
         plan = _Plan(stage1)
         level = _RANK[stage1]
         for stage in wanted:
@@ -581,33 +610,86 @@ def _preselected(
 def _ivf_topk(
     state: State, qwords: np.ndarray, n: int, exclude: np.ndarray | None, nprobe: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate Hamming top-n: the IVF over the indexed rows, an exact scan of rows added since."""
+    """Approximate Hamming top-n: the IVF over the indexed rows, an exact scan of rows added since.
+
+    The probed lists hold only some of the rows a filter (or deletions) leaves: when those rows are
+    no more than the probed lists hold on average, they are scanned exactly instead (as cheap, and
+    exact); and a query for which the probed lists held fewer than ``n`` of them is answered by an
+    exact scan, so a filtered search still returns n hits whenever n rows match.
+    """
     ann = state.extra["ann"]
     indexed = int(state.manifest["ann"]["rows"])
     probe = int(nprobe or state.manifest["ann"]["nprobe"])
+    assert state.words is not None
+    live = state.rows if exclude is None else state.rows - int(exclude.sum())
+    if exclude is not None and live <= max(n, state.rows * min(probe, ann.nlist) // max(ann.nlist, 1)):
+        return _exact_allowed(qwords, state.words, n, exclude)
     rows, dist = ann.search(qwords, n, nprobe=probe, exclude=exclude)
     if state.rows > indexed:
-        assert state.words is not None
         ex_tail = None if exclude is None else exclude[indexed:]
         if ex_tail is None or not ex_tail.all():
             r2, d2 = hamming_topk(qwords, state.words[indexed:], n, exclude=ex_tail)
             rows = np.concatenate([rows, r2 + indexed], axis=1)
             dist = np.concatenate([dist, d2], axis=1)
-    out_r = np.empty((rows.shape[0], n), np.int64)
-    out_d = np.empty((rows.shape[0], n), np.int32)
-    found = n
+    want = min(n, live)
+    out_r = np.empty((rows.shape[0], want), np.int64)
+    out_d = np.empty((rows.shape[0], want), np.int32)
     for i in range(rows.shape[0]):
         ok = rows[i] >= 0
         r, d = rows[i][ok], dist[i][ok]
-        order = np.lexsort((r, d))[:n]
-        found = min(found, order.size)
-        out_r[i, : order.size], out_d[i, : order.size] = r[order], d[order]
-    return out_r[:, :found], out_d[:, :found]
+        order = np.lexsort((r, d))[:want]
+        if order.size < want:  # the probed lists held too few of the rows left: scan them exactly
+            r_ex, d_ex = hamming_topk(qwords[i : i + 1], state.words, want, exclude=exclude)
+            out_r[i], out_d[i] = r_ex[0], d_ex[0]
+        else:
+            out_r[i], out_d[i] = r[order], d[order]
+    return out_r, out_d
+
+
+def _exact_allowed(qwords: np.ndarray, words: np.ndarray, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Hamming top-n over the rows ``exclude`` leaves, gathered first (a few of many rows)."""
+    keep = np.flatnonzero(~exclude)
+    if keep.size == 0:
+        return np.empty((qwords.shape[0], 0), np.int64), np.empty((qwords.shape[0], 0), np.int32)
+    r, d = hamming_topk(qwords, words[keep], n)
+    return keep[r], d  # ``keep`` ascends: ties still go to the lower row
 
 
 def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+    """``value`` must be an int (not a bool) from 1 to ``MAX_SEARCH_INT``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_SEARCH_INT:
+        raise InvalidInputError(f"{name} must be an integer from 1 to {MAX_SEARCH_INT}, got {value!r}")
+
+
+def _check_args(
+    *, k: object, rescore_multiplier: object, rescore: object, mode: object,
+    rrf_k: object, weights: object, nprobe: object, exact: object, with_text: object,
+) -> None:  # fmt: skip
+    """The types and ranges of ``search``'s arguments (queries and filter are checked as they are used)."""
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvalidInputError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
+    _check_positive("k", k)
+    _check_positive("rescore_multiplier", rescore_multiplier)
+    if nprobe is not None:
+        _check_positive("nprobe", nprobe)
+    _rescore_stages(rescore)
+    check_fusion_args(rrf_k, weights, 2)
+    for name, flag in (("exact", exact), ("with_text", with_text)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise InvalidInputError(f"{name} must be True or False, got {flag!r}")
+
+
+def _rescore_stages(rescore: object) -> list[str]:
+    """The rescoring stages asked for: ``rescore`` is None, "none", a stage name, or a list/tuple of them."""
+    if rescore is None:
+        return []
+    if isinstance(rescore, str):
+        return [] if rescore == "none" else [rescore]
+    if not isinstance(rescore, (list, tuple)) or not all(isinstance(s, str) for s in rescore):
+        raise InvalidInputError(
+            f"rescore must be None, one of {', '.join(RESCORE_STAGES)}, or a list/tuple of them, got {rescore!r}"
+        )
+    return list(rescore)
 
 
 def _split_queries(
@@ -625,6 +707,8 @@ def _split_queries(
     if query_texts is not None:
         if texts is not None:
             raise InvalidInputError("query strings given twice: as queries and as query_texts")
+        if not isinstance(query_texts, (str, list, tuple)):
+            raise InvalidInputError(f"query_texts must be a str or a list of str, got {type(query_texts).__name__}")
         texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
     if texts is not None:
         if not texts:
@@ -634,6 +718,7 @@ def _split_queries(
                 raise InvalidInputError(f"query text {i} must be a str, got {type(t).__name__}")
             if not t.strip():
                 raise InvalidInputError(f"query text {i} is empty")
+            check_unicode(t, f"query text {i}")
     return vectors, texts
 
 

@@ -502,3 +502,28 @@ def test_rows_file_truncated_after_open(col: Collection, emb: np.ndarray, tmp_pa
     with pytest.raises(CorruptCollectionError, match="ended early"):
         for i in range(300):  # some query reads a row past the new end
             col.search(emb[i], k=10, rescore="int8")
+
+
+def test_get_returns_stored_documents_in_order_and_none_for_missing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    emb = rng.standard_normal((40, 24)).astype(np.float32)
+    col = Collection.create(tmp_path / "g", 24, keep_float32=True, calibration_embeddings=emb)
+    col.add(emb[:20], ids=[f"a{i}" for i in range(20)], texts=[f"t{i}" for i in range(20)])
+    col.add(emb[20:], ids=list(range(100, 120)), metadata=[{"n": i} for i in range(20)])
+    col.delete(["a3", 105])
+    got = col.get(["a7", 105, "nope", 119, "a3", "a0"], with_vectors=True)
+    assert [None if d is None else d.id for d in got] == ["a7", None, None, 119, None, "a0"]
+    assert got[0].text == "t7" and got[0].metadata is None
+    assert got[3].text is None and got[3].metadata == {"n": 19}
+    np.testing.assert_array_equal(got[0].vector, emb[7])
+    np.testing.assert_array_equal(got[3].vector, emb[39])
+    assert got[0].vector.dtype == np.float32
+    col.compact()  # rows move: the vectors must still be the documents' own
+    again = col.get(["a0", "a19", 100, 119], with_vectors=True)
+    for d, row in zip(again, (0, 19, 20, 39), strict=True):
+        np.testing.assert_array_equal(d.vector, emb[row])
+    assert col.get(["a7"])[0].vector is None
+    with pytest.raises(InvalidInputError, match="keep_float32"):
+        Collection.create(tmp_path / "h", 24).get(["x"], with_vectors=True)
+    with pytest.raises(InvalidInputError):
+        col.get("a7")

@@ -126,12 +126,13 @@ def test_api_key_required_and_both_header_forms(vec_server: tuple[str, Collectio
     for good in (AUTH, {"X-API-Key": KEY}, {"authorization": f"bearer {KEY}"}):
         r = httpx.post(url + "/search", json=body, headers=good, timeout=10)
         assert r.status_code == 200, r.text
-    # every API route needs it (unknown routes too: no probing without a key); the page's files do not
-    for path in ("/info", "/openapi.json", "/docs", "/nope"):
+    # every API route needs it (unknown routes too: no probing without a key); the page's files and the API's
+    # documentation (which a browser opens without the header) do not
+    for path in ("/info", "/nope"):
         assert httpx.get(url + path, timeout=10).status_code == 401, path
     assert httpx.delete(url + "/documents/doc1", timeout=10).status_code == 401
     assert httpx.post(url + "/documents", json={"vectors": [[0.0] * DIM]}, timeout=10).status_code == 401
-    for path in ("/", "/static/app.js", "/static/style.css"):
+    for path in ("/", "/static/app.js", "/static/style.css", "/docs", "/openapi.json"):
         assert httpx.get(url + path, timeout=10).status_code == 200, path
     assert httpx.get(url + "/openapi.json", headers={"X-API-Key": KEY}, timeout=10).json()["security"]
 
@@ -745,7 +746,7 @@ def test_search_page_in_headless_browser(text_server: tuple[str, Collection], tm
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install selenium)")
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, _ = text_server
     opts = webdriver.ChromeOptions()
@@ -771,8 +772,10 @@ def test_search_page_in_headless_browser(text_server: tuple[str, Collection], tm
         wait = WebDriverWait(driver, 30)
         # the key is asked for after /info answers 401
         wait.until(lambda d: d.find_element(By.ID, "auth").is_displayed())
-        driver.find_element(By.ID, "api-key").send_keys(KEY)
-        driver.find_element(By.ID, "save-key").click()
+        wait.until(lambda d: "API key" in d.find_element(By.ID, "memory-text").text)
+        said = driver.find_element(By.ID, "memory-text").text
+        assert 'enter it in the "API key" field' in said and "above" not in said and "below" not in said, said
+        driver.find_element(By.ID, "api-key").send_keys(KEY + "\n")  # Enter submits the key
         wait.until(lambda d: d.find_element(By.ID, "memory").get_attribute("data-loaded") == "1")
         memory = driver.find_element(By.ID, "memory-text").text
         assert "in RAM" in memory and "float32" in memory and "32.0\u00d7 smaller" in memory, memory
@@ -790,8 +793,6 @@ def test_search_page_in_headless_browser(text_server: tuple[str, Collection], tm
         assert "round trip" in driver.find_element(By.ID, "timings-text").text
         assert not driver.find_element(By.ID, "error").is_displayed()
         if driver.find_element(By.ID, "mode-label").is_displayed():  # Collection.search has mode= (issue 6)
-            from selenium.webdriver.support.ui import Select
-
             Select(driver.find_element(By.ID, "mode")).select_by_value("hybrid")
             driver.find_element(By.ID, "go").click()
             wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-searched") == "2")
@@ -801,6 +802,27 @@ def test_search_page_in_headless_browser(text_server: tuple[str, Collection], tm
             Select(driver.find_element(By.ID, "mode")).select_by_value("dense")
             driver.find_element(By.ID, "go").click()
             wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-searched") == "3")
+        # an error (no float32 rows on this collection) replaces the earlier results instead of sitting beside them
+        searched = int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-searched"))
+        assert driver.find_elements(By.CSS_SELECTOR, "#results li.hit")
+        Select(driver.find_element(By.ID, "rescore")).select_by_value("float32")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+        assert "float32" in driver.find_element(By.ID, "error").text
+        assert not driver.find_elements(By.CSS_SELECTOR, "#results li")
+        assert not driver.find_element(By.ID, "timings").is_displayed()
+        assert int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-searched")) == searched
+        Select(driver.find_element(By.ID, "rescore")).select_by_value("int8")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-searched") == str(searched + 1))
+        assert not driver.find_element(By.ID, "error").is_displayed()
+        # the footer's "API docs" link opens in the browser, which cannot send the key header
+        driver.find_element(By.LINK_TEXT, "API docs").click()
+        wait.until(lambda d: d.current_url.endswith("/docs"))
+        assert "API key" not in driver.find_element(By.TAG_NAME, "body").text
+        assert "swagger" in driver.page_source.lower()
+        driver.back()
+        wait.until(lambda d: d.find_element(By.ID, "memory").get_attribute("data-loaded") == "1")
         shot = tmp_path / "server-page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         docs_shot = os.environ.get("BITSEARCH_DOCS_SCREENSHOT")  # e.g. docs/img/server-page.png

@@ -57,7 +57,8 @@ async function call(path, options) {
   try { body = await resp.json(); } catch (e) { body = null; }
   if (resp.status === 401) {
     $("auth").hidden = false;
-    throw new Error("This server needs an API key: enter it above.");
+    $("api-key").focus();
+    throw new Error('This server needs an API key: enter it in the "API key" field.');
   }
   if (!resp.ok) throw new Error((body && body.detail) || resp.status + " " + resp.statusText);
   return body;
@@ -145,10 +146,16 @@ async function search(event) {
     const data = await call("/search", { method: "POST", headers: headers(true), body: JSON.stringify(body) });
     const roundTrip = (performance.now() - t0) / 1000;
     renderHits(data.results[0] || []);
+    $("notice").textContent = (data.warnings || []).join(" · ");
+    $("notice").hidden = !(data.warnings || []).length;
     renderTimings(data.timings, data.stages);
     $("timings-text").textContent += " · round trip " + ms(roundTrip);
     document.body.dataset.searched = String(Number(document.body.dataset.searched || 0) + 1);
   } catch (e) {
+    // the results on screen belong to an earlier query: never leave them beside this query's error
+    $("results").replaceChildren();
+    $("timings").hidden = true;
+    $("notice").hidden = true;
     showError(e.message);
   } finally {
     $("go").disabled = false;
@@ -156,7 +163,8 @@ async function search(event) {
 }
 
 $("search-form").addEventListener("submit", search);
-$("save-key").addEventListener("click", () => {
+$("auth").addEventListener("submit", (event) => {
+  event.preventDefault();
   apiKey = $("api-key").value.trim();
   sessionStorage.setItem(KEY_STORE, apiKey);
   $("auth").hidden = true;

@@ -1,0 +1,223 @@
+"""Sharded collections on Ray: the fan-out's overhead against one Collection, merge cost, global BM25, and a
+capacity plan for 1B documents x 1024 dims built from the measured per-shard figures.
+
+One machine cannot show a speed-up from sharding (the shards share its cores); it shows what sharding
+costs per query: the Ray round trip to every shard and the merge, which should be small and constant.
+
+    python benchmarks/bench_distributed.py [--docs 200000] [--dim 384] [--datasets cranfield cisi scifact npl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine, median_time, write_section
+from _synthetic import synthetic_embeddings
+
+from bitsearch import Collection
+from bitsearch.distributed import ShardedCollection, merge_ranked
+from bitsearch.evaluate import compute_metrics, load_dataset
+
+DATA = next(
+    (p for p in (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
+    Path("data"),
+)
+SETTINGS = dict(k=10, rescore="int8", rescore_multiplier=4)  # the defaults: Hamming top 40, int8 rescoring
+
+
+def _latency(search, q: np.ndarray, repeat_one: int, repeat_batch: int) -> tuple[float, float, float]:
+    """Median seconds: one query (cycling through ``q``), a batch of 100, and the median stage-1 time."""
+    one = []
+    stage1 = []
+    for i in range(repeat_one):
+        t0 = time.perf_counter()
+        res = search(q[i % len(q)])
+        one.append(time.perf_counter() - t0)
+        stage1.append(res.timings.get("stage1", float("nan")))
+    batch = median_time(lambda: search(q[:100]), repeat=repeat_batch)
+    return statistics.median(one), batch, statistics.median(stage1)
+
+
+def dense(n_docs: int, dim: int, shard_counts: list[int], repeat: int) -> tuple[list[tuple], dict, str]:
+    gen, source = synthetic_embeddings(dim)
+    emb = gen(n_docs)
+    q = gen(200)
+    rows = []
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        col = Collection.create(Path(tmp) / "single", dim, calibration_embeddings=emb[:20000])
+        for start in range(0, n_docs, 50000):
+            col.add(emb[start : start + 50000])
+        search = lambda x: col.search(x, **SETTINGS)  # noqa: E731
+        search(q[:100])  # compile, warm the page cache
+        one, batch, stage1 = _latency(search, q, repeat, max(3, repeat // 10))
+        rows.append(("one Collection", one, batch, None))
+        figures["single"] = (one, batch, stage1)
+        figures["bytes_per_code"] = col.stats()["stages"]["binary"]["ram_bytes"] / n_docs
+        for s in shard_counts:
+            sc = ShardedCollection.create(Path(tmp) / f"s{s}", dim, shards=s, calibration_embeddings=emb[:20000])
+            for start in range(0, n_docs, 50000):
+                sc.add(emb[start : start + 50000])
+            ssearch = lambda x, sc=sc: sc.search(x, **SETTINGS)  # noqa: E731
+            ssearch(q[:100])
+            one_s, batch_s, _ = _latency(ssearch, q, repeat, max(3, repeat // 10))
+            noop = median_time(lambda sc=sc: len(sc), repeat=repeat)
+            rows.append((f"{s} shard{'s' * (s > 1)}", one_s, batch_s, noop))
+            figures[s] = (one_s, batch_s, noop)
+            sc.close()
+    # the merge alone: 100 queries x k=10 hits from each of 4 and 64 shards
+    rng = np.random.default_rng(0)
+    for s in (4, 64):
+        per = [[[(int(i), float(x), None, None) for i, x in enumerate(rng.random(10))] for _ in range(100)]
+               for _ in range(s)]  # fmt: skip
+        figures[f"merge{s}"] = median_time(lambda per=per: merge_ranked(per, 10), repeat=7)
+    return rows, figures, source
+
+
+def keyword(datasets: list[str], shards: int) -> list[tuple]:
+    rows = []
+    for name in datasets:
+        if not (DATA / name).is_dir():
+            continue
+        ds = load_dataset(DATA / name)
+        texts = [t if t.strip() else None for t in ds.doc_texts]
+        emb = np.random.default_rng(0).normal(size=(len(texts), 8)).astype(np.float32)
+        out = []
+        with tempfile.TemporaryDirectory() as tmp:
+            col = Collection.create(Path(tmp) / "c", 8, precision="float32")
+            col.add(emb, ids=list(ds.doc_ids), texts=texts)
+            sc = ShardedCollection.create(Path(tmp) / "s", 8, shards=shards, precision="float32", keep_int8=False)
+            sc.add(emb, ids=list(ds.doc_ids), texts=texts)
+            for c in (col, sc):
+                t0 = time.perf_counter()
+                res = c.search(query_texts=list(ds.query_texts), k=10, mode="keyword")
+                per_q = (time.perf_counter() - t0) / len(ds.query_ids)
+                run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(ds.query_ids, res, strict=True)}
+                out.append((compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"], per_q))
+            sc.close()
+        rows.append((name, len(texts), *out))
+        print(name, out, flush=True)
+    return rows
+
+
+def plan(figures: dict, n_docs: int, dim: int) -> list[str]:
+    """1B x 1024 dims on paper: codes per node, nodes, bytes, latency from the measured figures."""
+    total, big_dim = 1_000_000_000, 1024
+    code_b, int8_b, seq_b = big_dim // 8, big_dim, 8
+    per_shard = 50_000_000
+    shards = total // per_shard
+    shards_per_node = 4
+    nodes = -(-shards // shards_per_node)
+    one, _, stage1 = figures["single"]
+    bytes_scanned = n_docs * figures["bytes_per_code"]
+    scan_rate = bytes_scanned / stage1  # bytes of codes scanned per second, measured (exact Hamming)
+    dram = 16e9  # one core's DRAM read rate on this machine kind (shared/DESIGN.md): 50M codes are not in cache
+    shard_scan = per_shard * code_b / min(scan_rate, dram)
+    other = max(one - stage1, 0.0)  # rescoring, ids, texts: independent of the collection size
+    fanout = max(figures[max(k for k in figures if isinstance(k, int))][2], 0.0)
+    lists = 4 * per_shard**0.5
+    ivf = shard_scan * 32 / lists  # nprobe 32 of ~4 sqrt(n) lists
+    threads = 4
+    return [
+        f"- {total:,} documents x {big_dim} dims: binary codes {code_b} B/doc = {total * code_b / 1e9:,.0f} GB in RAM; "
+        f"int8 rows {int8_b} B/doc = {total * int8_b / 1e12:.2f} TB on disk (pread per candidate); ids "
+        f"{seq_b} B/doc + texts in SQLite; float32 would be {total * big_dim * 4 / 1e12:.1f} TB.",
+        f"- {shards} shards of {per_shard / 1e6:.0f}M documents ({per_shard * code_b / 1e9:.1f} GB of codes, "
+        f"{per_shard * int8_b / 1e9:.0f} GB of int8 each), {shards_per_node} per node: {nodes} nodes with "
+        f"~{shards_per_node * per_shard * code_b / 1e9 * 1.3:.0f} GB RAM (codes + 30%), "
+        f"~{shards_per_node * per_shard * int8_b / 1e9:.0f} GB of NVMe and {shards_per_node * threads} cores each.",
+        f"- Measured here: exact Hamming stage 1 over {n_docs:,} x {dim} bits in {1e3 * stage1:.2f} ms "
+        f"({scan_rate / 1e9:.1f} GB/s of codes, in cache; the numba scan uses both cores); the rest of a query "
+        f"(int8 rescoring of 40 rows by pread, ids, texts) {1e3 * other:.2f} ms; an empty Ray round trip to "
+        f"every one of {max(k for k in figures if isinstance(k, int))} shards {1e3 * fanout:.2f} ms.",
+        f"- Expected latency per query: an exact stage 1 reads one shard's {per_shard * code_b / 1e9:.1f} GB of codes "
+        f"at ~{min(scan_rate, dram) / 1e9:.0f} GB/s a core: ~{1e3 * shard_scan:.0f} ms on one thread, "
+        f"~{1e3 * shard_scan / threads:.0f} ms on {threads} (the shards scan in parallel, so the cluster answers "
+        f"in about that plus {1e3 * (other + fanout):.1f} ms of rescoring and fan-out). With the IVF "
+        f"(`build_index`, nprobe 32 of ~{lists:,.0f} lists per shard) stage 1 scans ~{1e3 * ivf:.1f} ms per "
+        "shard, and the fan-out round trip and the rescoring reads (40 random 1 KB preads per shard, ~0.1 ms "
+        "each on NVMe, issued in one batch) dominate: ~10-20 ms per query end to end. Throughput grows with "
+        "nodes; the 2-core figures above are a floor, not a forecast.",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=200_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--shards", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--datasets", nargs="*", default=["cranfield", "cisi", "scifact", "npl"])
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    rows, figures, source = dense(args.docs, args.dim, args.shards, args.repeat)
+    for r in rows:
+        print(r, flush=True)
+    kw = keyword(args.datasets, 4)
+    single_one, single_batch = rows[0][1], rows[0][2]
+    table = [
+        "| collection | one query ms (median) | overhead ms | batch of 100 ms (median) | overhead ms "
+        "| empty round trip ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, one, batch, noop in rows:
+        table.append(
+            f"| {name} | {1e3 * one:.2f} | {1e3 * (one - single_one):+.2f} | {1e3 * batch:.1f} "
+            f"| {1e3 * (batch - single_batch):+.1f} | {'' if noop is None else f'{1e3 * noop:.2f}'} |"
+        )
+    body = [
+        "## Sharded collections on Ray (issue 14)",
+        "",
+        f"Command: `python benchmarks/bench_distributed.py --docs {args.docs} --dim {args.dim}`  ",
+        f"Machine: {machine()}, Ray {ray.__version__} (local, num_cpus=2)  ",
+        f"Data: {args.docs:,} x {args.dim} synthetic embeddings ({source}); binary codes, Hamming top 40, "
+        "int8 rescoring, k=10. Sharded: one actor per shard on the same machine; the driver sends each "
+        "batch to every shard in one call and merges the shards' top k.",
+        "",
+        *table,
+        "",
+        f"Merge of the shards' top 10 for 100 queries: {1e3 * figures['merge4']:.2f} ms from 4 shards, "
+        f"{1e3 * figures['merge64']:.2f} ms from 64. The overhead of one query is the Ray round trip (a call "
+        "to every shard, the wait for the slowest) and the merge: a few ms, nothing per document, so it "
+        "shrinks relative to the search as shards grow. Here it grows with the number of shards because "
+        "every shard's process and the driver share two cores (with other jobs running: load ~10-14); a "
+        "batch also pays each shard's fixed per-query work (rescoring k x m rows, fetching k documents) once "
+        "per shard, which a cluster runs in parallel and one machine runs in turn.",
+        "",
+        "Keyword search over 4 shards with global BM25 statistics (a first round gathers each phrase's "
+        "document frequency and the shards' document and token counts, a second scores with their sums) "
+        "against one collection's FTS5 bm25():",
+        "",
+        "| dataset | docs | one collection NDCG@10 | 4 shards NDCG@10 | one collection ms/query | 4 shards ms/query |",
+        "|---|---|---|---|---|---|",
+        *(f"| {n} | {d:,} | {a[0]:.4f} | {b[0]:.4f} | {1e3 * a[1]:.1f} | {1e3 * b[1]:.1f} |" for n, d, a, b in kw),
+        "",
+        "The scores are those of one collection (same formula, same statistics); NDCG can move only by "
+        "the order of tied scores (one collection breaks ties by row, shards by shard). The sharded "
+        "keyword path scores every document holding a query phrase in Python/numpy from FTS5's postings, "
+        "so it is slower than FTS5's own bm25() per document; it runs on every shard at once.",
+        "",
+        "### Capacity plan on paper: 1B documents x 1024 dims",
+        "",
+        *plan(figures, args.docs, args.dim),
+    ]
+    text = "\n".join(body)
+    print(text)
+    if not args.no_write:
+        write_section("distributed", text)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
