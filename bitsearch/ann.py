@@ -195,7 +195,14 @@ class BinaryIVF:
         self._rank_w = np.ascontiguousarray((1 - 2 * self.means).T, dtype=np.float32)
         self._rank_b = self.means.sum(axis=1, dtype=np.float32)
         n = len(self.rows)
-        if self.offsets.shape != (self.nlist + 1,) or self.offsets[-1] != n or self.codes.shape[0] != n:
+        if (
+            self.offsets.shape != (self.nlist + 1,)
+            or self.offsets[0] != 0
+            or self.offsets[-1] != n
+            or (np.diff(self.offsets) < 0).any()  # the kernel reads codes[offsets[l]:offsets[l + 1]]
+            or self.codes.shape != (n, self.centroids.shape[1])
+            or (n and not 0 <= int(self.rows.min()) <= int(self.rows.max()) < 1 << 40)  # sort keys hold 40 bits
+        ):
             raise InvalidInputError("inconsistent IVF arrays (offsets, rows and codes disagree)")
 
     # ------------------------------------------------------------------ build

@@ -337,10 +337,16 @@ def as_words(codes: np.ndarray) -> np.ndarray:
 
 def hamming_distances(query_words: np.ndarray, code_words: np.ndarray) -> np.ndarray:
     """All Hamming distances (nq, n) as uint16 between uint64-word codes (see ``as_words``)."""
-    out = np.empty((query_words.shape[0], code_words.shape[0]), dtype=np.uint16)
-    if code_words.shape[0]:
-        q = np.ascontiguousarray(query_words.reshape(-1, code_words.shape[1]))
-        _distances_kernel(q, np.ascontiguousarray(code_words), _width_tuple(q.shape[1]), out)
+    q, db = np.asarray(query_words), np.asarray(code_words)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or db.ndim != 2 or q.dtype != np.uint64 or db.dtype != np.uint64 or q.shape[1] != db.shape[1]:
+        raise InvalidInputError(f"query words {q.shape} and code words {db.shape} must be 2-D uint64 of one width")
+    if db.shape[1] * 64 > np.iinfo(np.uint16).max:
+        raise InvalidInputError(f"codes of {db.shape[1] * 64} bits: distances would not fit uint16")
+    out = np.empty((q.shape[0], db.shape[0]), dtype=np.uint16)
+    if db.shape[0]:
+        _distances_kernel(np.ascontiguousarray(q), np.ascontiguousarray(db), _width_tuple(q.shape[1]), out)
     return out
 
 
@@ -361,6 +367,8 @@ def hamming_topk(
     db = codes if codes.dtype == np.uint64 else as_words(codes)
     if q.ndim == 1:
         q = q[None, :]
+    if q.ndim != 2 or db.ndim != 2:
+        raise InvalidInputError(f"query codes {q.shape} and document codes {db.shape} must be 2-D")
     if q.shape[1] != db.shape[1]:
         raise InvalidInputError(f"query codes have {q.shape[1] * 64} bits, documents {db.shape[1] * 64}")
     if k < 1:
@@ -433,10 +441,16 @@ def _topk_into(
         run(q[s:e], qt, db, wt, exclude, k, maxd, parts, ntasks_q, per, cidx, cdist, cnt, out_idx[s:e], out_dist[s:e])
 
 
-@njit(cache=True, nogil=True)
-def top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+def top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """One query's k best candidates (rows, scores), highest score first, ties to the lower row,
     NaN and inf scores left out: one compiled call for what takes a handful of numpy calls."""
+    if scores.ndim != 1 or rows.shape != scores.shape:
+        raise InvalidInputError(f"scores {scores.shape} and rows {rows.shape} must be 1-D of one length")
+    return _top_scored(scores, rows, max(0, int(k)))
+
+
+@njit(cache=True, nogil=True)
+def _top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     keep = np.empty(scores.shape[0], dtype=np.int64)
     c = 0
     for i in range(scores.shape[0]):
@@ -450,23 +464,25 @@ def top_scored(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray
 
 
 def exact_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k largest scores per row (nq, n), ties by ascending index. Returns (indices, scores)."""
+    """Top-k largest scores per row (nq, n), ties by ascending index, NaN after -inf. Returns (indices, scores)."""
     nq, n = scores.shape
     kk = min(k, n)
-    if kk == 0:
+    if kk <= 0:
         return np.empty((nq, 0), np.int64), np.empty((nq, 0), scores.dtype)
+    nan = np.isnan(scores)
+    key = np.where(nan, -np.inf, scores)  # NaN compares as -inf while selecting, then sorts after it
     if kk < n:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        part = np.argpartition(-key, kk - 1, axis=1)[:, :kk]
         # argpartition may cut through a tie at the k-th score: gather every index tying with it
-        kth = np.take_along_axis(scores, part, 1).min(axis=1)
+        kth = np.take_along_axis(key, part, 1).min(axis=1)
         idx_rows = []
         for r in range(nq):
-            cand = np.flatnonzero(scores[r] >= kth[r])
-            order = np.lexsort((cand, -scores[r, cand]))[:kk]
+            cand = np.flatnonzero(key[r] >= kth[r])
+            order = np.lexsort((cand, nan[r, cand], -key[r, cand]))[:kk]
             idx_rows.append(cand[order])
         idx = np.asarray(idx_rows, dtype=np.int64)
     else:
-        idx = np.lexsort((np.broadcast_to(np.arange(n), scores.shape), -scores), axis=1).astype(np.int64)
+        idx = np.lexsort((np.broadcast_to(np.arange(n), scores.shape), nan, -key), axis=1).astype(np.int64)
     return idx, np.take_along_axis(scores, idx, 1)
 
 
@@ -480,8 +496,15 @@ def int8_query_weights(
     q = np.asarray(queries, dtype=np.float32)
     if q.ndim < 2:
         q = q.reshape(1, -1)
-    w = (q * (int8_steps(r) if steps is None else steps)).astype(np.float32, copy=False)
-    const = q @ r[0] + np.float32(128.5) * np.add.reduce(w, axis=1, dtype=np.float32)
+    if q.ndim != 2 or r.shape != (2, q.shape[1]):
+        raise InvalidInputError(f"queries {q.shape} do not fit int8 ranges {r.shape} (2, dim)")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+        w = (q * (int8_steps(r) if steps is None else steps)).astype(np.float32, copy=False)
+        const = q @ r[0] + np.float32(128.5) * np.add.reduce(w, axis=1, dtype=np.float32)
+    if not np.isfinite(const).all():  # an overflowing weight makes its query's sum inf or NaN
+        raise InvalidInputError(
+            "queries x int8 bucket widths overflow float32 (queries or stored int8 ranges too large to score)"
+        )
     return w, const.astype(np.float32, copy=False)
 
 
@@ -516,13 +539,20 @@ def pread_rows(
 
     File f (descriptor ``fds[f]``, rows from byte ``data_offsets[f]``) holds the global rows
     ``starts[f]`` to ``starts[f + 1] - 1`` (all int64); ``rows`` (int64) are global row numbers in
-    any order. Returns 0; i + 1 when rows[i] is out of range; -1 when a read failed or ended early
-    (the caller retries in Python, which raises the error). Compiled, so a search pays one call, not
-    one Python call per row; rows are read, not memory-mapped (see ``collection.DiskRows``).
+    any order. Returns 0; i + 1 when rows[i] is out of range; -1 when a read failed or ended early,
+    or the arrays do not fit one another (the caller retries in Python, which raises the error).
+    Compiled, so a search pays one call, not one Python call per row; rows are read, not
+    memory-mapped (see ``collection.DiskRows``).
     """
     m = rows.shape[0]
     row_bytes = out.shape[1]
-    total = starts[starts.shape[0] - 1]
+    nfiles = starts.shape[0] - 1
+    if out.shape[0] < m or nfiles < 0 or fds.shape[0] < nfiles or data_offsets.shape[0] < nfiles or starts[0] != 0:
+        return -1  # arrays that do not fit: never written out of bounds, the caller's Python path decides
+    for f in range(nfiles):
+        if starts[f + 1] < starts[f]:  # a row's file is found by binary search over ascending starts
+            return -1
+    total = starts[nfiles]
     for i in range(m):
         if rows[i] < 0 or rows[i] >= total:
             return i + 1

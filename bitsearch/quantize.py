@@ -21,6 +21,7 @@ __all__ = [
     "CodeBook",
     "calibrate_ranges",
     "check_embeddings",
+    "check_queries",
     "dequantize_int8",
     "quantize_embeddings",
     "truncate_embeddings",
@@ -56,6 +57,30 @@ def check_embeddings(embeddings: object, dim: int | None = None, *, name: str = 
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise InvalidInputError(f"{name} contain NaN or inf (first at row {int(bad[0])}, column {int(bad[1])})")
     return arr
+
+
+# Queries whose largest |component| lies outside [2**-60, 2**60] are rescaled to a largest |component|
+# of 1: every score stays far inside float32 (dim x 2**60 x row values up to ~1e18), and tiny float64
+# queries keep their signs and ratios when cast to float32.
+QUERY_SCALE_RANGE = (2.0**-60, 2.0**60)
+
+
+def check_queries(queries: object, dim: int | None = None, *, name: str = "queries") -> np.ndarray:
+    """``queries`` as a finite float32 (n, dim) array, each query rescaled (in float64, by a positive
+    factor, so no ranking changes) when its largest |component| is outside ``QUERY_SCALE_RANGE``.
+
+    Scores of such queries would overflow float32 (or a float64 query would not even cast to it);
+    NaN and inf are an ``InvalidInputError`` (``check_embeddings``). An all-zero query is kept as is.
+    """
+    arr = check_embeddings(queries, dim, name=name)
+    big = np.abs(arr).max(axis=1)  # exact in the input's dtype
+    lo, hi = QUERY_SCALE_RANGE
+    off = ((big < lo) | (big > hi)) & (big > 0)
+    if not off.any():
+        return arr.astype(np.float32, copy=False)
+    out = arr.astype(np.float64)  # copies: the caller's array is left alone
+    out[off] /= big[off, None].astype(np.float64)
+    return out.astype(np.float32)
 
 
 def quantize_embeddings(

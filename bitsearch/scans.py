@@ -26,6 +26,8 @@ __all__ = ["bitplane_topk", "dot_topk", "lut_planes_topk", "lut_topk"]
 
 _BLOCK = 4096
 _BINS = 2048
+# sort key of a -inf score: above every negated float32 score, below NaN's (+inf)
+_AFTER_FINITE = 1.0e300
 
 
 _TWINS: dict[Any, Any] = {}
@@ -67,9 +69,24 @@ def _lut_scores(luts, codes, out):  # pragma: no cover - compiled
                 out[qi, i] = s
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bucket(v, hi, inv):  # pragma: no cover - compiled
+    """Histogram bin of score ``v``: 0 (best) to _BINS, whatever ``v`` is (+inf: 0; -inf, NaN: _BINS).
+
+    The one place a score becomes an index: computed in float64 and clamped, so no score (huge,
+    infinite or NaN) can index outside the histogram."""
+    x = (hi - np.float64(v)) * inv
+    if not x < _BINS:  # also NaN
+        return _BINS
+    if x > 0.0:
+        return int(x)
+    return 0
+
+
 @njit(cache=True, nogil=True)
 def _select_row(scores, excluded, k, out_idx, out_val):  # pragma: no cover - compiled
-    """Top-k of one score row by (score desc, index asc), skipping excluded rows."""
+    """Top-k of one score row by (score desc, index asc), skipping excluded rows; +inf ranks first,
+    -inf and NaN last (NaN below -inf), so any float input gives k rows (k <= rows not excluded)."""
     n = scores.shape[0]
     has_ex = excluded.shape[0] == n
     lo = np.inf
@@ -77,15 +94,18 @@ def _select_row(scores, excluded, k, out_idx, out_val):  # pragma: no cover - co
     for i in range(n):
         if has_ex and excluded[i]:
             continue
-        v = scores[i]
-        lo = min(lo, v)
-        hi = max(hi, v)
-    width = (hi - lo) / _BINS if hi > lo else 1.0
+        v = np.float64(scores[i])
+        if v - v == 0.0:  # finite: the histogram spans the finite scores (float64: no overflow)
+            lo = min(lo, v)
+            hi = max(hi, v)
+    if hi < lo:  # no finite score
+        hi = lo = 0.0
+    inv = _BINS / (hi - lo) if hi > lo else 1.0  # bins per unit of score
     hist = np.zeros(_BINS + 1, dtype=np.int64)
     for i in range(n):
         if has_ex and excluded[i]:
             continue
-        hist[min(_BINS, int((hi - scores[i]) / width))] += 1
+        hist[_bucket(scores[i], hi, inv)] += 1
     total = 0
     cut = _BINS
     for b in range(_BINS + 1):
@@ -98,12 +118,17 @@ def _select_row(scores, excluded, k, out_idx, out_val):  # pragma: no cover - co
     for i in range(n):
         if has_ex and excluded[i]:
             continue
-        if int((hi - scores[i]) / width) <= cut:
+        if m < total and _bucket(scores[i], hi, inv) <= cut:
             cand[m] = i
             m += 1
     cand = cand[:m]
-    order = np.argsort(-scores[cand], kind="mergesort")  # stable: equal scores keep index order
-    for j in range(k):
+    # stable sort by score desc (equal scores keep index order), -inf next to last, NaN last
+    key = np.empty(m, dtype=np.float64)
+    for j in range(m):
+        v = np.float64(scores[cand[j]])
+        key[j] = np.inf if v != v else (_AFTER_FINITE if v == -np.inf else -v)
+    order = np.argsort(key, kind="mergesort")
+    for j in range(min(k, m)):
         out_idx[j] = cand[order[j]]
         out_val[j] = scores[cand[order[j]]]
 
@@ -139,7 +164,11 @@ def _scan_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k per query of scores that ``score(first, last, out)`` writes for queries first..last-1,
     computed in chunks of queries so the (queries x rows) score matrix stays bounded."""
+    if k < 1:
+        raise InvalidInputError(f"k must be >= 1, got {k}")
     excl = np.zeros(0, dtype=np.bool_) if exclude is None else np.ascontiguousarray(exclude, dtype=np.bool_)
+    if exclude is not None and excl.shape != (n,):
+        raise InvalidInputError(f"exclude mask must have shape ({n},), got {excl.shape}")
     live = n - (int(excl.sum()) if exclude is not None else 0)
     kk = min(int(k), live)
     out_idx = np.empty((nq, kk), dtype=np.int64)
@@ -181,6 +210,10 @@ def dot_topk(
     """
     w = np.ascontiguousarray(np.atleast_2d(weights), dtype=np.float32)
     c = np.zeros(w.shape[0], np.float32) if const is None else np.ascontiguousarray(const, dtype=np.float32)
+    if w.ndim != 2 or rows.ndim != 2 or rows.dtype not in (np.int8, np.float32) or w.shape[1] != rows.shape[1]:
+        raise InvalidInputError(f"weights {w.shape} do not fit int8 or float32 rows {rows.dtype} {rows.shape}")
+    if c.shape != (w.shape[0],):
+        raise InvalidInputError(f"const must have shape ({w.shape[0]},), got {c.shape}")
     kernel = _threads(_dot_scores, _blocks(rows.shape[0]))
     return _scan_topk(w.shape[0], rows.shape[0], k, exclude, lambda a, b, out: kernel(w[a:b], c[a:b], rows, out))
 
@@ -243,7 +276,15 @@ def lut_planes_topk(
     second plane: 2bit's low bits (as wide), or with ``pairs`` 1.5bit's bit per pair (half as wide)."""
     luts = np.ascontiguousarray(luts, dtype=np.float32)
     width = 2 if pairs else 4
-    if luts.shape[1] != 2 * hi.shape[1] or lo.shape != (hi.shape[0], -(-hi.shape[1] * width // 4)):
+    if (
+        luts.ndim != 3
+        or luts.shape[2] < (64 if pairs else 256)  # the largest index a code can form
+        or hi.ndim != 2
+        or hi.dtype != np.uint8
+        or lo.dtype != np.uint8
+        or luts.shape[1] != 2 * hi.shape[1]
+        or lo.shape != (hi.shape[0], -(-hi.shape[1] * width // 4))
+    ):
         raise InvalidInputError(f"planes {hi.shape} / {lo.shape} do not fit tables {luts.shape}")
     kernel = _threads(_lut_pairs_scores if pairs else _lut_planes_scores, _blocks(hi.shape[0]))
     return _scan_topk(luts.shape[0], hi.shape[0], k, exclude, lambda a, b, out: kernel(luts[a:b], hi, lo, out))
@@ -296,14 +337,17 @@ def bitplane_topk(
     popcounts per word where Hamming distance costs one.
     """
     p = np.asarray(planes, dtype=np.uint8)
-    if p.ndim != 3 or words.ndim != 2 or -(-p.shape[2] // 8) != words.shape[1]:
-        raise InvalidInputError(f"query planes {p.shape} do not fit codes of {words.shape[1]} words")
+    if p.ndim != 3 or words.ndim != 2 or words.dtype != np.uint64 or -(-p.shape[2] // 8) != words.shape[1]:
+        raise InvalidInputError(f"query planes {p.shape} do not fit {words.dtype} codes {words.shape} (uint64 words)")
     if p.shape[1] > 8:
         raise InvalidInputError(f"at most 8 query bit planes, got {p.shape[1]}")
     nplanes = 4 if p.shape[1] <= 4 else 8  # zero planes pad to a kernel with a constant count
     qw = np.zeros((p.shape[0], nplanes, words.shape[1]), dtype=np.uint64)
     qw[:, : p.shape[1]] = as_words(p.reshape(-1, p.shape[2])).reshape(p.shape[0], p.shape[1], -1)
     st, lo, ba = (np.ascontiguousarray(a, dtype=np.float64) for a in (step, low, base))
+    if not st.shape == lo.shape == ba.shape == (p.shape[0],):
+        shapes = f"{st.shape} {lo.shape} {ba.shape}"
+        raise InvalidInputError(f"step, low and base must have shape ({p.shape[0]},), got {shapes}")
     kernel = _threads(_bitplane4_scores if nplanes == 4 else _bitplane8_scores, _blocks(words.shape[0]))
 
     def score(a: int, b: int, out: np.ndarray) -> None:

@@ -28,7 +28,7 @@ from .kernels import (
     rescore_int8,
     top_scored,
 )
-from .quantize import CodeBook, check_embeddings, int8_steps
+from .quantize import CodeBook, check_queries, int8_steps
 from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, check_unicode, filter_fields, filter_sql
 
@@ -144,6 +144,9 @@ class Collection(CollectionFiles):
         ``k``, ``rescore_multiplier`` and ``nprobe`` are ints from 1 to ``MAX_SEARCH_INT`` (2**31 - 1);
         ``rrf_k`` a finite number >= 0; ``weights`` two finite numbers >= 0; ``exact`` and ``with_text``
         bools. Bad arguments raise InvalidInputError before any work.
+
+        Query vectors with NaN or inf raise ``InvalidInputError``; one whose largest |component| is
+        outside 2**-60..2**60 is divided by it first (same ranking; scores are the rescaled query's).
         """
         _check_args(
             k=k, rescore_multiplier=rescore_multiplier, rescore=rescore, mode=mode, rrf_k=rrf_k, weights=weights,
@@ -203,7 +206,7 @@ class Collection(CollectionFiles):
             raise InvalidInputError(f'mode="{mode}" needs query strings: pass them as queries or query_texts')
         q = None
         if vectors is not None:
-            q = check_embeddings(vectors, self.dim, name="queries").astype(np.float32, copy=False)
+            q = check_queries(vectors, self.dim)  # NaN/inf rejected, huge or tiny queries rescaled
         nq = q.shape[0] if q is not None else len(texts or [])
         if q is not None and texts is not None and len(texts) != q.shape[0]:
             raise InvalidInputError(f"got {len(texts)} query texts for {q.shape[0]} query vectors")
