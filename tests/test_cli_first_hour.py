@@ -232,3 +232,44 @@ def test_eval_reads_document_embeddings_from_a_collection(tmp_path: Path, monkey
     assert invoke("index", data, "--out", no_f32, "--quiet").exit_code == 0
     refused = invoke(*args, "--out", tmp_path / "c", "--collection", no_f32)
     assert refused.exit_code == 1 and "--keep-float32" in refused.output
+
+
+def test_early_encoder_is_used_only_for_the_validated_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`search` starts loading the model named by the raw manifest while the collection opens; the encoder
+    is kept only if the validated manifest names the same model."""
+    from concurrent.futures import Future
+
+    import numpy as np
+
+    import bitsearch.encode as enc
+    from bitsearch import Collection
+    from bitsearch.cli import _early_encoder, _encoder_for
+
+    info = {"name": "stub-model", "dim": 8, "normalize": True}
+    col = Collection.create(tmp_path / "c", 8, model=info)
+    col.add(np.eye(8, dtype=np.float32))
+
+    class Stub:
+        dim = 8
+        name = "stub-model"
+
+    made: list[dict[str, Any]] = []
+
+    def from_info(i: dict[str, Any], **kw: Any) -> Stub:
+        made.append(i)
+        return Stub()
+
+    monkeypatch.setattr(enc.Encoder, "from_manifest_info", staticmethod(from_info))
+    early = _early_encoder(tmp_path / "c")
+    assert early is not None
+    first = early.result()[1]
+    assert _encoder_for(col, early) is first and len(made) == 1
+    stale: Future[tuple[Any, Any]] = Future()
+    stale.set_result(({"name": "another-model"}, object()))
+    assert isinstance(_encoder_for(col, stale), Stub) and len(made) == 2  # loaded again, for the validated model
+    failed: Future[tuple[Any, Any]] = Future()
+    failed.set_exception(RuntimeError("model files missing"))
+    assert isinstance(_encoder_for(col, failed), Stub) and len(made) == 3
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "manifest.json").write_text("[1, 2")
+    assert _early_encoder(tmp_path / "junk") is None
