@@ -45,7 +45,14 @@ from .errors import (
     UnknownIdError,
 )
 from .kernels import as_words, pread_rows
-from .quantize import CODE_KINDS, CodeBook, _check_ranges, calibrate_ranges, check_embeddings, quantize_embeddings
+from .quantize import (
+    CODE_KINDS,
+    CodeBook,
+    _check_ranges,
+    calibrate_ranges,
+    check_documents,
+    quantize_embeddings,
+)
 from .store import DocId, DocStore, check_metadata, check_unicode, normalize_id
 
 __all__ = [
@@ -513,7 +520,7 @@ class CollectionFiles:
         if ranges is not None:
             ranges = _valid_ranges(ranges, dim)
         elif calibration_embeddings is not None:
-            ranges = calibrate_ranges(check_embeddings(calibration_embeddings, dim, name="calibration_embeddings"))
+            ranges = calibrate_ranges(check_documents(calibration_embeddings, dim, name="calibration_embeddings"))
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION if precision == "1.5bit" else 2,
@@ -544,7 +551,7 @@ class CollectionFiles:
         (p / "segments").mkdir(exist_ok=True)
         DocStore(p / DOCS, create=True, keyword_index=keyword_index).close()
         if calibration_embeddings is not None and manifest["codes"] is not None:
-            cal = check_embeddings(calibration_embeddings, dim, name="calibration_embeddings")
+            cal = check_documents(calibration_embeddings, dim, name="calibration_embeddings")
             manifest["codebook"] = _fit_codebook(p, manifest, cal)
         _write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_dir(p)
@@ -796,7 +803,7 @@ class CollectionFiles:
         metadata nests at most ``bitsearch.store.MAX_METADATA_DEPTH`` (64) levels, has str keys and
         finite floats.
         """
-        emb = check_embeddings(embeddings, self.dim)
+        emb = check_documents(embeddings, self.dim)
         n = emb.shape[0]
         given_ids: list[DocId] | None = None
         if ids is not None:

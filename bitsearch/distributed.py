@@ -55,7 +55,7 @@ from .errors import (
     UnknownIdError,
 )
 from .hybrid import reciprocal_rank_fusion
-from .quantize import check_embeddings
+from .quantize import check_documents, check_queries
 from .search import HYBRID_DEPTH, MODES, Collection, Hit, SearchResults
 from .store import DocId, DocStore, filter_sql, normalize_id
 
@@ -346,7 +346,7 @@ class ShardedCollection:
         if ranges is not None:
             ranges = np.asarray(ranges, dtype=np.float32)
         if calibration_embeddings is not None:
-            calibration_embeddings = check_embeddings(calibration_embeddings, int(dim), name="calibration_embeddings")
+            calibration_embeddings = check_documents(calibration_embeddings, int(dim), name="calibration_embeddings")
         width = len(str(shards - 1))
         manifest = {
             "format": FORMAT_NAME,
@@ -530,7 +530,7 @@ class ShardedCollection:
         ``stored_ids``: re-run ``add`` with the same ids (``err.stored_ids + err.failed_ids``) and
         ``skip_existing=True`` to store the rest.
         """
-        emb = check_embeddings(embeddings, self.dim)
+        emb = check_documents(embeddings, self.dim)
         n = emb.shape[0]
         texts_l = _payload(texts, n, "texts", _check_text)
         meta_l = _payload(metadata, n, "metadata", _check_meta)
@@ -715,7 +715,7 @@ class ShardedCollection:
             raise InvalidInputError(f'mode="{mode}" needs query strings: pass them as queries or query_texts')
         q = None
         if vectors is not None:
-            q = check_embeddings(vectors, self.dim, name="queries").astype(np.float32, copy=False)
+            q = check_queries(vectors, self.dim)
         nq = q.shape[0] if q is not None else len(texts or [])
         if q is not None and texts is not None and len(texts) != q.shape[0]:
             raise InvalidInputError(f"got {len(texts)} query texts for {q.shape[0]} query vectors")

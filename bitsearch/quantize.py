@@ -20,6 +20,7 @@ __all__ = [
     "PRECISIONS",
     "CodeBook",
     "calibrate_ranges",
+    "check_documents",
     "check_embeddings",
     "check_queries",
     "dequantize_int8",
@@ -63,6 +64,21 @@ def check_embeddings(embeddings: object, dim: int | None = None, *, name: str = 
 # of 1: every score stays far inside float32 (dim x 2**60 x row values up to ~1e18), and tiny float64
 # queries keep their signs and ratios when cast to float32.
 QUERY_SCALE_RANGE = (2.0**-60, 2.0**60)
+
+
+def check_documents(embeddings: object, dim: int | None = None, *, name: str = "embeddings") -> np.ndarray:
+    """``check_embeddings`` for vectors to store: also refuses a component beyond ``QUERY_SCALE_RANGE``'s
+    upper bound (2**60 in magnitude), whose scores and int8 ranges would overflow float32 (a stored row,
+    unlike a query, cannot be rescaled without changing the ranking)."""
+    arr = check_embeddings(embeddings, dim, name=name)
+    big = np.abs(arr) > QUERY_SCALE_RANGE[1]
+    if big.any():
+        i, j = (int(x) for x in np.argwhere(big)[0])
+        raise InvalidInputError(
+            f"{name} hold {float(arr[i, j]):.3g} at row {i}, column {j}: stored values must be within +-2**60 "
+            "(about 1.15e18), or scores overflow float32; normalize the embeddings"
+        )
+    return arr
 
 
 def check_queries(queries: object, dim: int | None = None, *, name: str = "queries") -> np.ndarray:

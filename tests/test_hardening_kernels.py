@@ -8,6 +8,8 @@ hits and finite scores, ranked as the same query at a sane scale.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -411,3 +413,22 @@ def test_ivf_refuses_arrays_that_would_index_out_of_bounds():
             BinaryIVF.from_arrays(arrays)
     rows, _ = BinaryIVF.from_arrays(good).search(codes[:2], 5, nprobe=3)
     np.testing.assert_array_equal(rows, hamming_topk(codes[:2], codes, 5)[0])
+
+
+@pytest.mark.parametrize("precision", ["binary", "int8", "2bit"])
+def test_stored_values_beyond_2_60_are_refused_before_writing(tmp_path: Path, precision: str) -> None:
+    """A stored row cannot be rescaled like a query: values near 3e38 overflowed every stage-1 score and int8
+    range (inf/NaN scores, or every search failing), so they are a named error and nothing is written."""
+    rng = np.random.default_rng(5)
+    good = rng.standard_normal((20, 16)).astype(np.float32)
+    col = Collection.create(tmp_path / precision, 16, precision=precision, calibration_embeddings=good)
+    col.add(good, ids=[f"g{i}" for i in range(20)])
+    huge = good[:3].copy()
+    huge[1, 4] = 3e38
+    with pytest.raises(InvalidInputError, match=r"row 1, column 4.*2\*\*60"):
+        col.add(huge, ids=["h0", "h1", "h2"])
+    assert len(col) == 20 and "h0" not in col
+    hits = col.search(good[0], k=3)[0]
+    assert hits[0].id == "g0" and all(np.isfinite(h.score) for h in hits)
+    with pytest.raises(InvalidInputError, match="calibration_embeddings"):
+        Collection.create(tmp_path / "cal", 16, calibration_embeddings=huge)
