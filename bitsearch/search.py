@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,7 @@ class Collection(CollectionFiles):
         self._encoder: Any = None
         self._encoder_lock = threading.Lock()
         self._encode_lock = threading.Lock()
+        self._warned_norm = False
 
     def search(
         self,
@@ -207,6 +209,8 @@ class Collection(CollectionFiles):
         q = None
         if vectors is not None:
             q = check_queries(vectors, self.dim)  # NaN/inf rejected, huge or tiny queries rescaled
+            if "embed" not in timings and not self._warned_norm:
+                self._check_norms(state, q)
         nq = q.shape[0] if q is not None else len(texts or [])
         if q is not None and texts is not None and len(texts) != q.shape[0]:
             raise InvalidInputError(f"got {len(texts)} query texts for {q.shape[0]} query vectors")
@@ -271,6 +275,26 @@ class Collection(CollectionFiles):
         if filter is not None and any(len(h) < int(k) for h in hits):  # a short answer: say if the filter is why
             notes = self._missing_fields(state, filter)
         return SearchResults(hits, timings, stages, notes)
+
+    def _check_norms(self, state: State, q: np.ndarray) -> None:
+        """Warn once per collection object when query vectors are not unit length although the recorded
+        model normalizes its embeddings: every score is then scaled by the query's norm (the ranking is
+        not), so scores are no longer cosine similarities."""
+        info = state.manifest.get("model")
+        if not isinstance(info, dict) or not info.get("normalize"):
+            return
+        norms = np.linalg.norm(q.astype(np.float64), axis=1)
+        off = np.abs(norms - 1.0) > 1e-2
+        if off.any():
+            self._warned_norm = True
+            i = int(np.argmax(off))
+            warnings.warn(
+                f"query {i} has norm {norms[i]:.4g}, but this collection's model ({info.get('name')}) normalizes "
+                "its embeddings: scores are scaled by the query's norm (rankings are unchanged); normalize "
+                "queries for cosine scores",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _missing_fields(self, state: State, flt: dict[str, Any]) -> list[str]:
         """Warnings for the filter's fields that no stored document has (remembered per snapshot)."""

@@ -449,3 +449,24 @@ def test_a_filter_on_a_field_no_document_has_says_so(tmp_path: Path) -> None:
     full = col.search(q, k=5, filter={"lang": "en"})
     assert len(full[0]) == 5 and full.warnings == []
     assert col.search(q, k=5).warnings == []
+
+
+def test_unnormalized_query_on_a_normalizing_model_warns_once(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    emb = rng.standard_normal((30, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    col = Collection.create(tmp_path / "n", 16, model={"name": "m", "normalize": True}, calibration_embeddings=emb)
+    col.add(emb)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        col.search(emb[0], k=3)  # unit length: nothing to say
+        assert not caught
+        hits = col.search(emb[0] * 2.73, k=3, rescore="int8")[0]
+        col.search(emb[1] * 5, k=3)
+    assert [str(w.message).split(",")[0] for w in caught] == ["query 0 has norm 2.73"]
+    assert hits[0].score == pytest.approx(2.73, rel=0.02)
+    plain = Collection.create(tmp_path / "p", 16, calibration_embeddings=emb)  # no model recorded: no warning
+    plain.add(emb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain.search(emb[0] * 3, k=3)
