@@ -44,6 +44,7 @@ from .errors import (
     ReadOnlyCollectionError,
     UnknownIdError,
 )
+from .files import fsync_dir, write_atomic
 from .kernels import as_words, pread_rows
 from .quantize import (
     CODE_KINDS,
@@ -92,29 +93,6 @@ _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files
 
 
 # ----------------------------------------------------------------------------- atomic file helpers
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not keep the space of a half-written file
-        raise
-    _fsync_dir(path.parent)
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -553,8 +531,8 @@ class CollectionFiles:
         if calibration_embeddings is not None and manifest["codes"] is not None:
             cal = check_documents(calibration_embeddings, dim, name="calibration_embeddings")
             manifest["codebook"] = _fit_codebook(p, manifest, cal)
-        _write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
-        _fsync_dir(p)
+        write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
+        fsync_dir(p)
         return cls.open(p)
 
     @classmethod
@@ -771,7 +749,7 @@ class CollectionFiles:
     def _commit(self, manifest: dict[str, Any]) -> None:
         """Write the new manifest: its rename is the commit of the write."""
         manifest["generation"] = int(manifest["generation"]) + 1
-        _write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+        write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     def _tidy(self, purge: Sequence[int] = ()) -> None:
         """After a commit: remove the files it replaced and purge the rows it tombstoned.
@@ -877,12 +855,12 @@ class CollectionFiles:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         files = {fname: _save_npy(tmp / fname, arr) for fname, arr in arrays.items()}
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         final = segdir / name
         if final.exists():  # names are never reused: renaming onto one could replace a listed segment
             raise CollectionError(f"segment directory {final} already exists")
         os.rename(tmp, final)
-        _fsync_dir(segdir)
+        fsync_dir(segdir)
         rows = int(arrays["seqs.npy"].shape[0])
         return {"name": name, "rows": rows, "files": files}
 
@@ -908,7 +886,7 @@ class CollectionFiles:
             fname = f"tombstones-{int(m['generation']) + 1:06d}.npy"
             info = _save_npy(self.path / f".{fname}.tmp", tomb)
             os.replace(self.path / f".{fname}.tmp", self.path / fname)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             m["tombstones"] = {"file": fname, "count": int(tomb.size), **info}
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False, reuse=state)
@@ -1004,11 +982,11 @@ class CollectionFiles:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         files = {f"{k}.npy": _save_npy(tmp / f"{k}.npy", v) for k, v in ivf.to_arrays().items()}
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if (self.path / name).exists():  # numbers are never reused: see _take_number
             raise CollectionError(f"index directory {self.path / name} already exists")
         os.rename(tmp, self.path / name)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         return {"kind": "ivf", "dir": name, "nlist": int(nlist), "nprobe": int(nprobe), "seed": int(seed),
                 "rows": int(words.shape[0]), "files": files}  # fmt: skip
 
@@ -1091,7 +1069,7 @@ def _fit_codebook(path: Path, m: dict[str, Any], emb: np.ndarray) -> dict[str, A
         tmp = path / f".{ROTATION}.tmp"
         info = _save_npy(tmp, book.rotation)
         os.replace(tmp, path / ROTATION)
-        _fsync_dir(path)
+        fsync_dir(path)
         d["rotation"] = {"file": ROTATION, **info}
     return d
 

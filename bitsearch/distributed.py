@@ -54,6 +54,7 @@ from .errors import (
     ShardUnavailableError,
     UnknownIdError,
 )
+from .files import write_atomic
 from .hybrid import reciprocal_rank_fusion
 from .quantize import check_documents, check_queries
 from .search import HYBRID_DEPTH, MODES, Collection, Hit, SearchResults
@@ -215,20 +216,6 @@ def _ensure_ray(num_cpus: int | None) -> Any:
     return ray
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_manifest(path: Path) -> dict[str, Any]:
     mpath = path / MANIFEST
     if not mpath.is_file():
@@ -365,7 +352,7 @@ class ShardedCollection:
             needs_sample = precision in _CODEBOOK_PRECISIONS or (keep_int8 and ranges is None)
             if calibration_embeddings is not None or not needs_sample:
                 _create_shards(p, manifest, ranges, calibration_embeddings)
-            _write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
+            write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
         return cls(
             p, manifest, actor_options=actor_options, timeout=timeout, num_cpus=num_cpus, shard_class=shard_class
         )
@@ -823,7 +810,7 @@ class ShardedCollection:
             first = int(m["next_id"])
             m["next_id"] = first + n
             m["generation"] = int(m["generation"]) + 1
-            _write_atomic(self.path / MANIFEST, json.dumps(m, indent=1).encode())
+            write_atomic(self.path / MANIFEST, json.dumps(m, indent=1).encode())
             self._manifest = m
         return list(range(first, first + n))
 
@@ -835,7 +822,7 @@ class ShardedCollection:
                 ranges = None if m["ranges"] is None else np.asarray(m["ranges"], dtype=np.float32)
                 _create_shards(self.path, m, ranges, emb)
                 m["generation"] = int(m["generation"]) + 1
-                _write_atomic(self.path / MANIFEST, json.dumps(m, indent=1).encode())
+                write_atomic(self.path / MANIFEST, json.dumps(m, indent=1).encode())
             self._manifest = m
         self._start_actors()
 

@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from bitsearch.errors import InvalidInputError, ModelLoadError
+from bitsearch.files import write_atomic
 from bitsearch.quantize import truncate_embeddings
 
 __all__ = [
@@ -337,36 +338,19 @@ def content_key(folder: Path) -> str:
         digest.update(f"{path.relative_to(folder)}\0{_sha256_file(path)}\n".encode())
     key = digest.hexdigest()[:32]
     with contextlib.suppress(OSError):  # an unwritable cache only costs the re-hash next time
-        _write_atomic(memo, json.dumps({"folder": str(folder), "stats": stats, "key": key}).encode())
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(memo, json.dumps({"folder": str(folder), "stats": stats, "key": key}).encode())
     return key
 
 
 # ----------------------------------------------------------------------------- the ONNX cache
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_checked(path: Path, data: bytes) -> None:
     """Write a cache file, then its sha256 next to it (the checksum is written last: it commits the file)."""
-    _write_atomic(path, data)
-    _write_atomic(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    write_atomic(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
 
 
 def _read_checked(path: Path) -> bytes | None:
@@ -607,7 +591,8 @@ def _cached_onnx_model(name: str, folder: str, key: str, int8: bool) -> OnnxMode
     except OnnxUnsupportedError as exc:
         if not unsupported.is_file():
             with contextlib.suppress(OSError):
-                _write_atomic(unsupported, str(exc).encode())
+                unsupported.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(unsupported, str(exc).encode())
         raise
     except ModelLoadError:
         raise

@@ -376,18 +376,18 @@ _WRITER = textwrap.dedent(
     col = Collection.open(path)
     if mode != "loop":
         # die at a chosen point inside the next add
-        target = {"segment": "_save_npy", "docs": "DocStore.insert", "manifest": "_write_atomic"}[mode]
+        target = {"segment": "_save_npy", "docs": "DocStore.insert", "manifest": "write_atomic"}[mode]
         def killer(*a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
         if target == "DocStore.insert":
             bc.DocStore.insert = killer
-        elif target == "_write_atomic":
-            real = bc._write_atomic
+        elif target == "write_atomic":
+            real = bc.write_atomic
             def half(p, data):
                 tmp = p.with_name(".manifest.json.tmp-crash")
                 tmp.write_bytes(data[: len(data) // 2])
                 killer()
-            bc._write_atomic = half
+            bc.write_atomic = half
         else:
             calls = {"n": 0}
             real = bc._save_npy

@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 import bitsearch.collection as bc
+import bitsearch.files
 from bitsearch import Collection, CollectionError
 from bitsearch.store import DocStore
 
@@ -515,6 +516,7 @@ class _Disk:
 
         real_con = DocStore._con
         monkeypatch.setattr(bc, "open", fake_open, raising=False)
+        monkeypatch.setattr(bitsearch.files, "open", fake_open, raising=False)  # the manifest's writer
         monkeypatch.setattr(DocStore, "_con", lambda self: Connection(real_con(self)))
 
     def fill(self, mode: str) -> None:
