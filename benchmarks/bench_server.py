@@ -124,10 +124,10 @@ def serve(
     if threads:
         cmd += ["--threads", str(threads)]
     cmd += list(extra)
-    env = dict(os.environ, PYTHONPATH=str(code or ROOT))
+    env = dict(os.environ, PYTHONPATH=str(code or ROOT / "src"))
     with tempfile.TemporaryFile() as log:
         # in the code's own directory: `python -m` puts the working directory first on sys.path
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code or ROOT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=code or ROOT / "src")
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -286,8 +286,12 @@ def export_commit(ref: str, dest: Path) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
-    archive = subprocess.run(["git", "archive", commit, "bitsearch"], cwd=ROOT, capture_output=True, check=True)
+    src = subprocess.run(["git", "ls-tree", "--name-only", commit, "src/bitsearch"], cwd=ROOT, capture_output=True)
+    folder = "src/bitsearch" if src.stdout.strip() else "bitsearch"  # the package moved under src/
+    archive = subprocess.run(["git", "archive", commit, folder], cwd=ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    if folder.startswith("src/"):
+        (dest / "src" / "bitsearch").rename(dest / "bitsearch")
     return commit
 
 

@@ -226,7 +226,7 @@ def test_no_torch_and_no_valid_export_is_a_model_load_error(
 
 
 def _run(code: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BITSEARCH_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "BITSEARCH_CACHE": str(cache), "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
 
