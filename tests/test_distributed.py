@@ -103,6 +103,16 @@ def test_exact_dense_search_is_identical_to_one_collection(pair, corpus):
     assert all(len(r) == 10 and all(h.metadata["group"] == 1 for h in r) for r in got)
 
 
+def test_a_filter_field_no_shard_has_is_reported_like_one_collection(pair, corpus):
+    single, sharded = pair
+    q = corpus["qvec"][:2]
+    flt = {"$or": [{"lang": "en"}, {"group": 7}]}  # no document has lang, none is in group 7
+    got, ref = sharded.search(q, k=5, filter=flt), single.search(q, k=5, filter=flt)
+    assert _pairs(got) == _pairs(ref) == [[], []]
+    assert got.warnings == ref.warnings == ["no stored document has the metadata field 'lang' that the filter names"]
+    assert sharded.search(q, k=5, filter={"group": 1}).warnings == []
+
+
 def test_rescored_search_is_never_worse_than_one_collection(pair, corpus):
     """Each shard rescores its own top k x m, a superset of one collection's global k x m."""
     single, sharded = pair

@@ -146,11 +146,14 @@ class Shard:
             self.col.delete(present)
         return present
 
-    def search(self, queries: np.ndarray, options: dict[str, Any]) -> tuple[list[list[tuple[Any, ...]]], dict]:
-        """Dense search: per query, up to k (id, score, text, metadata), and the stage timings."""
+    def search(
+        self, queries: np.ndarray, options: dict[str, Any]
+    ) -> tuple[list[list[tuple[Any, ...]]], dict, list[str]]:
+        """Dense search: per query, up to k (id, score, text, metadata), the stage timings and the warnings."""
         self.col.refresh()  # another handle's actors may have written to this directory
         res = self.col.search(queries, mode="dense", **options)
-        return [[(h.id, h.score, h.text, h.metadata) for h in hits] for hits in res], dict(res.timings)
+        hits = [[(h.id, h.score, h.text, h.metadata) for h in hits] for hits in res]
+        return hits, dict(res.timings), list(res.warnings)
 
     def keyword_statistics(self, texts: list[str]) -> list[dict[str, Any]]:
         """Per query string, its phrases' document frequencies and this shard's document and token counts."""
@@ -711,6 +714,7 @@ class ShardedCollection:
         failed: dict[int, BaseException] = {}
 
         dense: list[list[tuple[Any, ...]]] = [[] for _ in range(nq)]
+        warned: list[str] = []
         if mode != "keyword" and self._actors:
             assert q is not None
             options = dict(
@@ -727,6 +731,9 @@ class ShardedCollection:
             t0 = time.perf_counter()
             dense = merge_ranked([got[i][0] for i in sorted(got)], depth)
             timings["merge"] = time.perf_counter() - t0
+            # a filter field that no document of any shard has: every answering shard said so
+            notes = [set(got[i][2]) for i in sorted(got)]
+            warned = [w for w in got[min(got)][2] if all(w in n for n in notes)] if got else []
         keyword: list[list[tuple[Any, ...]]] = [[] for _ in range(nq)]
         if mode != "dense" and self._actors:
             assert texts is not None
@@ -759,7 +766,7 @@ class ShardedCollection:
         hits = [[Hit(h[0], float(h[1]), h[2], h[3]) for h in r[: int(k)]] for r in ranked]
         timings["total"] = sum(timings.values())
         stages = {"dense": ["shards"], "keyword": ["keyword"], "hybrid": ["shards", "keyword"]}[mode]
-        results = SearchResults(hits, timings, stages)
+        results = SearchResults(hits, timings, stages, warned)
         results.partial = bool(failed)  # type: ignore[attr-defined]
         results.shards_answered = [self.shard_names[i] for i in sorted(answered)]  # type: ignore[attr-defined]
         return results
