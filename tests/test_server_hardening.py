@@ -18,7 +18,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from serving import ServerThread
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -57,33 +57,11 @@ def make_collection(path: Path) -> Collection:
     return col
 
 
-class Served:
-    """A real uvicorn server (guarded as `bitsearch serve` runs it) on a free loopback port, in a thread."""
+class Served(ServerThread):
+    """A real uvicorn server, guarded as `bitsearch serve` runs it, on a free loopback port, in a thread."""
 
     def __init__(self, app: Any, **options: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = server_config(app, log_level="error", timeout_graceful_shutdown=1, **options)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-    def conn(self, timeout: float = 10) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        super().__init__(app, server_config(app, log_level="error", timeout_graceful_shutdown=1, **options))
 
 
 def call(
