@@ -621,16 +621,8 @@ class GuardMiddleware:
             for reply in _json_message(408, timeout, {"connection": "close"}):
                 await send(reply)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, replay_first(body, receive), send)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -690,6 +682,20 @@ def _hit_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, Hit):
         return value.to_dict()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def replay_first(message: Message, receive: Receive) -> Receive:
+    """A receive callable that hands the app ``message`` (a body already read here) first, then reads on."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return message
+        return await receive()
+
+    return replay
 
 
 def _error(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -1270,16 +1276,7 @@ class FastSearch:
                 )
                 await send({"type": "http.response.body", "body": response.body})
                 return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return message
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_first(message, receive), send)
 
 
 # ----------------------------------------------------------------------------- the app
