@@ -39,12 +39,11 @@ from .errors import (
     CorruptCollectionError,
     DiskFullError,
     DuplicateIdError,
-    FormatVersionError,
     InvalidInputError,
     ReadOnlyCollectionError,
     UnknownIdError,
 )
-from .files import fsync_dir, write_atomic
+from .files import fsync_dir, read_versioned_json, write_atomic
 from .kernels import as_words, pread_rows
 from .quantize import (
     CODE_KINDS,
@@ -1464,28 +1463,8 @@ def _as_list(values: object, name: str, what: str) -> list[Any]:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    mpath = path / MANIFEST
-    if not path.is_dir():
-        raise CollectionError(f"no collection at {path}: directory not found")
-    if not mpath.is_file():
-        raise CollectionError(f"no collection at {path}: {MANIFEST} not found")
-    try:
-        m = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptCollectionError(f"{mpath} is not valid JSON: {exc}") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
-        raise CorruptCollectionError(f"{mpath} is not a bitsearch collection manifest")
-    version = m.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise CorruptCollectionError(f"{mpath} has no valid format_version")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"collection at {path} has format version {version}; this bitsearch reads up to "
-            f"{FORMAT_VERSION}: upgrade bitsearch"
-        )
-    if version < 1:
-        raise CorruptCollectionError(f"{mpath} has no valid format_version")
-    validate_manifest(m, mpath)
+    m = read_versioned_json(path, MANIFEST, FORMAT_NAME, FORMAT_VERSION, "collection")
+    validate_manifest(m, path / MANIFEST)
     _check_layout(path, m)
     return m
 

@@ -48,13 +48,12 @@ from .errors import (
     CollectionError,
     CorruptCollectionError,
     DuplicateIdError,
-    FormatVersionError,
     InvalidInputError,
     PartialWriteError,
     ShardUnavailableError,
     UnknownIdError,
 )
-from .files import write_atomic
+from .files import read_versioned_json, write_atomic
 from .hybrid import reciprocal_rank_fusion
 from .quantize import check_documents, check_queries
 from .search import HYBRID_DEPTH, MODES, Collection, Hit, SearchResults
@@ -220,20 +219,8 @@ def _ensure_ray(num_cpus: int | None) -> Any:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
+    m = read_versioned_json(path, MANIFEST, FORMAT_NAME, FORMAT_VERSION, "sharded collection")
     mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise CollectionError(f"no sharded collection at {path}: {MANIFEST} not found")
-    try:
-        m = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptCollectionError(f"{mpath} is not valid JSON: {exc}") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
-        raise CorruptCollectionError(f"{mpath} is not a sharded bitsearch collection manifest")
-    version = m.get("format_version")
-    if not isinstance(version, int):
-        raise CorruptCollectionError(f"{mpath} has no valid format_version")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(f"{mpath} has format version {version}; this bitsearch reads up to {FORMAT_VERSION}")
     for key in ("dim", "shards", "options", "created", "next_id", "generation"):
         if key not in m:
             raise CorruptCollectionError(f"{mpath} lacks {key}")
