@@ -1355,7 +1355,11 @@ def serve(
     ] = 1.0,
     access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn's access log, at info level).")] = False,
 ) -> None:
-    """Serve a collection over HTTP: POST /search, POST /documents, DELETE /documents/ID, GET /info, a page at /."""
+    """Serve a collection over HTTP: POST /search, POST /documents, DELETE /documents/ID, GET /info, a page at /.
+
+    A sharded collection (sharded.json) is served through its shard actors on Ray (RAY_ADDRESS: a running
+    cluster; else a local one is started).
+    """
     with _reported():
         try:
             import uvicorn  # noqa: F401  (checked here, used by run_server)
@@ -1365,8 +1369,8 @@ def serve(
             raise CliError(
                 f"bitsearch serve needs fastapi and uvicorn ({exc}): pip install 'bitsearch[server]'"
             ) from None
-        if not _is_collection(collection):
-            raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
+        if not _is_collection(collection) and not (collection / "sharded.json").is_file():
+            raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST}, nor sharded.json)")
         hosts = list(allowed_host or [])
         if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
             typer.secho(

@@ -630,10 +630,21 @@ class ShardedCollection:
             per = [got[i] for i in range(len(self._actors))]
         keys = ("documents", "rows", "deleted", "ram_bytes", "disk_bytes", "docs_disk_bytes", "float32_bytes")
         total = {k: int(sum(s[k] for s in per)) for k in keys}
+        stages: dict[str, dict[str, int]] = {}  # per stage, summed over the shards (as one collection reports them)
+        for s in per:
+            for name, st in s.get("stages", {}).items():
+                acc = stages.setdefault(name, {"ram_bytes": 0, "disk_bytes": 0})
+                acc["ram_bytes"] += int(st["ram_bytes"])
+                acc["disk_bytes"] += int(st["disk_bytes"])
+        precision = self._manifest["options"].get("precision", "binary")
+        stage1_ram = stages.get(precision, {}).get("ram_bytes", 0)
         return {
             **total,
             "dim": self.dim,
-            "precision": self._manifest["options"].get("precision", "binary"),
+            "precision": precision,
+            "model": self._manifest["options"].get("model"),
+            "stages": stages,
+            "compression_vs_float32": total["float32_bytes"] / stage1_ram if stage1_ram else None,
             "shards": [
                 {"name": name, **{k: s[k] for k in ("documents", "rows", "deleted", "ram_bytes", "disk_bytes")}}
                 for name, s in zip(self.shard_names, per, strict=False)

@@ -1,4 +1,5 @@
-"""The HTTP API and search page of ``bitsearch serve``: a thin FastAPI layer over ``Collection``.
+"""The HTTP API and search page of ``bitsearch serve``: a thin FastAPI layer over ``Collection`` (or a
+``ShardedCollection``, whose shard actors the same endpoints call).
 
 Reads run in a bounded thread pool against the collection's immutable state snapshot; writes go
 through the collection's own write lock. Requests are checked (Host, auth, size, shape, Unicode)
@@ -45,9 +46,13 @@ from bitsearch.errors import (
     DuplicateIdError,
     InvalidInputError,
     ModelLoadError,
+    PartialWriteError,
     ReadOnlyCollectionError,
+    ShardUnavailableError,
     UnknownIdError,
 )
+from bitsearch.distributed import MANIFEST as SHARDED_MANIFEST
+from bitsearch.distributed import ShardedCollection
 from bitsearch.search import Collection, Hit
 
 __all__ = [
@@ -63,6 +68,8 @@ __all__ = [
     "answer_search",
     "create_app",
     "error_response",
+    "model_info",
+    "open_served",
     "plain_search_request",
     "guarded_protocol",
     "run_server",
@@ -158,6 +165,10 @@ class SearchRequest(BaseModel):
     mode: str | None = Field(None, description='"dense", "keyword" or "hybrid" where the collection supports it.')
     filter: dict[str, Any] | None = Field(None, description="Metadata filter, where the collection supports it.")
     with_text: bool = Field(True, description="Return each hit's text and metadata.")
+    allow_partial: bool = Field(
+        False,
+        description="Sharded collections: answer from the shards that answer (`partial` says so) instead of 503.",
+    )
 
     @field_validator("rescore")
     @classmethod
@@ -250,6 +261,8 @@ class SearchResponse(BaseModel):
     timings: dict[str, float]
     k: int
     warnings: list[str] = Field(default_factory=list, description="What may explain a short answer.")
+    partial: bool = Field(False, description="Sharded collections: some shard did not answer (allow_partial).")
+    shards_answered: list[str] | None = Field(None, description="Sharded collections: the shards that answered.")
 
 
 class AddResponse(BaseModel):
@@ -278,6 +291,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 409, 413, 415, 421, 422, 503)
 }
 
+Served = Collection | ShardedCollection
+
+
+def open_served(path: str | os.PathLike[str], *, shard_timeout: float | None = 60.0) -> Served:
+    """The collection at ``path``: a ShardedCollection when its sharded manifest is there (its shard actors
+    started on the running Ray, else a local one), else a Collection. ``shard_timeout`` bounds each wait for
+    a shard (seconds), so a hung shard answers 503 instead of holding the request."""
+    if (Path(path) / SHARDED_MANIFEST).is_file():
+        return ShardedCollection.open(path, timeout=shard_timeout)
+    return Collection.open(path)
+
+
+def model_info(col: Served) -> dict[str, Any] | None:
+    """The embedding model a collection records (a sharded one in its collection options), or None."""
+    m = col.manifest
+    info = m.get("options", {}).get("model") if isinstance(col, ShardedCollection) else m.get("model")
+    return info if isinstance(info, dict) and info.get("name") else None
+
 
 # ----------------------------------------------------------------------------- shared state
 
@@ -285,8 +316,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class ServerState:
     """What the endpoints share: the collection, the lazily loaded encoder, and the thread limiter."""
 
-    def __init__(self, collection: Collection, *, threads: int, encoder: Any | None = None) -> None:
+    def __init__(self, collection: Served, *, threads: int, encoder: Any | None = None) -> None:
         self.collection = collection
+        self.sharded = isinstance(collection, ShardedCollection)
         self.limiter = anyio.CapacityLimiter(threads)
         self._encoder = encoder
         self._encoder_error: ModelLoadError | None = None
@@ -301,8 +333,12 @@ class ServerState:
         self.check_index()
 
     def check_index(self) -> None:
-        """Note whether the collection has an ANN index (Collection.manifest is a deep copy: not per request)."""
-        self.has_index = bool(self.collection.manifest.get("ann"))
+        """Note whether the collection has an ANN index (Collection.manifest is a deep copy: not per request;
+        a sharded collection asks its shards)."""
+        if isinstance(self.collection, ShardedCollection):
+            self.has_index = "ivf" in self.collection.stats().get("stages", {})
+        else:
+            self.has_index = bool(self.collection.manifest.get("ann"))
 
     @property
     def encoder_loaded(self) -> bool:
@@ -316,10 +352,11 @@ class ServerState:
             if self._encoder is None:
                 if self._encoder_error is not None:
                     raise self._encoder_error
-                info = self.collection.manifest.get("model")
-                if not isinstance(info, dict) or not info.get("name"):
+                info = model_info(self.collection)
+                if info is None:
                     raise InvalidInputError(
-                        "this collection records no embedding model: send `vector` embeddings instead of text"
+                        "this collection records no embedding model, so the server cannot embed text: "
+                        "send `vector` embeddings instead of `query` text"
                     )
                 try:
                     from bitsearch.encode import Encoder
@@ -721,7 +758,19 @@ def _on_os(exc: OSError) -> JSONResponse:
 
 
 # the JSON error of each expected exception, by the first class of its MRO listed (as Starlette looks them up)
+def _on_shard(exc: ShardUnavailableError) -> JSONResponse:
+    log.error("shard unavailable: %s", exc)
+    return _error(503, str(exc), shards=exc.shards)
+
+
+def _on_partial_write(exc: PartialWriteError) -> JSONResponse:
+    log.error("partial write: %s", exc)
+    return _error(503, str(exc), shards=exc.shards, stored_ids=exc.stored_ids, failed_ids=exc.failed_ids)
+
+
 ERROR_STATUS: dict[type[BaseException], Callable[[Any], JSONResponse]] = {
+    ShardUnavailableError: _on_shard,
+    PartialWriteError: _on_partial_write,
     DuplicateIdError: lambda exc: _error(409, str(exc)),
     UnknownIdError: lambda exc: _error(404, str(exc)),
     InvalidInputError: lambda exc: _error(422, str(exc)),
@@ -840,15 +889,16 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     return _error(422, detail, errors=cleaned[:20])
 
 
-def _resolve_id(col: Collection, raw: str) -> str | int:
+def _resolve_id(col: Served, raw: str) -> str | int:
     """A path id as stored: the string itself, else its integer form when that exists."""
-    if raw in col:
-        return raw
     try:
         as_int = int(raw)
     except ValueError:
         return raw
-    return as_int if str(as_int) == raw.strip() and as_int in col else raw
+    if str(as_int) != raw.strip():
+        return raw
+    present = col.existing_ids([raw, as_int])
+    return raw if raw in present or as_int not in present else as_int
 
 
 # ----------------------------------------------------------------------------- the /search path
@@ -898,7 +948,7 @@ def plain_search_request(body: bytes) -> SearchRequest | None:
         return None
     if filter_ and _integral_beyond_64_bits(filter_):
         return None  # orjson reads integers beyond 64 bits as floats, json as ints (which a filter refuses)
-    if type(data.get("with_text", True)) is not bool:
+    if type(data.get("with_text", True)) is not bool or type(data.get("allow_partial", False)) is not bool:
         return None
     return SearchRequest.model_construct(**{**_SEARCH_DEFAULTS, **data})
 
@@ -958,13 +1008,15 @@ class SearchJob:
         kw: dict[str, Any] = {
             "k": req.k, "rescore_multiplier": req.rescore_multiplier, "rescore": rescore, "with_text": req.with_text
         }  # fmt: skip
+        if req.allow_partial and state.sharded:  # a single collection always answers whole
+            kw["allow_partial"] = True
         self.key: tuple[Any, ...] | None = None
         if req.mode in (None, "dense") and not state.has_index:
             # dense searches with equal arguments can share one Collection.search: each query's hits are what it
             # gets alone (exact scans per query; an ANN index may cut every query of a call to the shortest list)
             filter_key = None if req.filter is None else orjson.dumps(req.filter)
             rescore_key = tuple(rescore) if isinstance(rescore, list) else rescore
-            self.key = (req.k, req.rescore_multiplier, rescore_key, req.with_text, filter_key)
+            self.key = (req.k, req.rescore_multiplier, rescore_key, req.with_text, filter_key, "allow_partial" in kw)
         if req.mode is not None:
             kw["mode"] = req.mode
         if req.filter is not None:
@@ -1004,13 +1056,18 @@ def search_payload(results: Any, timings: dict[str, float], k: int) -> dict[str,
     """The /search response: hits per query (Hit dataclasses, rendered by render_json), stages, timings."""
     timings.update({name: float(v) for name, v in results.timings.items() if name != "total"})
     timings["total"] = sum(timings.values())
-    return {
+    payload = {
         "results": list(results),
         "stages": list(results.stages),
         "timings": timings,
         "k": k,
         "warnings": list(results.warnings),
     }
+    answered = getattr(results, "shards_answered", None)  # a sharded collection's results say which shards answered
+    if answered is not None:
+        payload["partial"] = bool(getattr(results, "partial", False))
+        payload["shards_answered"] = list(answered)
+    return payload
 
 
 def render_json(content: Any) -> bytes:
@@ -1180,6 +1237,9 @@ class SearchBatcher:
         pos = 0
         for j in chunk:
             part = type(results)(results[pos : pos + j.count], results.timings, results.stages)
+            for name in ("partial", "shards_answered"):  # a sharded collection's, shared by the whole call
+                if hasattr(results, name):
+                    setattr(part, name, getattr(results, name))
             j.finish(True, search_payload(part, timings[id(j)], k))
             pos += j.count
         return []
@@ -1283,7 +1343,7 @@ class FastSearch:
 
 
 def create_app(
-    path_or_collection: str | os.PathLike[str] | Collection,
+    path_or_collection: str | os.PathLike[str] | Collection | ShardedCollection,
     api_key: str | None = None,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -1295,7 +1355,8 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
 ) -> FastAPI:
-    """Build the FastAPI app serving one collection (opened here when given a path).
+    """Build the FastAPI app serving one collection (opened here when given a path: ``open_served``, so a
+    sharded collection's directory serves its ShardedCollection, closed again when the app stops).
 
     ``api_key`` guards every route but /health and the page; ``threads`` bounds concurrent work;
     ``encoder`` replaces the model recorded in the manifest; ``preload_model`` loads it at startup;
@@ -1305,7 +1366,8 @@ def create_app(
     ``batch_window_ms`` > 0 turns on micro-batching of concurrent /search requests (SearchBatcher): a free
     worker waits at most this long for requests on their way; 0 answers each request on its own.
     """
-    col = path_or_collection if isinstance(path_or_collection, Collection) else Collection.open(path_or_collection)
+    owned = not isinstance(path_or_collection, (Collection, ShardedCollection))
+    col = open_served(path_or_collection) if owned else path_or_collection
     if max_body_bytes < 1024:
         raise ValueError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
     if not body_timeout > 0:
@@ -1325,7 +1387,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(_warm_up, state)
-        if preload_model and col.manifest.get("model"):
+        if preload_model and model_info(col):
             # in the background: /health answers at once, and the first text query waits on the same lock
             threading.Thread(target=_preload, args=(state,), daemon=True, name="bitsearch-model-load").start()
         stop = threading.Event()
@@ -1336,6 +1398,8 @@ def create_app(
         yield
         stop.set()
         state.close()
+        if owned and isinstance(col, ShardedCollection):
+            col.close()  # its shard actors
 
     auth_note = "Every route but /health and the page needs `Authorization: Bearer KEY` or `X-API-Key: KEY`."
     app = FastAPI(
@@ -1389,7 +1453,7 @@ def create_app(
             "max_queries": MAX_QUERIES,
             "max_body_bytes": max_body_bytes,
             "model_loaded": state.encoder_loaded,
-            "search_options": ["filter", "mode"],
+            "search_options": ["filter", "mode", *(["allow_partial"] if state.sharded else [])],
             "batching": None if state.batcher is None else state.batcher.stats(),
         }
         return stats
@@ -1467,8 +1531,9 @@ def _refresh_loop(state: ServerState, every: float, stop: threading.Event) -> No
     col = state.collection
     while not stop.wait(every):
         try:
-            with col._write_lock:
-                col.refresh()
+            if isinstance(col, Collection):  # a sharded collection's shards refresh on every call
+                with col._write_lock:
+                    col.refresh()
             state.check_index()
         except Exception as exc:  # a half-written or broken collection: keep serving the last good state
             log.warning("could not refresh the collection: %s", exc)
