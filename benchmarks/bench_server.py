@@ -11,6 +11,12 @@ bitsearch/ exported to a temporary directory): before and after in one run, on t
 
     python benchmarks/bench_server.py [--n 100000] [--duration 10] [--clients 1,8,32] [--baseline REF]
                                       [--dir DIR] [--no-write]
+
+With --sharded N it instead compares, on vector queries, the server over one collection with the server
+over the same vectors in an N-shard ShardedCollection (its shard actors on a local Ray the server starts;
+server CPU then counts the Ray processes too), plus the in-process fan-out cost (ShardedCollection.search
+of one query against Collection.search) and an empty Ray actor round trip (what each further hop, e.g.
+Ray Serve's proxy-to-replica call, costs). Written to its own section ("server-sharded").
 """
 
 from __future__ import annotations
@@ -54,10 +60,82 @@ FALLBACK_QUERIES = [
 ]
 
 
+def _model_info() -> dict[str, Any]:
+    from bitsearch.encode import DEFAULT_MODEL
+
+    return {
+        "name": DEFAULT_MODEL,
+        "dim": DIM,
+        "truncate_dim": None,
+        "normalize": True,
+        "query_prompt": None,
+        "document_prompt": None,
+    }
+
+
+def build_sharded(path: Path, n: int, shards: int) -> None:
+    """The vectors, ids and texts of build_collection (the same generator calls) in a ShardedCollection."""
+    import ray
+
+    from bitsearch.distributed import ShardedCollection
+
+    if (path / "sharded.json").exists():
+        return
+    gen, _ = synthetic_embeddings(DIM, seed=0)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sc = ShardedCollection.create(path, DIM, shards=shards, model=_model_info(), calibration_embeddings=gen(10_000))
+        step = 50_000
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            ids = list(range(start, start + m))
+            sc.add(gen(m), ids=ids, texts=[f"synthetic document {i}" for i in ids])
+        sc.close()
+    finally:
+        ray.shutdown()
+
+
+def sharded_baseline(path: Path, vectors: np.ndarray) -> tuple[float, float, float]:
+    """In this process: median ms of ShardedCollection.search of one vector query, the driver's CPU ms per
+    query, and the median ms of an empty round trip to one Ray actor."""
+    import ray
+
+    from bitsearch.distributed import ShardedCollection
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        sc = ShardedCollection.open(path)
+        for v in vectors[:5]:
+            sc.search(v, k=10)
+        times = []
+        c0 = time.process_time()
+        for v in vectors:
+            t0 = time.perf_counter()
+            sc.search(v, k=10)
+            times.append(time.perf_counter() - t0)
+        cpu = 1000 * (time.process_time() - c0) / len(vectors)
+        sc.close()
+
+        @ray.remote(num_cpus=0)
+        class Echo:
+            def ping(self) -> None:
+                return None
+
+        echo = Echo.remote()
+        ray.get(echo.ping.remote())
+        trips = []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            ray.get(echo.ping.remote())
+            trips.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1000, cpu, statistics.median(trips) * 1000
+    finally:
+        ray.shutdown()
+
+
 def build_collection(path: Path, n: int) -> str:
     """A collection of ``n`` synthetic vectors with short texts, recording the packaged model (built once)."""
     from bitsearch import Collection
-    from bitsearch.encode import DEFAULT_MODEL
 
     note = path.with_name(path.name + ".source.txt")  # where the vectors came from, for reruns on a kept --dir
     if (path / "manifest.json").exists():
@@ -66,15 +144,7 @@ def build_collection(path: Path, n: int) -> str:
             return note.read_text().strip() if note.exists() else "synthetic, built earlier by this script"
         raise SystemExit(f"{path} holds {len(col)} documents, not {n}: remove it or pass another --dir")
     gen, source = synthetic_embeddings(DIM, seed=0)
-    model = {
-        "name": DEFAULT_MODEL,
-        "dim": DIM,
-        "truncate_dim": None,
-        "normalize": True,
-        "query_prompt": None,
-        "document_prompt": None,
-    }
-    col = Collection.create(path, DIM, model=model, calibration_embeddings=gen(10_000))
+    col = Collection.create(path, DIM, model=_model_info(), calibration_embeddings=gen(10_000))
     step = 50_000
     for start in range(0, n, step):
         m = min(step, n - start)
@@ -240,8 +310,9 @@ async def run_load(
     }
 
 
-def _cpu_meter(pid: int) -> Callable[[], float]:
-    """CPU seconds (user + system) used so far by process ``pid`` and its threads."""
+def _cpu_meter(pid: int, tree: bool = False) -> Callable[[], float]:
+    """CPU seconds (user + system) used so far by process ``pid`` and its threads (``tree``: and every process
+    under it that is alive, e.g. the Ray processes a server started)."""
     try:
         import psutil
 
@@ -250,8 +321,12 @@ def _cpu_meter(pid: int) -> Callable[[], float]:
         return lambda: float("nan")
 
     def used() -> float:
-        t = proc.cpu_times()
-        return float(t.user + t.system)
+        total = 0.0
+        for p in [proc, *(proc.children(recursive=True) if tree else [])]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return float(total)
 
     return used
 
@@ -345,9 +420,13 @@ def main() -> None:
     ap.add_argument("--no-unbatched", action="store_true", help="skip the run without micro-batching")
     ap.add_argument("--dir", type=Path, default=None, help="keep the collection here (reused when it exists)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--sharded", type=int, default=0, metavar="N", help="compare with an N-shard collection")
     args = ap.parse_args()
     if not 0 < args.duration <= 120:
         raise SystemExit("--duration must be in (0, 120] seconds")
+    if args.sharded:
+        sharded_main(args)
+        return
 
     root = (args.dir or Path(tempfile.mkdtemp(prefix="bitsearch-bench-server-"))).resolve()
     path = root / f"server-{args.n}" if args.dir else root / "col"
@@ -482,6 +561,81 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_section("server", body)
+    if total_errors:
+        raise SystemExit(f"{total_errors} failed requests")
+
+
+def sharded_main(args: argparse.Namespace) -> None:
+    """--sharded N: the same server over one collection and over N shards, vector queries."""
+    root = (args.dir or Path(tempfile.mkdtemp(prefix="bitsearch-bench-server-"))).resolve()
+    path = root / f"server-{args.n}" if args.dir else root / "col"
+    spath = root / f"server-{args.n}-sharded-{args.sharded}"
+    t0 = time.perf_counter()
+    source = build_collection(path, args.n)
+    build_sharded(spath, args.n, args.sharded)
+    print(f"collections: {args.n:,} x {DIM}, ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    gen, _ = synthetic_embeddings(DIM, seed=7)
+    qvecs = gen(256)
+    bodies = [{"vector": v.tolist(), "k": args.k} for v in qvecs]
+    single_ms = library_baseline(path, qvecs[:200])
+    sharded_ms, sharded_cpu, trip_ms = sharded_baseline(spath, qvecs[:200])
+    servers = [
+        ("one collection", path, (), False),
+        (f"{args.sharded} shards", spath, (), True),
+        (f"{args.sharded} shards, no batching", spath, ("--batch-window-ms", "0"), True),
+    ]
+    rows: list[tuple[str, dict[str, Any]]] = []
+    load_before = os.getloadavg()[0]
+    for name, where, extra, tree in servers:
+        with serve(where, free_port(), args.threads, None, extra) as (url, proc):
+            cpu = _cpu_meter(proc.pid, tree)
+            for body in bodies[:8]:
+                httpx.post(url + "/search", json=body, headers={"X-API-Key": KEY}, timeout=300).raise_for_status()
+            for c in [int(x) for x in args.clients.split(",") if x.strip()]:
+                before_counts = batching(url)
+                res = asyncio.run(run_load(url, bodies, c, args.duration, args.warmup, cpu))
+                res["batching"] = batch_summary(before_counts, batching(url))
+                rows.append((name, res))
+                print(
+                    f"{name:28s} clients={c:3d} requests={res['requests']:6d} qps={res['qps']:8.1f} "
+                    f"p50={res['p50']:7.2f} ms p99={res['p99']:7.2f} ms cpu={res['server_cpu']:.2f} "
+                    f"({res['cpu_per_request_ms']:.2f} ms/req) errors={res['errors']} {res['first_error']} "
+                    f"{res['batching']}",
+                    file=sys.stderr,
+                )
+    load_after = os.getloadavg()[0]
+    lines = [
+        "## HTTP server over a sharded collection (issue 14, item 6)",
+        "",
+        f"Command: `python benchmarks/bench_server.py --sharded {args.sharded} --n {args.n} "
+        f"--duration {args.duration:g} --clients {args.clients}`  ",
+        f"Machine: {machine()}  ",
+        f"Collections: the same {args.n:,} x {DIM} vectors ({source}) in one collection and in "
+        f"{args.sharded} shards (a ShardedCollection: one Ray actor per shard, on a local Ray that `bitsearch serve` "
+        f"starts); binary codes, int8 rescoring x4, k={args.k}; vector queries. Server: `bitsearch serve` (the same "
+        "FastAPI app for both; for the sharded one its workers call the shard actors and merge). Server CPU counts "
+        "the server process and, for the sharded one, every Ray process under it (raylet, GCS, shard workers).  ",
+        f"In this process, one vector query: `Collection.search` p50 {single_ms:.2f} ms; "
+        f"`ShardedCollection.search` p50 {sharded_ms:.2f} ms ({sharded_cpu:.2f} ms CPU in the driver alone); "
+        f"an empty round trip to one Ray actor p50 {trip_ms:.2f} ms.  ",
+        f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after (other jobs share the cores).",
+        "",
+        "| server | clients | requests | QPS | p50 latency | p99 latency | server CPU | CPU per request | errors "
+        "| micro-batching |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['clients']} | {r['requests']:,} | {r['qps']:,.0f} | {r['p50']:.2f} ms | "
+            f"{r['p99']:.2f} ms | {r['server_cpu']:.2f} cores | {r['cpu_per_request_ms']:.2f} ms | {r['errors']} | "
+            f"{r['batching']} |"
+        )
+    total_errors = sum(r["errors"] for _, r in rows)
+    lines += ["", f"Errors across all scenarios: {total_errors}."]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("server-sharded", body)
     if total_errors:
         raise SystemExit(f"{total_errors} failed requests")
 

@@ -39,6 +39,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
 from bitsearch import __version__
+from bitsearch.distributed import MANIFEST as SHARDED_MANIFEST
+from bitsearch.distributed import ShardedCollection
 from bitsearch.errors import (
     BitsearchError,
     CollectionError,
@@ -51,8 +53,6 @@ from bitsearch.errors import (
     ShardUnavailableError,
     UnknownIdError,
 )
-from bitsearch.distributed import MANIFEST as SHARDED_MANIFEST
-from bitsearch.distributed import ShardedCollection
 from bitsearch.search import Collection, Hit
 
 __all__ = [
