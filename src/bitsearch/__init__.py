@@ -21,6 +21,7 @@ from .errors import (
     FormatVersionError,
     InvalidInputError,
     ModelLoadError,
+    NoModelError,
     ReadOnlyCollectionError,
     UnknownIdError,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "Hit",
     "InvalidInputError",
     "ModelLoadError",
+    "NoModelError",
     "ReadOnlyCollectionError",
     "SearchResults",
     "UnknownIdError",

@@ -129,9 +129,10 @@ class Doc:
     """One document read from the input, and where it came from (for messages)."""
 
     id: str
-    text: str
+    text: str | None  # None only for a record whose vector was given (--vector-field) without text
     metadata: dict[str, Any] | None
     where: str
+    vector: np.ndarray | None = None  # precomputed embedding (--vector-field), float32
 
 
 @dataclass
@@ -149,6 +150,7 @@ class Fields:
     text: str = "text"
     id: str | None = None  # None: `_id`, else `id`, else the record number
     title: str | None = "title"
+    vector: str | None = None  # the field holding a precomputed embedding (then the text may be absent)
 
 
 class InputFormat(str, Enum):
@@ -217,24 +219,60 @@ def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(value, default=str, ensure_ascii=False))
 
 
+def parse_vector(value: object) -> np.ndarray | str:
+    """A precomputed embedding (a list of numbers) as float32, or why it cannot be one."""
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return f"is {type(value).__name__}, not a list of numbers"
+    if len(value) == 0:
+        return "is empty"
+    if any(isinstance(x, (bool, np.bool_)) for x in value):
+        return "holds a boolean, not a number"
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged nesting
+        return "is not a flat list of numbers"
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        return "is not a flat list of numbers" if arr.ndim != 1 else f"holds non-numbers ({arr.dtype.kind!r} values)"
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        return f"has {float(arr[bad[0]])!r} at position {int(bad[0])}: values must be finite and within float32's range"
+    return out
+
+
 def _row_to_doc(row: object, number: int, where: str, fields: Fields) -> Doc | Bad:
     """Turn one record (a dict) into a Doc: text = title + newline + text when a title is present."""
     if not isinstance(row, dict):
         return Bad(where, f"expected an object with fields, got {type(row).__name__}")
     if None in row:
         return Bad(where, "more values than header fields")
-    if fields.text not in row:
+    vector = None
+    if fields.vector is not None:
+        if fields.vector not in row:
+            return Bad(where, f"no {fields.vector!r} vector field (fields: {', '.join(map(repr, list(row)[:8]))})")
+        vector = parse_vector(row[fields.vector])
+        if isinstance(vector, str):
+            return Bad(where, f"vector field {fields.vector!r} {vector}")
+        row = {k: v for k, v in row.items() if k != fields.vector}
+        given = row.get(fields.text)
+        if given is None or (isinstance(given, str) and not given.strip()):
+            row[fields.text] = None  # a vector needs no text: stored without one
+    if vector is not None and row[fields.text] is None:
+        text: str | None = None
+    elif fields.text not in row:
         shown = ", ".join(repr(k) for k in list(row)[:8])
         return Bad(where, f"no {fields.text!r} field (fields: {shown}); choose the text field with --text-field")
-    text = row[fields.text]
-    if text is None:
-        text = ""
-    if not isinstance(text, str):
-        return Bad(where, f"field {fields.text!r} is {type(text).__name__}, not text")
+    else:
+        text = row[fields.text]
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            return Bad(where, f"field {fields.text!r} is {type(text).__name__}, not text")
     title = row.get(fields.title) if fields.title else None
     if isinstance(title, str) and title.strip():
-        text = f"{title}\n{text}" if text.strip() else title
-    if not text.strip():
+        text = f"{title}\n{text}" if text and text.strip() else title
+    if text is not None and not text.strip():
         return Bad(where, f"empty text in field {fields.text!r}")
     id_field = fields.id
     if id_field is None:
@@ -249,7 +287,7 @@ def _row_to_doc(row: object, number: int, where: str, fields: Fields) -> Doc | B
         if not doc_id.strip():
             return Bad(where, f"empty id in field {id_field!r}")
     meta = {k: v for k, v in row.items() if k not in {id_field, fields.text}}
-    return Doc(doc_id, text, _jsonable(meta) if meta else None, where)
+    return Doc(doc_id, text, _jsonable(meta) if meta else None, where, vector)
 
 
 def _count_lines(path: Path) -> int | None:
@@ -477,8 +515,9 @@ def _encoder_for(col: Collection, early: Future[tuple[Any, Encoder]] | None = No
     info = col.manifest.get("model")
     if not isinstance(info, dict) or not info.get("name"):
         raise CliError(
-            f"collection {col.path} records no embedding model (built from Python without model=...), "
-            "so the CLI cannot embed text for it; use the Python API with embeddings of your own"
+            f"collection {col.path} records no embedding model (its documents came as vectors), so text cannot "
+            "be embedded for it: search it with --vector-file FILE (.npy or JSON), add documents with --vector-field, "
+            "or index into a new collection with --model NAME to record a model for text queries"
         )
     encoder = None
     if early is not None:
@@ -512,6 +551,53 @@ def _check_settings(
         raise CliError(f"{where} was built with truncate_dim {m.get('truncate_dim')}, not {truncate_dim}")
     if keep_float32 and not m.get("keep_float32"):
         raise CliError(f"{where} was built without --keep-float32; index into a new directory to keep float32 rows")
+
+
+def _precomputed_target(
+    out: Path,
+    model: str | None,
+    precision: Precision | None,
+    truncate_dim: int | None,
+    keep_float32: bool,
+    fmt: InputFormat,
+    source: Path,
+) -> Collection | None:
+    """`index --vector-field`: the collection to continue (None: a new one), its settings checked; no model loads."""
+    if truncate_dim is not None:
+        raise CliError("--truncate-dim cuts a model's embeddings; with --vector-field give vectors of the size to keep")
+    kind = fmt if fmt is not InputFormat.auto else None
+    if kind is None and beir_corpus(source) is None and not source.is_dir():
+        kind = _detect_format(source)
+    if kind in (InputFormat.csv, InputFormat.folder):
+        raise CliError(f"--vector-field reads JSONL or Parquet records, not {kind.value}")
+    if not _is_collection(out):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not interrupted_create(out):
+            raise CliError(f"{out} exists and is neither a collection nor an empty directory")
+        return None
+    col = Collection.open(out)
+    _check_settings(col, model, precision, None, keep_float32)
+    return col
+
+
+def _precomputed_model(model: str | None) -> dict[str, Any] | None:
+    """What a collection of precomputed vectors records of ``model`` (to embed text queries later), without
+    loading it: the name and its known prompts; the dim is known for the packaged model (checked at index time),
+    for others it is checked when a query first loads the model."""
+    if model is None:
+        return None
+    from bitsearch.encode import DEFAULT_MODEL, DEFAULT_MODEL_DIM, canonical_model_name, known_prompts
+
+    name = canonical_model_name(model)
+    query, document = known_prompts(name)
+    return {
+        "name": name,
+        "dim": DEFAULT_MODEL_DIM if name == DEFAULT_MODEL else None,
+        "truncate_dim": None,
+        "normalize": True,
+        "query_prompt": query,
+        "document_prompt": document,
+        "documents": "precomputed",  # the documents' vectors came with the input, not from this model
+    }
 
 
 def encode_in_steps(encoder: Encoder, texts: list[str], step: int, progress: tqdm | None = None) -> np.ndarray:
@@ -591,7 +677,7 @@ def index_progress(total: int | None, quiet: bool) -> Any:
 def index_records(
     records: Iterable[Doc | Bad],
     out: Path,
-    encoder: Encoder,
+    encoder: Encoder | None,
     *,
     col: Collection | None,
     precision: str,
@@ -601,17 +687,28 @@ def index_records(
     keyword_index: bool = True,
     progress: tqdm | None = None,
     create_options: dict[str, Any] | None = None,
+    model_info: dict[str, Any] | None = None,
 ) -> tuple[Collection | None, IndexReport]:
-    """Encode and add records chunk by chunk; ids already in the collection are skipped (resume)."""
+    """Encode and add records chunk by chunk; ids already in the collection are skipped (resume).
+
+    ``encoder`` None: the records carry their vectors (--vector-field), all of one dim (the collection's, else
+    the first record's); ``model_info`` is then the model a new collection records for text queries, or None.
+    """
     report = IndexReport()
     seen: set[str] = set()
-    step = max(1, encoder.batch_size * 8)
+    step = max(1, encoder.batch_size * 8) if encoder is not None else 0
+    dim = col.dim if col is not None else None
     for chunk in _batched(records, chunk_size):
         report.records += len(chunk)
         docs: list[Doc] = []
         for rec in chunk:
             if isinstance(rec, Doc) and rec.id in seen:
                 rec = Bad(rec.where, f"duplicate id {rec.id!r}")
+            if isinstance(rec, Doc) and encoder is None and rec.vector is not None:
+                dim = dim or len(rec.vector)
+                if len(rec.vector) != dim:
+                    earlier = "the collection holds" if col is not None else "earlier records have"
+                    rec = Bad(rec.where, f"vector has {len(rec.vector)} dimensions; {earlier} {dim}")
             if isinstance(rec, Bad):
                 if not skip_bad:
                     raise CliError(f"{rec.where}: {rec.reason} (pass --skip-bad to skip such records)")
@@ -629,16 +726,27 @@ def index_records(
             progress.update(len(chunk) - len(docs))
         if not docs:
             continue
-        embeddings = encode_in_steps(encoder, [d.text for d in docs], step, progress)
+        if encoder is None:
+            embeddings = np.stack([d.vector for d in docs])  # type: ignore[misc]
+            if progress is not None:
+                progress.update(len(docs))
+        else:
+            embeddings = encode_in_steps(encoder, [d.text or "" for d in docs], step, progress)
         if col is None:
+            info = encoder.manifest_info() if encoder is not None else model_info
+            if info is not None and info.get("dim") not in (None, embeddings.shape[1]):
+                raise CliError(
+                    f"model {info['name']!r} gives {info['dim']}-dim embeddings but the vectors have "
+                    f"{embeddings.shape[1]}: name the model that made them, or none"
+                )
             col = Collection.create(
                 out,
-                encoder.dim,
+                embeddings.shape[1],
                 precision=precision,
                 keep_int8=True,
                 keep_float32=keep_float32,
-                model=encoder.manifest_info(),
-                truncate_dim=encoder.truncate_dim,
+                model=None if info is None else {**info, "dim": embeddings.shape[1]},
+                truncate_dim=encoder.truncate_dim if encoder is not None else None,
                 keyword_index=keyword_index,
                 **(create_options or {}),
             )
@@ -702,6 +810,14 @@ def index(
     title_field: Annotated[
         str, typer.Option(help="Field prepended to the text when non-empty ('' for none).")
     ] = "title",
+    vector_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Field holding each record's precomputed embedding (JSONL, Parquet): no model is loaded, and the "
+            "text is optional. Queries then come as vectors, or as text embedded by --model (recorded, loaded "
+            "only at query time).",
+        ),
+    ] = None,
     fmt: Annotated[
         InputFormat, typer.Option("--format", help="Input format (auto: from the file name).")
     ] = InputFormat.auto,
@@ -721,12 +837,15 @@ def index(
     Models other than the packaged default are downloaded once (HF_HUB_OFFLINE=1: cached copies only).
     """
     with _reported("interrupted: documents added so far are kept; run the same command again to resume"):
-        fields = Fields(text=text_field, id=id_field, title=title_field or None)
+        fields = Fields(text=text_field, id=id_field, title=title_field or None, vector=vector_field)
         records, total = read_input(input, fmt, fields, chunk_size)
-        if not quiet:
+        if not quiet and vector_field is None:
             typer.echo("loading the embedding model...", err=True)
         col: Collection | None = None
-        if _is_collection(out):
+        encoder: Encoder | None = None
+        if vector_field is not None:
+            col = _precomputed_target(out, model, precision, truncate_dim, keep_float32, fmt, input)
+        elif _is_collection(out):
             col = Collection.open(out)
             _check_settings(col, model, precision, truncate_dim, keep_float32)
             from bitsearch.encode import indexing_backend
@@ -758,6 +877,7 @@ def index(
                 skip_bad=skip_bad,
                 keyword_index=keyword_index,
                 progress=bar,
+                model_info=_precomputed_model(model) if vector_field is not None else None,
                 create_options={
                     "stage1": stage1.value,
                     "centering": centering,
@@ -813,6 +933,41 @@ def _read_queries(source: str) -> list[tuple[str | None, str]]:
     return queries
 
 
+def read_query_vectors(path: Path) -> np.ndarray:
+    """Query vectors from a .npy file (no pickles) or a .json file (a list of numbers, or a list of them)."""
+    if not path.is_file():
+        raise CliError(f"vector file {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        try:
+            raw: Any = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CliError(f"{path}: not a readable .npy array ({exc})") from None
+    elif path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CliError(f"{path}: invalid JSON ({exc})") from None
+    else:
+        raise CliError(f"{path}: give query vectors as .npy or .json")
+    if isinstance(raw, np.ndarray):
+        rows = raw[None] if raw.ndim == 1 else raw
+    else:
+        rows = [raw] if isinstance(raw, list) and raw and not isinstance(raw[0], list) else raw
+    if isinstance(rows, np.ndarray) and rows.ndim != 2:
+        raise CliError(f"{path}: expected one vector or a matrix of them, got shape {rows.shape}")
+    if not isinstance(rows, (list, np.ndarray)) or len(rows) == 0:
+        raise CliError(f"{path}: expected a list of numbers, or a list of such lists")
+    out = []
+    for i, row in enumerate(rows):
+        vec = parse_vector(row.tolist() if isinstance(row, np.ndarray) else row)
+        if isinstance(vec, str):
+            raise CliError(f"{path}: vector {i} {vec}")
+        if out and len(vec) != len(out[0]):
+            raise CliError(f"{path}: vector {i} has {len(vec)} dimensions, vector 0 has {len(out[0])}")
+        out.append(vec)
+    return np.stack(out)
+
+
 def _snippet(text: str | None, width: int) -> str:
     flat = " ".join((text or "").split())
     return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
@@ -864,8 +1019,15 @@ def search(
         EncoderBackend | None,
         typer.Option("--encoder", help="Model runtime for the queries (default: the one the collection records)."),
     ] = None,
+    vector_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Query vectors instead of embedding text: .npy (one vector or a matrix) or .json (a list of "
+            "numbers, or of lists); query texts, if given too, serve keyword/hybrid modes, one per vector.",
+        ),
+    ] = None,
 ) -> None:
-    """Search a collection with text queries, embedded by the model the collection was built with."""
+    """Search a collection with text queries, embedded by the model the collection was built with (or vectors)."""
     with _reported():
         flt = None
         if filter_json is not None:
@@ -878,19 +1040,27 @@ def search(
             items.extend(_read_queries("-") if q == "-" else [(None, q)])
         if queries_file is not None:
             items.extend(_read_queries(queries_file))
-        if not items:
-            raise CliError("no queries: give query text, --queries-file FILE, or '-' to read stdin")
+        given = read_query_vectors(vector_file) if vector_file is not None else None
+        if given is not None and items and len(items) != len(given):
+            raise CliError(f"{len(items)} query texts for {len(given)} query vectors: give one text per vector")
+        if given is not None and not items and mode is not Mode.dense:
+            raise CliError(f"--mode {mode.value} ranks query text: give the query texts too, one per vector")
+        if not items and given is None:
+            raise CliError("no queries: give query text, --queries-file FILE, '-' to read stdin, or --vector-file")
         if not _is_collection(collection):
             raise CliError(f"{collection} is not a bitsearch collection (no {MANIFEST})")
         backend = encoder_backend.value if encoder_backend else None
         early = None
-        if mode is not Mode.keyword:  # the model loads while the collection opens (two cores, half the wait)
+        if mode is not Mode.keyword and given is None:  # the model loads while the collection opens
             early = _early_encoder(collection, device=device, backend=backend)
         col = Collection.open(collection)
+        if given is not None and given.shape[1] != col.dim:
+            raise CliError(f"{vector_file} holds {given.shape[1]}-dim vectors; {collection} holds {col.dim}")
+        items = items or [(None, f"vector {i}") for i in range(len(given))]  # type: ignore[arg-type]
         texts = [text for _, text in items]
-        vectors = None
+        vectors = given
         timings: dict[str, float] = {}
-        if mode is not Mode.keyword:  # keyword search needs no model
+        if mode is not Mode.keyword and given is None:  # keyword search needs no model
             encoder = _encoder_for(col, early, device=device, backend=backend)
             # one-time costs (torch's first forward pass, loading the compiled kernels) stay out of the timings
             col.search(encoder.encode_queries(texts[:1]), k=1, rescore=None, with_text=False)
@@ -903,7 +1073,7 @@ def search(
             rescore_multiplier=rescore_multiplier,
             rescore=None if rescore is Rescore.none else rescore.value,
             mode=mode.value,
-            query_texts=texts,
+            query_texts=texts if given is None or mode is not Mode.dense else None,
             filter=flt,
         )
         timings.update(results.timings)

@@ -49,6 +49,7 @@ from .errors import (
     CorruptCollectionError,
     DuplicateIdError,
     InvalidInputError,
+    NoModelError,
     PartialWriteError,
     ShardUnavailableError,
     UnknownIdError,
@@ -785,7 +786,7 @@ class ShardedCollection:
         if self._encoder is None:
             info = self._manifest["options"].get("model")
             if not info:
-                raise InvalidInputError("this collection records no embedding model: search it with vectors")
+                raise NoModelError("this collection records no embedding model: search it with vectors")
             from .encode import Encoder
 
             self._encoder = Encoder.from_manifest_info(info)

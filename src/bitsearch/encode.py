@@ -36,6 +36,7 @@ from bitsearch.quantize import truncate_embeddings
 __all__ = [
     "BACKENDS",
     "DEFAULT_MODEL",
+    "DEFAULT_MODEL_DIM",
     "Encoder",
     "ModelLoadError",
     "ModelSpec",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_MODEL_DIM = 384  # its embedding size, known without loading it
 _PACKAGED_ALIASES = {DEFAULT_MODEL.lower(), f"sentence-transformers/{DEFAULT_MODEL}".lower()}
 
 # "auto": ONNX (fp32) on CPU when onnxruntime is installed and the model can be exported or is cached,

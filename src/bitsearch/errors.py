@@ -18,6 +18,11 @@ class DuplicateIdError(InvalidInputError):
     """An id given to ``add`` already exists in the collection (or twice in the same call)."""
 
 
+class NoModelError(InvalidInputError):
+    """Text to embed (a query or a document) for a collection that records no embedding model: its documents
+    came as vectors, so queries must come as vectors too."""
+
+
 class UnknownIdError(BitsearchError, KeyError):
     """An id given to ``delete`` (or a lookup) is not in the collection."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .collection import CollectionFiles, State, _codebook
-from .errors import CollectionError, InvalidInputError
+from .errors import CollectionError, InvalidInputError, NoModelError
 from .hybrid import check_fusion_args, reciprocal_rank_fusion
 from .kernels import (
     as_words,
@@ -314,7 +314,7 @@ class Collection(CollectionFiles):
             if self._encoder is None:
                 info = self._state.manifest.get("model")
                 if not info:
-                    raise InvalidInputError(
+                    raise NoModelError(
                         "this collection records no embedding model: search it with vectors, or set collection.encoder"
                     )
                 from .encode import Encoder

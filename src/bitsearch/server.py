@@ -48,6 +48,7 @@ from bitsearch.errors import (
     DuplicateIdError,
     InvalidInputError,
     ModelLoadError,
+    NoModelError,
     PartialWriteError,
     ReadOnlyCollectionError,
     ShardUnavailableError,
@@ -354,7 +355,7 @@ class ServerState:
                     raise self._encoder_error
                 info = model_info(self.collection)
                 if info is None:
-                    raise InvalidInputError(
+                    raise NoModelError(
                         "this collection records no embedding model, so the server cannot embed text: "
                         "send `vector` embeddings instead of `query` text"
                     )
@@ -770,6 +771,7 @@ def _on_partial_write(exc: PartialWriteError) -> JSONResponse:
 
 ERROR_STATUS: dict[type[BaseException], Callable[[Any], JSONResponse]] = {
     ShardUnavailableError: _on_shard,
+    NoModelError: lambda exc: _error(400, str(exc)),
     PartialWriteError: _on_partial_write,
     DuplicateIdError: lambda exc: _error(409, str(exc)),
     UnknownIdError: lambda exc: _error(404, str(exc)),
