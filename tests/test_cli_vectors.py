@@ -154,7 +154,8 @@ def test_a_bad_vector_is_named_with_its_line_and_nothing_is_written(
 def test_a_bad_parquet_row_is_named_and_a_missing_field_too(tmp_path: Path, vectors: np.ndarray) -> None:
     rows = records(vectors)
     rows[4]["emb"] = rows[4]["emb"][:3]
-    res = invoke("index", write_parquet(tmp_path / "in.parquet", rows), "--out", tmp_path / "a", "--vector-field", "emb")
+    src = write_parquet(tmp_path / "in.parquet", rows)
+    res = invoke("index", src, "--out", tmp_path / "a", "--vector-field", "emb")
     assert res.exit_code == 1 and "row 4" in res.output and "3 dimensions" in res.output
     res = invoke("index", write_jsonl(tmp_path / "in.jsonl", rows), "--out", tmp_path / "b", "--vector-field", "vec")
     assert res.exit_code == 1 and "line 1" in res.output and "no 'vec' vector field" in res.output
@@ -166,7 +167,7 @@ def test_a_bad_parquet_row_is_named_and_a_missing_field_too(tmp_path: Path, vect
 def test_a_run_stopped_by_a_bad_record_keeps_whole_chunks_and_resumes(tmp_path: Path, vectors: np.ndarray) -> None:
     rows = records(vectors)
     good = rows[12]["emb"]
-    rows[12]["emb"] = good + [0.5]  # line 13, in the third chunk of 5
+    rows[12]["emb"] = [*good, 0.5]  # line 13, in the third chunk of 5
     src = write_jsonl(tmp_path / "in.jsonl", rows)
     out = tmp_path / "col"
     res = invoke("index", src, "--out", out, "--vector-field", "emb", "--chunk-size", 5, "-q")
