@@ -174,7 +174,7 @@ def _raw(client: httpx.Client, path: str, content: bytes) -> httpx.Response:
         (json.dumps({"vector": []}).encode(), 422, "empty"),
         (json.dumps({"vector": ["a"] * DIM}).encode(), 422, "vector"),
         (json.dumps({"vector": [[0.1] * DIM] * 300}).encode(), 422, "at most"),
-        (json.dumps({"query": "text, but no model"}).encode(), 422, "no embedding model"),
+        (json.dumps({"query": "text, but no model"}).encode(), 400, "no embedding model"),
     ],
 )
 def test_bad_search_requests(client: httpx.Client, body: bytes, status: int, needle: str) -> None:
@@ -237,7 +237,7 @@ def test_documents_add_search_delete(client: httpx.Client, vec_server: tuple[str
     assert_clean_error(client.post("/documents", json={"vectors": new[:2].tolist(), "ids": ["only-one"]}), 422, "ids")
     assert_clean_error(client.post("/documents", json={"vectors": new[:1].tolist(), "ids": [True]}), 422, "ids.0")
     assert_clean_error(client.post("/documents", json={"ids": ["t"]}), 422, "texts")
-    assert_clean_error(client.post("/documents", json={"texts": ["needs a model"]}), 422, "no embedding model")
+    assert_clean_error(client.post("/documents", json={"texts": ["needs a model"]}), 400, "no embedding model")
 
     # delete: string ids, an all-digit path for an integer id, unknown and repeated ids are 404
     assert client.delete("/documents/new-b").json() == {"deleted": "new-b", "documents": before + 2}
