@@ -370,13 +370,14 @@ def export_commit(ref: str, dest: Path) -> str:
     return commit
 
 
-def encode_cpu(path: Path, texts: list[str]) -> dict[int, float]:
-    """CPU ms per query text of the collection's encoder in this process, alone and in batches of 8 and 32."""
+def encode_cpu(path: Path, texts: list[str], backend: str | None = None) -> dict[int, float]:
+    """CPU ms per query text of the collection's encoder (or its ``backend``) in this process, alone and in
+    batches of 8 and 32."""
     from bitsearch import Collection
     from bitsearch.encode import Encoder
 
     col = Collection.open(path)
-    enc = Encoder.from_manifest_info(col.manifest["model"])
+    enc = Encoder.from_manifest_info(col.manifest["model"], backend=backend)
     col.close()
     out: dict[int, float] = {}
     for size in (1, 8, 32):
@@ -418,6 +419,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="bitsearch serve --threads (default: its own)")
     ap.add_argument("--baseline", default=None, metavar="REF", help="also serve bitsearch as of git commit REF")
     ap.add_argument("--no-unbatched", action="store_true", help="skip the run without micro-batching")
+    ap.add_argument(
+        "--int8-queries", action="store_true", help="also serve text queries with `--encoder onnx-int8` (text only)"
+    )
     ap.add_argument("--dir", type=Path, default=None, help="keep the collection here (reused when it exists)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     ap.add_argument("--sharded", type=int, default=0, metavar="N", help="compare with an N-shard collection")
@@ -441,6 +445,7 @@ def main() -> None:
     text_bodies = [{"query": t, "k": args.k} for t in texts]
     baseline = library_baseline(path, qvecs[:200])
     encode = encode_cpu(path, texts)
+    encode8 = encode_cpu(path, texts, "onnx-int8") if args.int8_queries else None
 
     servers: list[tuple[str, Path | None, tuple[str, ...]]] = []
     old_code = Path(tempfile.mkdtemp(prefix="bitsearch-baseline-"))
@@ -450,6 +455,8 @@ def main() -> None:
     servers.append(("after", None, ()))
     if not args.no_unbatched:
         servers.append(("after, no batching", None, ("--batch-window-ms", "0")))
+    if args.int8_queries:
+        servers.append(("after, int8 queries", None, ("--encoder", "onnx-int8")))
 
     rows: list[tuple[str, str, dict[str, Any]]] = []
     load_before = os.getloadavg()[0]
@@ -461,7 +468,7 @@ def main() -> None:
             for body in [*vec_bodies[:4], *text_bodies[:4]]:
                 httpx.post(url + "/search", json=body, headers={"X-API-Key": KEY}, timeout=300).raise_for_status()
             for kind, bodies, counts in (
-                ("vector", vec_bodies, args.clients),
+                ("vector", vec_bodies, "" if "--encoder" in extra else args.clients),  # same path as "after"
                 ("text", text_bodies, args.text_clients),
             ):
                 for c in [int(x) for x in counts.split(",") if x.strip()]:
@@ -484,7 +491,9 @@ def main() -> None:
         "## HTTP server under load (issues 7 and 13)",
         "",
         f"Command: `python benchmarks/bench_server.py --n {args.n} --duration {args.duration:g} "
-        f"--clients {args.clients} --text-clients {args.text_clients}{baseline_cmd}`  ",
+        f"--clients {args.clients} --text-clients {args.text_clients}{baseline_cmd}"
+        + (" --int8-queries" if args.int8_queries else "")
+        + "`  ",
         f"Machine: {machine()}  ",
         f"Server: `bitsearch serve` (uvicorn {_uvicorn_stack()}, one process) on loopback; clients: "
         "a minimal asyncio HTTP/1.1 client in the benchmark process, one keep-alive connection each, on the same "
@@ -497,7 +506,8 @@ def main() -> None:
         f"Each scenario runs {args.duration:g} s after {args.warmup:g} s of warm-up. "
         f"In-process `Collection.search` of one vector query, for reference: p50 {baseline:.2f} ms. "
         f"The encoder alone, in this process: {encode[1]:.1f} ms CPU per query text embedded one at a time, "
-        f"{encode[8]:.1f} ms in batches of 8, {encode[32]:.1f} ms in batches of 32.",
+        f"{encode[8]:.1f} ms in batches of 8, {encode[32]:.1f} ms in batches of 32"
+        + (f"; the int8 model {encode8[1]:.1f}, {encode8[8]:.1f} and {encode8[32]:.1f} ms." if encode8 else "."),
         "",
         "Servers, one after the other on the same collection: "
         + (
@@ -510,7 +520,13 @@ def main() -> None:
         "orjson bytes outside FastAPI's routing; concurrent requests micro-batched: one encoder call per batch, "
         "one `Collection.search` per group of equal arguments, at most 16 queries; a vector request with nothing "
         "else in flight is searched at once in the event loop); **after, no batching** = the same with "
-        "`--batch-window-ms 0`.",
+        "`--batch-window-ms 0`"
+        + (
+            "; **after, int8 queries** = the same with `--encoder onnx-int8` (query texts embedded by the int8 "
+            "ONNX model; the documents keep their float32 embeddings)."
+            if args.int8_queries
+            else "."
+        ),
         "",
         f"Load average (1 min) {load_before:.1f} before, {load_after:.1f} after: other jobs share the cores, so "
         "'server CPU' (cores the server process used) shows how much of the machine it got, and CPU per request is "

@@ -186,6 +186,28 @@ def test_int8_model_is_cached_close_and_recorded(onnx_encoder: Encoder, torch_en
     assert Encoder.from_manifest_info(int8.manifest_info()).backend == "onnx-int8"
 
 
+def test_int8_is_for_queries_only(tmp_path: Path, onnx_encoder: Encoder) -> None:
+    from typer.testing import CliRunner
+
+    from bitsearch.cli import app
+    from bitsearch.server import create_app
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(TEXTS[:6])))
+    refused = CliRunner().invoke(app, ["index", str(source), "--out", str(tmp_path / "c8"), "--encoder", "onnx-int8"])
+    assert refused.exit_code != 0 and "queries only" in refused.output
+    assert not (tmp_path / "c8").exists()
+    done = CliRunner().invoke(app, ["index", str(source), "--out", str(tmp_path / "c"), "--encoder", "onnx", "-q"])
+    assert done.exit_code == 0, done.output
+    with pytest.raises(ValueError, match="encoder_backend"):
+        create_app(tmp_path / "c", encoder_backend="tensorflow")
+    state = create_app(tmp_path / "c", encoder_backend="onnx-int8", refresh_seconds=None).state.bitsearch
+    got = state.encode(["capital of France"], queries=True)
+    assert state.encoder().backend == "onnx-int8"
+    want = Encoder(backend="onnx-int8").encode_queries(["capital of France"])
+    assert np.array_equal(got, want) and not np.array_equal(got, onnx_encoder.encode_queries(["capital of France"]))
+
+
 def _reload() -> None:
     forget_loaded_models()
 

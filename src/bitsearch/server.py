@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from bitsearch import __version__
 from bitsearch.distributed import MANIFEST as SHARDED_MANIFEST
 from bitsearch.distributed import ShardedCollection
+from bitsearch.encode import BACKENDS
 from bitsearch.errors import (
     BitsearchError,
     CollectionError,
@@ -317,8 +318,11 @@ def model_info(col: Served) -> dict[str, Any] | None:
 class ServerState:
     """What the endpoints share: the collection, the lazily loaded encoder, and the thread limiter."""
 
-    def __init__(self, collection: Served, *, threads: int, encoder: Any | None = None) -> None:
+    def __init__(
+        self, collection: Served, *, threads: int, encoder: Any | None = None, encoder_backend: str | None = None
+    ) -> None:
         self.collection = collection
+        self.encoder_backend = encoder_backend
         self.sharded = isinstance(collection, ShardedCollection)
         self.limiter = anyio.CapacityLimiter(threads)
         self._encoder = encoder
@@ -362,7 +366,7 @@ class ServerState:
                 try:
                     from bitsearch.encode import Encoder
 
-                    enc = Encoder.from_manifest_info(info)
+                    enc = Encoder.from_manifest_info(info, backend=self.encoder_backend)
                 except ModelLoadError as exc:
                     self._encoder_error = exc
                     raise
@@ -1356,12 +1360,14 @@ def create_app(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     allowed_hosts: Iterable[str] = (),
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    encoder_backend: str | None = None,
 ) -> FastAPI:
     """Build the FastAPI app serving one collection (opened here when given a path: ``open_served``, so a
     sharded collection's directory serves its ShardedCollection, closed again when the app stops).
 
     ``api_key`` guards every route but /health and the page; ``threads`` bounds concurrent work;
-    ``encoder`` replaces the model recorded in the manifest; ``preload_model`` loads it at startup;
+    ``encoder`` replaces the model recorded in the manifest, ``encoder_backend`` only its runtime ("onnx-int8":
+    int8 query embeddings against the collection's documents); ``preload_model`` loads it at startup;
     every ``refresh_seconds`` the collection picks up what other processes (``bitsearch index``) wrote;
     a request body must arrive within ``body_timeout`` seconds. Without ``api_key`` only requests whose
     Host is a loopback name or one of ``allowed_hosts`` ("*": any) are served (DNS rebinding).
@@ -1380,7 +1386,9 @@ def create_app(
         raise ValueError(f"encoder gives {encoder.dim}-dim embeddings; the collection holds {col.dim}")
     if not 0 <= batch_window_ms <= 100:
         raise ValueError(f"batch_window_ms must be in [0, 100], got {batch_window_ms}")
-    state = ServerState(col, threads=n_threads, encoder=encoder)
+    if encoder_backend is not None and encoder_backend not in BACKENDS:
+        raise ValueError(f"encoder_backend must be one of {BACKENDS}, got {encoder_backend!r}")
+    state = ServerState(col, threads=n_threads, encoder=encoder, encoder_backend=encoder_backend)
     if batch_window_ms > 0:
         # a worker per core (numba runs one kernel thread per worker): batches, not threads, absorb concurrency
         workers = min(n_threads, max(2, os.cpu_count() or 1))
