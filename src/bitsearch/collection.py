@@ -91,6 +91,7 @@ _ARRAY_FILES = {
 }
 _SEGMENT_DTYPES = {"seqs": np.int64, "binary": np.uint8, "codes": np.uint8, "int8": np.int8, "float32": np.float32}
 _HASH_BLOCK = 1 << 22
+INT8_CLIP_WARN = 0.01  # a write with more int8 values clipped than this share warns
 _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
 
 
@@ -382,7 +383,7 @@ class State:
                     return starts[seg] + local
         if not self.segments:
             dtype = {"seqs": np.int64, "int8": np.int8, "float32": np.float32}[kind]
-            width = () if kind == "seqs" else (int(self.manifest["dim"]),)
+            width = () if kind == "seqs" else (int(self.manifest["dim"] or 0),)
             return np.empty((0, *width), dtype=dtype)
         return self.row_files(kind).take(rows)
 
@@ -438,7 +439,7 @@ class CollectionFiles:
     def create(
         cls,
         path: str | os.PathLike[str],
-        dim: int,
+        dim: int | None = None,
         *,
         precision: str = "binary",
         keep_int8: bool = True,
@@ -470,11 +471,29 @@ class CollectionFiles:
         (the default: better ranking, and no slower after the Hamming pre-selection).
         int8 ranges come from ``ranges``,
         ``calibration_embeddings``, or else the first ``add``. With ``exist_ok`` an existing collection
-        is opened instead (its settings must match). ``keyword_index`` keeps a BM25 (SQLite FTS5) index
-        of the texts for keyword and hybrid search.
+        is opened instead (its settings must match).
+
+        ``dim=None`` leaves the dimension to the first write of vectors (or to ``ranges``,
+        ``calibration_embeddings`` or ``truncate_dim`` when given): it is then recorded in the manifest,
+        and later writes of another dimension raise DimensionMismatchError. int8 ranges and codebooks
+        not given are calibrated on that first write; later values outside the ranges are clipped,
+        counted (``stats()["int8_clipped_fraction"]``, a warning above 1% of a write), and with
+        ``keep_float32`` the next ``compact()`` recalibrates the ranges (unless given here as ``ranges``)
+        and re-encodes the int8 rows. ``keyword_index`` keeps a BM25 (SQLite FTS5) index of the texts
+        for keyword and hybrid search.
         """
         p = Path(path)
-        dim = _check_dim(dim)
+        if dim is None:  # left to the first write, unless something given here fixes it
+            if ranges is not None:
+                if np.ndim(ranges) != 2:
+                    raise InvalidInputError(f"ranges must have shape (2, dim), got {np.shape(ranges)}")
+                dim = int(np.shape(ranges)[1])
+            elif calibration_embeddings is not None:
+                dim = check_documents(calibration_embeddings, name="calibration_embeddings").shape[1]
+            elif truncate_dim is not None:
+                dim = truncate_dim
+        if dim is not None:
+            dim = _check_dim(dim)
         if precision not in STAGE1_PRECISIONS:
             raise InvalidInputError(
                 f"unknown collection precision {precision!r}; expected one of {', '.join(STAGE1_PRECISIONS)}"
@@ -484,7 +503,7 @@ class CollectionFiles:
                 raise CollectionError(f"a collection already exists at {p}")
             col = cls.open(p)
             m = col.manifest
-            if m["dim"] != dim or m["precision"] != precision:
+            if (dim is not None and m["dim"] not in (dim, None)) or m["precision"] != precision:
                 raise CollectionError(
                     f"existing collection at {p} has dim {m['dim']} and precision {m['precision']!r}, "
                     f"not {dim} and {precision!r}"
@@ -508,18 +527,21 @@ class CollectionFiles:
             raise InvalidInputError(f"unknown stage1 {stage1!r}; expected one of {', '.join(STAGE1_MODES)}")
         keep_int8 = bool(keep_int8) or precision == "int8"
         keep_float32 = bool(keep_float32) or precision == "float32"
+        ranges_given = ranges is not None
         if ranges is not None:
+            assert dim is not None
             ranges = _valid_ranges(ranges, dim)
         elif calibration_embeddings is not None:
             ranges = calibrate_ranges(check_documents(calibration_embeddings, dim, name="calibration_embeddings"))
         manifest = {
             "format": FORMAT_NAME,
-            "format_version": 3 if precision == "1.5bit" else 2,
+            "format_version": 4 if dim is None else 3 if precision == "1.5bit" else 2,
             "dim": dim,
             "precision": precision,
             "keep_int8": keep_int8,
             "keep_float32": keep_float32,
             "ranges": None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist(),
+            **({"ranges_given": True} if ranges_given else {}),
             "model": model,
             "truncate_dim": truncate_dim,
             "keyword_index": bool(keyword_index),
@@ -606,8 +628,10 @@ class CollectionFiles:
         return json.loads(json.dumps(self._state.manifest))
 
     @property
-    def dim(self) -> int:
-        return int(self._state.manifest["dim"])
+    def dim(self) -> int | None:
+        """The vectors' dimension; None until the first write of vectors to a collection created without one."""
+        dim = self._state.manifest["dim"]
+        return None if dim is None else int(dim)
 
     @property
     def precision(self) -> str:
@@ -851,7 +875,11 @@ class CollectionFiles:
             seqs = np.arange(first_seq, first_seq + n, dtype=np.int64)
             seg_info = None
             if emb is not None:
+                if m["dim"] is None:  # the first write of vectors fixes the dimension
+                    m["dim"] = int(emb.shape[1])
                 ranges = self._calibrate(m, emb)
+                if ranges is not None and m["keep_int8"]:
+                    _count_clipped(m, emb, ranges)
                 name = f"{_take_number(self.path, m):06d}"
                 seg_info = self._write_segment(name, emb, seqs[has_vec], m, ranges)
                 m["segments"].append(seg_info)
@@ -911,6 +939,8 @@ class CollectionFiles:
     def _after_write(self, state: State, m: dict[str, Any], seg_info: dict[str, Any] | None, old: np.ndarray) -> State:
         """The state after a committed add or upsert: the new segment read back, documents without
         vectors and the tombstones of replaced documents taken in."""
+        if seg_info is not None and state.manifest["dim"] is None:  # the first vectors: read it all afresh
+            return _load_state(self.path, m, verify=False)
         new = _extend_state(state, m, self.path, seg_info) if seg_info is not None else state
         novec = _seq_list(self.path, m, "novec")
         tomb = _seq_list(self.path, m, "tombstones")
@@ -1034,23 +1064,31 @@ class CollectionFiles:
                 stored = np.asarray(self._docs.stored_seqs(int(m["next_seq"])), dtype=np.int64)
                 self._docs.purge_seqs(np.setdiff1d(stored, np.union1d(arrays["seqs.npy"], novec)).tolist())
             m["novec"] = self._write_seq_list(m, "novec", novec) if novec.size else None
-            if m["precision"] == "binary":
-                nbytes = -(-int(m["dim"]) // 8)
-                assert state.words is not None
-                arrays["binary.npy"] = state.words[keep].view(np.uint8)[:, :nbytes]
-            elif _planes(m):
-                assert state.ram_rows is not None and state.words is not None
-                hi = state.words[keep].view(np.uint8)[:, : -(-int(m["dim"]) // 8)]
-                arrays["codes.npy"] = np.concatenate([hi, state.ram_rows[keep]], axis=1)
-            elif m["precision"] in LOWBIT:
-                assert state.ram_rows is not None
-                arrays["codes.npy"] = state.ram_rows[keep]
-            if m["keep_int8"]:
-                arrays["int8.npy"] = state.gather("int8", keep)
-            if m["keep_float32"]:
-                arrays["float32.npy"] = state.gather("float32", keep)
-            name = f"{_take_number(self.path, m):06d}"
-            m["segments"] = [self._write_segment_arrays(name, arrays)] if keep.size else []
+            m["segments"] = []
+            if keep.size:
+                if m["precision"] == "binary":
+                    nbytes = -(-int(m["dim"]) // 8)
+                    assert state.words is not None
+                    arrays["binary.npy"] = state.words[keep].view(np.uint8)[:, :nbytes]
+                elif _planes(m):
+                    assert state.ram_rows is not None and state.words is not None
+                    hi = state.words[keep].view(np.uint8)[:, : -(-int(m["dim"]) // 8)]
+                    arrays["codes.npy"] = np.concatenate([hi, state.ram_rows[keep]], axis=1)
+                elif m["precision"] in LOWBIT:
+                    assert state.ram_rows is not None
+                    arrays["codes.npy"] = state.ram_rows[keep]
+                if m["keep_float32"]:
+                    arrays["float32.npy"] = state.gather("float32", keep)
+                if m["keep_int8"]:
+                    if _recalibrate_int8(m):  # values were clipped: ranges from the kept originals
+                        ranges = calibrate_ranges(arrays["float32.npy"])
+                        m["ranges"] = ranges.tolist()
+                        arrays["int8.npy"] = quantize_embeddings(arrays["float32.npy"], "int8", ranges=ranges)
+                        m["int8_clipped"] = [0, int(arrays["int8.npy"].size)]
+                    else:
+                        arrays["int8.npy"] = state.gather("int8", keep)
+                name = f"{_take_number(self.path, m):06d}"
+                m["segments"] = [self._write_segment_arrays(name, arrays)]
             m["tombstones"] = None
             old_ann = m.get("ann")
             if old_ann is not None:  # row numbers change: rebuild the index over the new rows
@@ -1124,7 +1162,7 @@ class CollectionFiles:
         """Counts and the bytes each stage holds in RAM and on disk, with compression against float32."""
         state = self._state
         m = state.manifest
-        n, dim = state.rows, int(m["dim"])
+        n, dim = state.rows, int(m["dim"] or 0)
         stages: dict[str, dict[str, int]] = {}
         for kind, fname in _ARRAY_FILES.items():
             disk = sum(s["files"][fname]["bytes"] for s in m["segments"] if fname in s["files"])
@@ -1152,10 +1190,11 @@ class CollectionFiles:
         return {
             "documents": state.live,
             "documents_without_vectors": int(state.live_novec.size),
+            "int8_clipped_fraction": _clipped_fraction(m),
             "rows": n,
             "deleted": int(state.tombstones.size),
             "segments": len(state.segments),
-            "dim": dim,
+            "dim": m["dim"],
             "precision": m["precision"],
             "model": m.get("model"),
             "truncate_dim": m.get("truncate_dim"),
@@ -1275,6 +1314,41 @@ def _check_unique(ids: Sequence[DocId]) -> None:
             if i in seen:
                 raise DuplicateIdError(f"document id {i!r} appears more than once in this call")
             seen.add(i)
+
+
+def _count_clipped(m: dict[str, Any], emb: np.ndarray, ranges: np.ndarray) -> None:
+    """Add this write's int8 values outside the ranges (clipped to them) to the manifest's count, and
+    warn when more than ``INT8_CLIP_WARN`` of them are: the data have outgrown the calibration."""
+    clipped = int(np.count_nonzero((emb < ranges[0]) | (emb > ranges[1])))
+    before = m.get("int8_clipped") or [0, 0]
+    m["int8_clipped"] = [int(before[0]) + clipped, int(before[1]) + int(emb.size)]
+    if clipped > INT8_CLIP_WARN * emb.size:
+        fix = (
+            "compact() recalibrates them from the kept float32 rows"
+            if m["keep_float32"] and not m.get("ranges_given", False)
+            else "recreate the collection with wider ranges (or keep_float32=True, which lets compact() recalibrate)"
+        )
+        warnings.warn(
+            f"{clipped / emb.size:.1%} of this write's int8 values lie outside the collection's int8 ranges "
+            f"and were clipped (int8 rescoring loses precision on them); {fix}",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _clipped_fraction(m: dict[str, Any]) -> float | None:
+    """The share of int8 values written since the ranges were last calibrated that lay outside them."""
+    if not m["keep_int8"]:
+        return None
+    clipped, total = m.get("int8_clipped") or [0, 0]
+    return clipped / total if total else 0.0
+
+
+def _recalibrate_int8(m: dict[str, Any]) -> bool:
+    """Whether ``compact`` recalibrates the int8 ranges: some values were clipped, the float32 originals
+    are kept to re-encode from, and the ranges were calibrated rather than given to ``create``."""
+    clipped = m.get("int8_clipped") or [0, 0]
+    return bool(m["keep_float32"] and clipped[0] > 0 and not m.get("ranges_given", False))
 
 
 def _live_seqs(state: State, docs: DocStore, ids: Sequence[DocId]) -> tuple[dict[DocId, int], dict[int, DocId]]:
@@ -1405,7 +1479,15 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
         "next_seq", "next_segment", "generation",
     )  # fmt: skip
     c.mapping(m, "the manifest", required)
-    dim = c.integer(m["dim"], "dim", 1, _MAX_DIM)
+    if m["dim"] is None:  # format 4: left to the first write of vectors, so nothing may depend on it yet
+        if m["format_version"] < 4:
+            c.fail(f"dim is null, which needs format_version 4, got {m['format_version']}")
+        for key in ("ranges", "codebook", "ann"):
+            if m.get(key) is not None:
+                c.fail(f"dim is null but the manifest has {key}")
+        dim = 0
+    else:
+        dim = c.integer(m["dim"], "dim", 1, _MAX_DIM)
     precision = m["precision"]
     if precision not in STAGE1_PRECISIONS:
         c.fail(f"unknown precision {precision!r}; expected one of {', '.join(STAGE1_PRECISIONS)}")
@@ -1420,12 +1502,22 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
         c.integer(m["truncate_dim"], "truncate_dim", 1, _MAX_DIM)
     if "keyword_index" in m:
         c.boolean(m["keyword_index"], "keyword_index")
+    if "ranges_given" in m:
+        c.boolean(m["ranges_given"], "ranges_given")
+    if m.get("int8_clipped") is not None:
+        clip = m["int8_clipped"]
+        if not isinstance(clip, list) or len(clip) != 2:
+            c.fail(f"int8_clipped must be [clipped, total], got {clip!r}")
+        c.integer(clip[1], "int8_clipped[1]")
+        c.integer(clip[0], "int8_clipped[0]", 0, clip[1])
     if m.get("stage1") is not None and (precision != "binary" or m["stage1"] not in STAGE1_MODES):
         c.fail(f"stage1 {m['stage1']!r} is not one of {', '.join(STAGE1_MODES)} for a binary collection")
     segments = m["segments"]
     if not isinstance(segments, list):
         c.fail("segments must be a list")
     total = _validate_segments(c, m, segments)
+    if m["dim"] is None and total:
+        c.fail("dim is null but segments hold rows")
     if total > m["next_seq"]:
         c.fail(f"next_seq {m['next_seq']} is below the {total} rows of the segments")
     if m["ranges"] is not None:
@@ -1678,6 +1770,12 @@ def _assemble(
     m: dict[str, Any], segments: list[Segment], ram_parts: list[np.ndarray]
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Concatenate the stage-1 RAM parts: binary codes as uint64 words, or int8/float32 rows."""
+    if m["dim"] is None:  # no vectors yet, and no width to give the empty arrays
+        if m["precision"] == "binary":
+            return np.zeros((0, 0), np.uint64), None
+        if _planes(m):
+            return np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint8)
+        return None, np.zeros((0, 0), {"int8": np.int8, "float32": np.float32}.get(m["precision"], np.uint8))
     if m["precision"] == "binary":
         nbytes = -(-int(m["dim"]) // 8)
         width = -(-nbytes // 8)

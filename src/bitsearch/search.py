@@ -325,7 +325,7 @@ class Collection(CollectionFiles):
     @encoder.setter
     def encoder(self, encoder: Any) -> None:
         dim = getattr(encoder, "dim", self.dim)
-        if dim != self.dim:
+        if self.dim is not None and dim != self.dim:
             raise InvalidInputError(f"encoder produces {dim}-dim vectors; this collection holds {self.dim}")
         with self._encoder_lock:
             self._encoder = encoder
