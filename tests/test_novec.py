@@ -135,3 +135,22 @@ def test_dense_search_never_returns_documents_without_vectors(
         assert {d.id for d in docs if d is not None and d.vector is None} == set(live) - with_vec
     c.compact()
     assert {h.id for h in c.search(_vec(99), k=30, rescore=None, exact=True)[0]} == with_vec
+
+
+@pytest.mark.parametrize("precision", ["binary", "int8", "float32"])
+def test_get_returns_the_kept_float32_vectors_or_none(tmp_path: Path, precision: str) -> None:
+    c = Collection.create(tmp_path / "c", precision=precision, keep_float32=True)
+    assert c.get(["a"], with_vectors=True) == [None]
+    c.add(None, ids=["a"], texts=["only text"])
+    assert c.get(["a"], with_vectors=True)[0].vector is None  # type: ignore[union-attr]
+    x = np.random.default_rng(3).normal(size=(5, 7)) * 1e3  # float64 in: float32 originals out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c.upsert([*x, None], ids=["b0", "b1", "b2", "b3", "b4", "a"])
+    got = c.get(["b3", "a", "b0"], with_vectors=True)
+    assert got[1].vector is None  # type: ignore[union-attr]
+    for d, row in ((got[0], 3), (got[2], 0)):
+        assert d is not None and d.vector is not None and d.vector.dtype == np.float32 and d.vector.shape == (7,)
+        np.testing.assert_array_equal(d.vector, x[row].astype(np.float32))
+    got[0].vector[:] = 0  # type: ignore[union-attr,index]  # a copy: the next get is unchanged
+    np.testing.assert_array_equal(c.get(["b3"], with_vectors=True)[0].vector, x[3].astype(np.float32))  # type: ignore[union-attr]
