@@ -91,7 +91,9 @@ _ARRAY_FILES = {
 }
 _SEGMENT_DTYPES = {"seqs": np.int64, "binary": np.uint8, "codes": np.uint8, "int8": np.int8, "float32": np.float32}
 _HASH_BLOCK = 1 << 22
-INT8_CLIP_WARN = 0.01  # a write with more int8 values clipped than this share warns
+# a write with more int8 values clipped than this share warns; compact() recalibrates (from kept float32
+# rows) when more than this share of the values written since the last calibration were clipped
+INT8_CLIP_WARN = 0.01
 _RELOAD_ATTEMPTS = 5  # manifests re-read when a concurrent writer removes files while we load them
 
 
@@ -478,9 +480,9 @@ class CollectionFiles:
         and later writes of another dimension raise DimensionMismatchError. int8 ranges and codebooks
         not given are calibrated on that first write; later values outside the ranges are clipped,
         counted (``stats()["int8_clipped_fraction"]``, a warning above 1% of a write), and with
-        ``keep_float32`` the next ``compact()`` recalibrates the ranges (unless given here as ``ranges``)
-        and re-encodes the int8 rows. ``keyword_index`` keeps a BM25 (SQLite FTS5) index of the texts
-        for keyword and hybrid search.
+        ``keep_float32`` a ``compact()`` after more than 1% of them were clipped recalibrates the ranges
+        (unless given here as ``ranges``) and re-encodes the int8 rows. ``keyword_index`` keeps a BM25
+        (SQLite FTS5) index of the texts for keyword and hybrid search.
         """
         p = Path(path)
         if dim is None:  # left to the first write, unless something given here fixes it
@@ -1324,7 +1326,7 @@ def _count_clipped(m: dict[str, Any], emb: np.ndarray, ranges: np.ndarray) -> No
     m["int8_clipped"] = [int(before[0]) + clipped, int(before[1]) + int(emb.size)]
     if clipped > INT8_CLIP_WARN * emb.size:
         fix = (
-            "compact() recalibrates them from the kept float32 rows"
+            "compact() recalibrates them from the kept float32 rows once over 1% of all values are clipped"
             if m["keep_float32"] and not m.get("ranges_given", False)
             else "recreate the collection with wider ranges (or keep_float32=True, which lets compact() recalibrate)"
         )
@@ -1345,10 +1347,13 @@ def _clipped_fraction(m: dict[str, Any]) -> float | None:
 
 
 def _recalibrate_int8(m: dict[str, Any]) -> bool:
-    """Whether ``compact`` recalibrates the int8 ranges: some values were clipped, the float32 originals
-    are kept to re-encode from, and the ranges were calibrated rather than given to ``create``."""
-    clipped = m.get("int8_clipped") or [0, 0]
-    return bool(m["keep_float32"] and clipped[0] > 0 and not m.get("ranges_given", False))
+    """Whether ``compact`` recalibrates the int8 ranges: more than ``INT8_CLIP_WARN`` of the values
+    written since the last calibration were clipped, the float32 originals are kept to re-encode from,
+    and the ranges were calibrated rather than given to ``create``. A few clipped outliers leave the
+    ranges (and so the int8 scores) as they are."""
+    clipped, total = m.get("int8_clipped") or [0, 0]
+    heavy = clipped > INT8_CLIP_WARN * total
+    return bool(m["keep_float32"] and heavy and not m.get("ranges_given", False))
 
 
 def _live_seqs(state: State, docs: DocStore, ids: Sequence[DocId]) -> tuple[dict[DocId, int], dict[int, DocId]]:
