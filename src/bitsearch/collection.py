@@ -1484,9 +1484,11 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
         "next_seq", "next_segment", "generation",
     )  # fmt: skip
     c.mapping(m, "the manifest", required)
+    version = m.get("format_version")
+    version = version if isinstance(version, int) and not isinstance(version, bool) else 0
     if m["dim"] is None:  # format 4: left to the first write of vectors, so nothing may depend on it yet
-        if m["format_version"] < 4:
-            c.fail(f"dim is null, which needs format_version 4, got {m['format_version']}")
+        if version < 4:
+            c.fail(f"dim is null, which needs format_version 4, got {m.get('format_version')!r}")
         for key in ("ranges", "codebook", "ann"):
             if m.get(key) is not None:
                 c.fail(f"dim is null but the manifest has {key}")
@@ -1534,8 +1536,8 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
     _validate_codes(c, m, dim, precision, total)
     novec = 0
     if m.get("novec") is not None:
-        if m["format_version"] < 4:
-            c.fail(f"documents without vectors (novec) need format_version 4, got {m['format_version']}")
+        if version < 4:
+            c.fail(f"documents without vectors (novec) need format_version 4, got {m.get('format_version')!r}")
         t = c.file_info(m["novec"], "novec")
         c.mapping(t, "novec", ("file", "count"))
         c.name(t["file"], "novec.file", _NOVEC_FILE, "novec file")
