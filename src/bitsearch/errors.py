@@ -23,6 +23,10 @@ class NoModelError(InvalidInputError):
     came as vectors, so queries must come as vectors too."""
 
 
+class DimensionMismatchError(InvalidInputError):
+    """Vectors whose dimension differs from the collection's (set at create, or by its first write of vectors)."""
+
+
 class UnknownIdError(BitsearchError, KeyError):
     """An id given to ``delete`` (or a lookup) is not in the collection."""
 
