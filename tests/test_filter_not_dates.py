@@ -126,3 +126,22 @@ def test_dates_match_python(tmp_path_factory: pytest.TempPathFactory, stored, pr
     expected = [i for i, (s, _) in enumerate(stored) if compare(s, probe[0]) != negate]
     assert docs.filter_seqs(filter_sql(flt), len(stored)) == expected
     docs.close()
+
+
+def test_collection_ids_lists_live_documents_in_stored_order(tmp_path: Path) -> None:
+    import numpy as np
+
+    from bitsearch import Collection
+
+    rng = np.random.default_rng(0)
+    col = Collection.create(tmp_path / "c", 16)
+    metas = [{"g": i % 3} for i in range(12)]
+    col.add(rng.standard_normal((12, 16), dtype=np.float32), ids=[f"x{i}" for i in range(12)], metadata=metas)
+    col.delete(["x0", "x4"])
+    assert col.ids() == [f"x{i}" for i in range(12) if i not in (0, 4)]
+    assert col.ids({"g": 1}) == ["x1", "x7", "x10"]
+    assert col.ids({"$not": {"g": {"$in": [0, 1]}}}) == ["x2", "x5", "x8", "x11"]
+    col.compact()
+    assert col.ids({"g": 0}) == ["x3", "x6", "x9"]
+    with pytest.raises(InvalidInputError):
+        col.ids({"g": {"$regex": "1"}})
