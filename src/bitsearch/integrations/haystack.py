@@ -275,6 +275,12 @@ class BitsearchDocumentStore:
                 if policy == DuplicatePolicy.SKIP:
                     continue
             by_id[doc_id] = (text, meta, vector)
+        dims = sorted({v.shape[0] for _, _, v in by_id.values() if v is not None} | {self.collection.dim} - {None})
+        if len(dims) > 1:
+            raise DocumentStoreError(
+                f"embeddings of {' and '.join(map(str, dims))} dimensions: a collection has one dim "
+                f"({'set to ' + str(self.collection.dim) if self.collection.dim else 'set by its first embedding'})"
+            )
         with _haystack_errors():
             if policy != DuplicatePolicy.OVERWRITE:
                 stored = set(self.collection.existing_ids(list(by_id)))
@@ -433,21 +439,21 @@ class BitsearchDocumentStore:
     # ------------------------------------------------------------------ helpers
 
     def _write(self, docs: dict[str, tuple[str | None, dict[str, Any], np.ndarray | None]], *, overwrite: bool) -> None:
-        """Store ``docs`` (id -> text, metadata, vector or None): those with vectors in one call, the others
-        in another; ``overwrite`` replaces stored documents of the same ids."""
-        col = self.collection
-        with_vectors = [i for i, (_, _, v) in docs.items() if v is not None]
-        without = [i for i, (_, _, v) in docs.items() if v is None]
-        for ids in (with_vectors, without):
-            if not ids:
-                continue
-            texts = [docs[i][0] for i in ids]
-            metas = [docs[i][1] for i in ids]
-            vectors = np.stack([docs[i][2] for i in ids]) if ids is with_vectors else None  # type: ignore[misc]
-            if overwrite:
-                col.upsert(vectors, ids=ids, texts=texts, metadata=metas)
-            else:
-                col.add(vectors, ids=ids, texts=texts, metadata=metas)
+        """Store ``docs`` (id -> text, metadata, vector or None) in one commit; ``overwrite`` replaces stored
+        documents of the same ids."""
+        if not docs:
+            return
+        ids = list(docs)
+        texts = [docs[i][0] for i in ids]
+        metas = [docs[i][1] for i in ids]
+        rows = [docs[i][2] for i in ids]
+        vectors: Any = None  # no document has a vector
+        if all(v is not None for v in rows):
+            vectors = np.stack(rows)  # type: ignore[arg-type]
+        elif any(v is not None for v in rows):
+            vectors = rows  # a None row: a document without a vector
+        write = self.collection.upsert if overwrite else self.collection.add
+        write(vectors, ids=ids, texts=texts, metadata=metas)
 
     def _documents(self, ids: list[Any], *, with_embeddings: bool) -> list[Document]:
         found = self.collection.get(ids, with_vectors=with_embeddings) if ids else []
