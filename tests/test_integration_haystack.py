@@ -361,6 +361,12 @@ def test_empty_store_retrieves_nothing(store: BitsearchDocumentStore) -> None:
     store.write_documents([Document(id="t", content="text only")])
     assert BitsearchEmbeddingRetriever(store).run(query_embedding=[0.1] * DIM)["documents"] == []
     assert [d.id for d in BitsearchBM25Retriever(store).run(query="text")["documents"]] == ["t"]
+    store.write_documents(_docs(2))
+    for bad in ([], "text", [[0.1] * DIM], None):
+        with pytest.raises(ValueError):
+            BitsearchEmbeddingRetriever(store).run(query_embedding=bad)  # type: ignore[arg-type]
+    with pytest.raises(DocumentStoreError, match="dim"):
+        BitsearchEmbeddingRetriever(store).run(query_embedding=[0.1] * (DIM + 1))
 
 
 def test_hybrid_pipeline_with_reciprocal_rank_fusion(filled) -> None:

@@ -411,8 +411,11 @@ class BitsearchDocumentStore:
         are never returned. ``rescore``/``rescore_multiplier`` as in ``Collection.search``."""
         flt = convert_filters(filters)
         _check_top_k(top_k)
-        query = np.asarray(query_embedding, dtype=np.float32) if len(query_embedding) else None
-        if query is None or query.ndim != 1:
+        try:
+            query = np.asarray(query_embedding, dtype=np.float32)
+        except (TypeError, ValueError):
+            query = None
+        if query is None or query.ndim != 1 or not query.size:
             raise ValueError("query_embedding must be a non-empty list of numbers")
         col = self.collection
         if top_k == 0 or col.dim is None or len(col) == 0:
