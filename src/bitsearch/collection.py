@@ -54,7 +54,7 @@ from .quantize import (
     check_documents,
     quantize_embeddings,
 )
-from .store import DocId, DocStore, check_metadata, check_unicode, normalize_id
+from .store import DocId, DocStore, check_metadata, check_unicode, filter_sql, normalize_id
 
 __all__ = [
     "FORMAT_VERSION",
@@ -663,6 +663,18 @@ class CollectionFiles:
         norm = [normalize_id(i) for i in ids]
         live, _ = _live_seqs(self._state, self._docs, norm)
         return [i for i in norm if i in live]
+
+    def ids(self, filter: dict[str, Any] | None = None) -> list[DocId]:
+        """The ids of the live documents in the order they were stored (an overwritten one counts as
+        stored anew); with ``filter`` (see ``bitsearch.store.filter_sql``) those whose metadata match.
+        For frameworks' filter-only listing, deletion and counting; ``get`` fetches the documents."""
+        state = self._state
+        where = filter_sql(filter) if filter is not None else ("1", [])
+        seqs = np.asarray(self._docs.filter_seqs(where, int(state.manifest["next_seq"])), dtype=np.int64)
+        if state.tombstones.size:
+            seqs = seqs[~np.isin(seqs, state.tombstones)]
+        stored = self._docs.fetch(seqs.tolist(), with_text=False)
+        return [stored[s][0] for s in seqs.tolist() if s in stored]  # a row purged meanwhile was deleted
 
     def get(self, ids: Sequence[object], *, with_vectors: bool = False) -> list[Document | None]:
         """The stored documents for ``ids``, in order: id, text, metadata and, with ``with_vectors``, the

@@ -10,6 +10,7 @@ committed (an interrupted ``add``) or has tombstoned are garbage, removed by ``p
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import math
 import re
@@ -707,6 +708,8 @@ def filter_fields(flt: dict[str, Any]) -> list[str]:
         for key, cond in sub.items():
             if key in ("$and", "$or"):
                 todo.extend(cond if isinstance(cond, list) else [])
+            elif key == "$not":
+                todo.append(cond)
             elif isinstance(key, str) and key not in fields:
                 fields.append(key)
     return fields
@@ -722,7 +725,14 @@ def filter_sql(flt: dict[str, Any]) -> tuple[str, list[Any]]:
 
     ``{"field": value}`` is equality; ``{"field": {"$gt": 1, "$lte": 5}}`` ranges ($eq $ne $gt $gte
     $lt $lte); ``{"field": {"$in": [...]}}`` / ``$nin`` membership; ``{"$and": [...]}`` / ``{"$or": [...]}``
-    combine filters. Dotted fields reach into nested objects. Several keys are AND-ed.
+    combine filters and ``{"$not": filter}`` matches the documents the filter does not (those without
+    its fields too). Dotted fields reach into nested objects. Several keys are AND-ed.
+
+    Ranges compare like with like: a number matches stored numbers (and booleans, as 1 and 0), a string
+    stored strings (by code point); SQLite alone would order every string after every number.
+    ``{"$date": "1972-12-11T19:54:58"}`` in place of a value ($eq $ne $gt $gte $lt $lte) compares
+    stored ISO 8601 strings as points in time, to the millisecond: offsets are applied, times without
+    one are read as UTC, and stored values that are not ISO dates never match (``$ne``: always do).
 
     Values are str (valid Unicode), int (within SQLite's 64 bits), finite-or-infinite float, bool or
     None. ``$and``/``$or`` nest at most ``MAX_FILTER_DEPTH`` (16) deep and a filter holds at most
@@ -751,6 +761,11 @@ def _filter_sql(flt: object, depth: int, count: list[int]) -> tuple[str, list[An
             )
 
     for key, cond in flt.items():
+        if key == "$not":
+            sql, sub_params = _filter_sql(cond, depth + 1, count)
+            parts.append(f"NOT COALESCE(({sql}), 0)")  # a comparison with a missing field is NULL: not a match
+            params.extend(sub_params)
+            continue
         if key in ("$and", "$or"):
             if not isinstance(cond, list) or not cond:
                 raise InvalidInputError(f"{key} takes a non-empty list of filters")
@@ -766,11 +781,23 @@ def _filter_sql(flt: object, depth: int, count: list[int]) -> tuple[str, list[An
             )
         path = field_path(key)
         col = "json_extract(docs.metadata, ?)"
-        ops = cond if isinstance(cond, dict) else {"$eq": cond}
+        ops = cond if isinstance(cond, dict) and set(cond) != {"$date"} else {"$eq": cond}
         if not ops:
             raise InvalidInputError(f"empty condition for filter field {key!r}")
         for op, value in ops.items():
-            if op in _OPS:
+            if op in _OPS and isinstance(value, dict):
+                tally(1)
+                when = _date_value(key, value)
+                # strftime reads a number as a Julian day and a few words ("now") as times: text shaped
+                # like a date only
+                date = (
+                    f"(json_type(docs.metadata, ?) = 'text' AND {col} GLOB '{_DATE_GLOB}' "
+                    f"AND strftime('{_DATE_FORMAT}', {col}) {_OPS['$eq' if op == '$ne' else op]} "
+                    f"strftime('{_DATE_FORMAT}', ?))"
+                )
+                parts.append(f"NOT COALESCE({date}, 0)" if op == "$ne" else date)
+                params.extend([path, path, path, when])
+            elif op in _OPS:
                 tally(1)
                 _check_filter_value(key, value)
                 if value is None:
@@ -779,9 +806,13 @@ def _filter_sql(flt: object, depth: int, count: list[int]) -> tuple[str, list[An
                 elif op == "$ne":  # documents without the field also differ
                     parts.append(f"({col} IS NULL OR {col} != ?)")
                     params.extend([path, path, value])
-                else:
-                    parts.append(f"{col} {_OPS[op]} ?")
+                elif op == "$eq":
+                    parts.append(f"{col} = ?")
                     params.extend([path, value])
+                else:  # a range: stored values of the value's kind only
+                    kinds = "'text'" if isinstance(value, str) else "'integer', 'real', 'true', 'false'"
+                    parts.append(f"(json_type(docs.metadata, ?) IN ({kinds}) AND {col} {_OPS[op]} ?)")
+                    params.extend([path, path, value])
             elif op in ("$in", "$nin"):
                 if not isinstance(value, (list, tuple)) or not value:
                     raise InvalidInputError(f"{op} for filter field {key!r} takes a non-empty list")
@@ -800,6 +831,28 @@ def _filter_sql(flt: object, depth: int, count: list[int]) -> tuple[str, list[An
                     f"unknown filter operator {_short(op)} for field {key!r}; use $eq $ne $gt $gte $lt $lte $in $nin"
                 )
     return " AND ".join(parts), params
+
+
+_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
+_DATE_FORMAT = "%Y-%m-%dT%H:%M:%f"
+
+
+def _date_value(key: str, value: dict[str, Any]) -> str:
+    """The ISO 8601 text of a ``{"$date": ...}`` filter value, in UTC when it names an offset."""
+    if set(value) != {"$date"} or not isinstance(value["$date"], str):
+        raise InvalidInputError(
+            f'filter values for {key!r} are scalars or {{"$date": "ISO 8601 string"}}, got {_short(value)}'
+        )
+    text = value["$date"]
+    try:
+        when = datetime.datetime.fromisoformat(text) if re.match(r"\d{4}-\d\d-\d\d", text) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise InvalidInputError(f"filter value for {key!r} is not an ISO 8601 date (YYYY-MM-DD...): {_short(text)}")
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return when.isoformat(sep="T", timespec="microseconds")
 
 
 def _short(value: object, limit: int = 80) -> str:
