@@ -21,6 +21,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import InvalidInputError
 from ..search import Hit
 from .common import CollectionHandle, check_search_options, dedupe, unit_vectors
@@ -154,9 +156,13 @@ class BitsearchVectorStore(BasePydanticVectorStore):
                 raise InvalidInputError(f"expected LlamaIndex nodes, got {type(node).__name__}")
             if node.embedding is None:
                 raise InvalidInputError(f"node {node.node_id!r} has no embedding: embed nodes before adding them")
+            try:
+                meta = node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata)
+            except ValueError as exc:  # pydantic cannot serialize the node (metadata that is not JSON)
+                raise InvalidInputError(f"node {node.node_id!r} cannot be stored: {exc}") from None
             ids.append(node.node_id)
             texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
-            metadata.append(node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata))
+            metadata.append(meta)
             vectors.append(node.embedding)
         vec = unit_vectors(vectors, "node embeddings", self.normalize)
         self._handle.for_write(vec.shape[1]).upsert(vec, ids=ids, texts=texts, metadata=metadata)
@@ -170,10 +176,9 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         if ids:
             self._handle.collection.delete(ids)  # type: ignore[union-attr]
 
-    def _matching(self, node_ids: list[str] | None, filters: MetadataFilters | None) -> list[Any]:
-        """Stored ids among ``node_ids`` (all without them) whose metadata pass ``filters``."""
+    def _matching(self, node_ids: list[str] | None, flt: dict[str, Any] | None) -> list[Any]:
+        """Stored ids among ``node_ids`` (all without them) whose metadata pass the bitsearch filter ``flt``."""
         col = self._handle.collection
-        flt = to_bitsearch_filter(filters) if filters is not None else None
         if col is None:
             return []
         if node_ids is None:
@@ -188,7 +193,7 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
     ) -> None:
         """Delete the stored nodes among ``node_ids`` (all without them) that pass ``filters``."""
-        ids = self._matching(node_ids, filters)
+        ids = self._matching(node_ids, None if filters is None else to_bitsearch_filter(filters))
         if ids:
             self._handle.collection.delete(ids)  # type: ignore[union-attr]
 
@@ -198,7 +203,7 @@ class BitsearchVectorStore(BasePydanticVectorStore):
 
     def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
         """The stored nodes among ``node_ids`` (all without them) that pass ``filters``."""
-        ids = self._matching(node_ids, filters)
+        ids = self._matching(node_ids, None if filters is None else to_bitsearch_filter(filters))
         if not ids:
             return []
         docs = self._handle.collection.get(ids)  # type: ignore[union-attr]
@@ -208,12 +213,16 @@ class BitsearchVectorStore(BasePydanticVectorStore):
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """The best nodes for ``query`` with their scores (higher is better); see the class for the modes."""
-        mode = _MODES.get(query.mode)
+        supported = ", ".join(m.value for m in _MODES)
+        try:
+            qmode = VectorStoreQueryMode(query.mode)
+        except ValueError:
+            raise InvalidInputError(f"unknown query mode {query.mode!r}; use one of {supported}") from None
+        mode = _MODES.get(qmode)
         if mode is None:
-            supported = ", ".join(m.value for m in _MODES)
-            raise InvalidInputError(f"query mode {query.mode.value!r} is not supported; use one of {supported}")
-        if query.node_ids is not None:
-            raise InvalidInputError("queries restricted to node_ids are not supported; filter by metadata instead")
+            raise InvalidInputError(f"query mode {qmode.value!r} is not supported; use one of {supported}")
+        if query.node_ids and mode != "dense":
+            raise InvalidInputError(f"node_ids restrict DEFAULT and MMR queries only, not {qmode.value!r}")
         k = query.hybrid_top_k if mode == "hybrid" and query.hybrid_top_k else query.similarity_top_k
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"similarity_top_k must be a positive integer, got {k!r}")
@@ -224,13 +233,13 @@ class BitsearchVectorStore(BasePydanticVectorStore):
                 raise InvalidInputError(f"alpha must be from 0 (BM25 only) to 1 (dense only), got {query.alpha!r}")
             options["weights"] = (float(query.alpha), 1.0 - float(query.alpha))
         if mode != "dense" and not query.query_str:
-            raise InvalidInputError(f"query mode {query.mode.value!r} needs query_str")
+            raise InvalidInputError(f"query mode {qmode.value!r} needs query_str")
         q = None
         if mode != "keyword":
             if query.query_embedding is None:
-                raise InvalidInputError(f"query mode {query.mode.value!r} needs query_embedding")
+                raise InvalidInputError(f"query mode {qmode.value!r} needs query_embedding")
             q = unit_vectors(query.query_embedding, "query embedding", self.normalize)
-        mmr = query.mode == VectorStoreQueryMode.MMR
+        mmr = qmode == VectorStoreQueryMode.MMR
         if mmr:
             threshold = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
             if threshold is not None and not (isinstance(threshold, (int, float)) and 0 <= threshold <= 1):
@@ -247,7 +256,10 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         fetch = int(k * prefetch) if mmr else k
         queries = q if mode != "keyword" else [query.query_str]
         texts = [query.query_str] if mode == "hybrid" else None
-        hits: list[Hit] = list(col.search(queries, k=fetch, mode=mode, query_texts=texts, filter=flt, **options)[0])
+        if query.node_ids:  # an index that lists its nodes passes them all; score just those, exactly
+            hits = self._score_nodes(col, q[0], self._matching(query.node_ids, flt), fetch)  # type: ignore[index]
+        else:
+            hits = list(col.search(queries, k=fetch, mode=mode, query_texts=texts, filter=flt, **options)[0])
         if mmr and hits:
             hits = self._mmr(col, q[0], hits, k, threshold)  # type: ignore[index]
         return VectorStoreQueryResult(
@@ -264,6 +276,16 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         if query.doc_ids is not None:
             parts.append({"ref_doc_id": {"$in": list(query.doc_ids)}})
         return None if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
+
+    @staticmethod
+    def _score_nodes(col: Any, q: Any, ids: list[Any], k: int) -> list[Hit]:
+        """The ``k`` best of the stored documents ``ids`` by the dot product of ``q`` with their float32 rows."""
+        docs = [d for d in col.get(ids, with_vectors=True) if d is not None]
+        if not docs:
+            return []
+        scores = np.stack([d.vector for d in docs]) @ q
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [Hit(docs[i].id, float(scores[i]), docs[i].text, docs[i].metadata) for i in order]
 
     @staticmethod
     def _mmr(col: Any, q: Any, hits: list[Hit], k: int, threshold: float | None) -> list[Hit]:
