@@ -176,6 +176,17 @@ def test_deletes_and_compaction_keep_answers_identical(ray_cluster, tmp_path, co
         with pytest.raises(InvalidInputError):
             sharded.search(q, filter={"bad field!": 1})
         assert _pairs(sharded.search(q, k=10, rescore=None)) == _pairs(single.search(q, k=10, rescore=None))
+        # upsert: new vectors for stored ids (the best hits of q[1], now the rows of q[2]) and new ids
+        top = [h.id for h in single.search(q[1], k=3, rescore=None)[0]]
+        up_ids, up_emb = [*top, "new-a", "new-b"], c["emb"][n : n + 5]
+        up_meta = c["meta"][n : n + 5]
+        assert sharded.upsert(up_emb, ids=up_ids, metadata=up_meta) == single.upsert(
+            up_emb, ids=up_ids, metadata=up_meta
+        )
+        with pytest.raises(DuplicateIdError):
+            sharded.upsert(up_emb[:2], ids=["x", "x"])
+        assert len(sharded) == len(single)
+        assert _pairs(sharded.search(q, k=10, rescore=None)) == _pairs(single.search(q, k=10, rescore=None))
         sharded.compact()
         single.compact()
         assert _pairs(sharded.search(q, k=10, rescore=None)) == _pairs(single.search(q, k=10, rescore=None))

@@ -114,7 +114,7 @@ def _zygote_main(conn: Any) -> None:  # pragma: no cover - runs in the zygote
     with tempfile.TemporaryDirectory() as scratch:  # load every compiled kernel the writes use
         path = Path(scratch) / "c"
         _base(path)
-        writes = [(op, path) for op in (_op_add, _op_delete, _op_compact, _op_build, _op_drop)]
+        writes = [(op, path) for op in (_op_add, _op_upsert, _op_delete, _op_compact, _op_build, _op_drop)]
         writes.append((_cli(_corpus(Path(scratch) / "corpus.jsonl", CLI_IDS)), Path(scratch) / "cli"))
         for op, where in writes:
             with contextlib.suppress(Exception):  # only the kernels matter here
@@ -169,6 +169,7 @@ def _arm(n: int) -> None:
     shutil.rmtree = if_present(shutil.rmtree)
     Path.unlink = if_present(Path.unlink)  # type: ignore[method-assign]
     DocStore.insert = always(DocStore.insert)  # type: ignore[method-assign]
+    DocStore.allow_repeated_ids = always(DocStore.allow_repeated_ids)  # type: ignore[method-assign]
     DocStore.purge_from = if_rows(DocStore.purge_from)  # type: ignore[method-assign]
     DocStore.purge_seqs = if_rows(DocStore.purge_seqs)  # type: ignore[method-assign]
     real_init = DocStore.__init__
@@ -252,6 +253,14 @@ def _op_add(path: Path) -> None:
     _add(Collection.open(path), NEW_IDS)
 
 
+def _op_upsert(path: Path) -> None:
+    """New versions of d3 and d4 (other texts and vectors, "even" flipped) and one new document, n0."""
+    ids = ["d3", "d4", "n0"]
+    texts = [f"text {i} upserted" for i in ids]
+    meta = [{"even": int(i[1:]) % 2 == 1} for i in ids]
+    Collection.open(path).upsert(np.stack([_vec(t) for t in texts]), ids=ids, texts=texts, metadata=meta)
+
+
 def _op_delete(path: Path) -> None:
     Collection.open(path).delete(["d0", "d1", "d2"])
 
@@ -332,6 +341,7 @@ def _crashes(zygote: _Zygote, src: Path, op: Callable[[Path], None], work: Path)
 # first write, second write (valid on the state before and after the first), both crashed everywhere
 PAIRS = {
     "add": (_op_add, _op_delete),
+    "upsert": (_op_upsert, _op_delete),
     "delete": (_op_delete, _op_compact),
     "compact": (_op_compact, _op_build),
     "build_index": (_op_build, _op_add),

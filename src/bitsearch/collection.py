@@ -15,6 +15,7 @@ Opening loads the stage-1 codes into RAM; int8 and float32 rows stay on disk, re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -621,14 +622,8 @@ class CollectionFiles:
     def existing_ids(self, ids: Sequence[object]) -> list[DocId]:
         """The subset of ``ids`` that are live documents of this collection (for resumable indexing)."""
         norm = [normalize_id(i) for i in ids]
-        found = self._docs.find_existing(norm)
-        state = self._state
-        live = [i for i in norm if i in found and found[i] < state.manifest["next_seq"]]
-        if state.tombstones.size:
-            seqs = np.asarray([found[i] for i in live], dtype=np.int64)
-            dead = np.isin(seqs, state.tombstones)
-            live = [i for i, d in zip(live, dead, strict=True) if not d]
-        return live
+        live, _ = _live_seqs(self._state, self._docs, norm)
+        return [i for i in norm if i in live]
 
     def get(self, ids: Sequence[object], *, with_vectors: bool = False) -> list[Document | None]:
         """The stored documents for ``ids``, in order: id, text, metadata and, with ``with_vectors``, the
@@ -640,9 +635,7 @@ class CollectionFiles:
             raise InvalidInputError(
                 "this collection keeps no float32 rows to return vectors from: create it with keep_float32=True"
             )
-        found = self._docs.find_existing(norm)
-        next_seq = int(state.manifest["next_seq"])
-        seqs = {i: s for i, s in found.items() if s < next_seq and not _is_tombstoned(state, s)}
+        seqs, _ = _live_seqs(state, self._docs, norm)
         wanted = sorted(set(seqs.values()))
         stored = self._docs.fetch(wanted)
         vectors: dict[int, np.ndarray] = {}
@@ -772,14 +765,45 @@ class CollectionFiles:
         """Add documents; returns their ids. Atomic: all are added or (on any error) none.
 
         ``ids`` are unique str or int (default: consecutive ints from the collection's row counter);
-        a duplicate, in the call or already stored, is an error. ``texts`` and ``metadata`` (JSON
-        objects) are stored with the vectors and returned by search.
+        a duplicate, in the call or already stored, is a DuplicateIdError (``upsert`` replaces stored
+        documents instead). ``texts`` and ``metadata`` (JSON objects) are stored with the vectors and
+        returned by search.
 
         Limits (InvalidInputError, checked before anything is written): int ids fit SQLite's signed
         64 bits; ids, texts and metadata keys and strings are valid Unicode (no lone surrogates);
         metadata nests at most ``bitsearch.store.MAX_METADATA_DEPTH`` (64) levels, has str keys and
         finite floats.
         """
+        return self._write_documents(embeddings, ids, texts, metadata, replace=False)
+
+    def upsert(
+        self,
+        embeddings: np.ndarray,
+        ids: Sequence[object],
+        texts: Sequence[str | None] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[DocId]:
+        """Store documents, replacing those whose id is already stored; returns the ids.
+
+        One commit: the replaced documents' old rows are tombstoned and the new rows appended by the
+        same manifest write, so a reader (or a crash at any point) sees every document's old version or
+        every document's new version, never both or neither. ``ids`` are required and unique within
+        the call (DuplicateIdError); the other arguments and limits are ``add``'s.
+        """
+        if ids is None:
+            raise InvalidInputError("upsert needs the documents' ids")
+        return self._write_documents(embeddings, ids, texts, metadata, replace=True)
+
+    def _write_documents(
+        self,
+        embeddings: np.ndarray,
+        ids: Sequence[object] | None,
+        texts: Sequence[str | None] | None,
+        metadata: Sequence[dict[str, Any] | None] | None,
+        *,
+        replace: bool,
+    ) -> list[DocId]:
+        """``add`` (``replace=False``) or ``upsert``: checks, then one segment, docs rows and one commit."""
         emb = check_documents(embeddings, self.dim)
         n = emb.shape[0]
         given_ids: list[DocId] | None = None
@@ -794,37 +818,62 @@ class CollectionFiles:
             m = json.loads(json.dumps(state.manifest))
             first_seq = int(m["next_seq"])
             doc_ids: list[DocId] = list(range(first_seq, first_seq + n)) if given_ids is None else given_ids
-            existing = self._docs.find_existing(doc_ids)
-            if existing:
-                stale = [s for s in existing.values() if _is_tombstoned(state, s)]
-                if stale:  # left by a delete that committed before its rows were purged
-                    self._docs.purge_seqs(stale)
-                    existing = {i: s for i, s in existing.items() if s not in set(stale)}
-                if existing:
-                    shown = ", ".join(repr(i) for i in list(existing)[:5])
-                    raise DuplicateIdError(f"document id(s) already in the collection: {shown}")
-            ranges = None if m["ranges"] is None else np.asarray(m["ranges"], dtype=np.float32)
-            if m["keep_int8"] and ranges is None:
-                if n < 100:
-                    warnings.warn(
-                        f"int8 ranges calibrated on only {n} embeddings; pass `ranges` or "
-                        "`calibration_embeddings` to Collection.create for stable int8 codes",
-                        stacklevel=2,
-                    )
-                ranges = calibrate_ranges(emb)
-                m["ranges"] = ranges.tolist()
-            if m.get("codes") is not None and m.get("codebook") is None:
-                m["codebook"] = _fit_codebook(self.path, m, emb)
-                if "pair_thresholds" in m["codebook"]:  # an empty format-2 1.5bit collection gets pair planes
-                    m["format_version"] = max(int(m["format_version"]), 3)
+            existing, stale = _live_seqs(state, self._docs, doc_ids)
+            if existing and not replace:
+                shown = ", ".join(repr(i) for i in list(existing)[:5])
+                raise DuplicateIdError(f"document id(s) already in the collection: {shown} (upsert replaces them)")
+            if stale:  # left by a delete that committed before its rows were purged
+                self._docs.purge_seqs(list(stale))
+            if existing:  # the new rows go in beside the old ones until the commit tombstones those
+                self._docs.allow_repeated_ids()
+            ranges = self._calibrate(m, emb)
             name = f"{_take_number(self.path, m):06d}"
             seg_info = self._write_segment(name, emb, np.arange(first_seq, first_seq + n, dtype=np.int64), m, ranges)
+            old = np.asarray(sorted(existing.values()), dtype=np.int64)
+            if old.size:
+                m["tombstones"] = self._write_tombstones(m, np.union1d(state.tombstones, old).astype(np.int64))
             self._docs.insert(first_seq, doc_ids, texts, metadata)
             m["segments"].append(seg_info)
             m["next_seq"] = first_seq + n
             self._commit(m)
-            self._state = _extend_state(state, m, self.path, seg_info)
+            new_state = _extend_state(state, m, self.path, seg_info)
+            if old.size:
+                tomb = _tombstones(self.path, m)
+                deleted = new_state.deleted.copy()
+                deleted[state.rows_of(old)] = True
+                new_state = dataclasses.replace(new_state, deleted=deleted, tombstones=tomb)
+            self._state = new_state
+            if old.size:
+                self._tidy(purge=old.tolist())
         return doc_ids
+
+    def _calibrate(self, m: dict[str, Any], emb: np.ndarray) -> np.ndarray | None:
+        """The int8 ranges (and the codebook) for a write of ``emb``, calibrated on it when the
+        collection has none yet (recorded in ``m``)."""
+        ranges = None if m["ranges"] is None else np.asarray(m["ranges"], dtype=np.float32)
+        n = emb.shape[0]
+        if m["keep_int8"] and ranges is None:
+            if n < 100:
+                warnings.warn(
+                    f"int8 ranges calibrated on only {n} embeddings; pass `ranges` or "
+                    "`calibration_embeddings` to Collection.create for stable int8 codes",
+                    stacklevel=4,
+                )
+            ranges = calibrate_ranges(emb)
+            m["ranges"] = ranges.tolist()
+        if m.get("codes") is not None and m.get("codebook") is None:
+            m["codebook"] = _fit_codebook(self.path, m, emb)
+            if "pair_thresholds" in m["codebook"]:  # an empty format-2 1.5bit collection gets pair planes
+                m["format_version"] = max(int(m["format_version"]), 3)
+        return ranges
+
+    def _write_tombstones(self, m: dict[str, Any], tomb: np.ndarray) -> dict[str, Any]:
+        """Write the sorted tombstoned sequence numbers for the commit of ``m``; returns their record."""
+        fname = f"tombstones-{int(m['generation']) + 1:06d}.npy"
+        info = _save_npy(self.path / f".{fname}.tmp", tomb)
+        os.replace(self.path / f".{fname}.tmp", self.path / fname)
+        fsync_dir(self.path)
+        return {"file": fname, "count": int(tomb.size), **info}
 
     def _write_segment(
         self,
@@ -876,17 +925,19 @@ class CollectionFiles:
             return 0
         _check_unique(norm)
         with self._writing() as state:
-            seqs = np.asarray(self._docs.seqs_for(norm), dtype=np.int64)
-            dead = np.isin(seqs, state.tombstones)
-            if dead.any():
-                raise UnknownIdError(f"document id {norm[int(np.argmax(dead))]!r} was already deleted")
+            live, stale = _live_seqs(state, self._docs, norm)
+            missing = [i for i in norm if i not in live]
+            if missing:
+                gone = set(stale.values())
+                if missing[0] in gone:
+                    raise UnknownIdError(f"document id {missing[0]!r} was already deleted")
+                shown = ", ".join(repr(i) for i in missing[:5])
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                raise UnknownIdError(f"unknown document id(s): {shown}{more}")
+            seqs = np.asarray([live[i] for i in norm], dtype=np.int64)
             tomb = np.union1d(state.tombstones, seqs).astype(np.int64)
             m = json.loads(json.dumps(state.manifest))
-            fname = f"tombstones-{int(m['generation']) + 1:06d}.npy"
-            info = _save_npy(self.path / f".{fname}.tmp", tomb)
-            os.replace(self.path / f".{fname}.tmp", self.path / fname)
-            fsync_dir(self.path)
-            m["tombstones"] = {"file": fname, "count": int(tomb.size), **info}
+            m["tombstones"] = self._write_tombstones(m, tomb)
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False, reuse=state)
             self._tidy(purge=seqs.tolist())
@@ -1147,10 +1198,21 @@ def _check_unique(ids: Sequence[DocId]) -> None:
             seen.add(i)
 
 
-def _is_tombstoned(state: State, seq: int) -> bool:
-    t = state.tombstones
-    pos = int(np.searchsorted(t, seq))
-    return pos < t.size and int(t[pos]) == seq
+def _live_seqs(state: State, docs: DocStore, ids: Sequence[DocId]) -> tuple[dict[DocId, int], dict[int, DocId]]:
+    """The live sequence number of each of ``ids`` that is a live document, and the tombstoned rows of
+    ``ids`` not purged yet (seq -> id). Rows at or above next_seq (a write that never committed, or an
+    upsert's new version before its commit) are neither."""
+    next_seq = int(state.manifest["next_seq"])
+    rows = [(i, s) for i, s in docs.find_rows(ids) if s < next_seq]
+    dead = np.isin(np.fromiter((s for _, s in rows), np.int64, len(rows)), state.tombstones)
+    live: dict[DocId, int] = {}
+    stale: dict[int, DocId] = {}
+    for (doc_id, seq), d in zip(rows, dead.tolist(), strict=True):
+        if d:
+            stale[seq] = doc_id
+        else:
+            live[doc_id] = seq
+    return live, stale
 
 
 def _check_text(i: int, value: object) -> None:

@@ -138,6 +138,16 @@ class Shard:
             )
         return [ids[i] for i in keep]
 
+    def upsert(
+        self,
+        embeddings: np.ndarray,
+        ids: list[DocId],
+        texts: list[str | None] | None,
+        metadata: list[dict[str, Any] | None] | None,
+    ) -> list[DocId]:
+        """Store the documents, replacing stored versions (idempotent: a retry stores the same); returns the ids."""
+        return self.col.upsert(embeddings, ids=ids, texts=texts, metadata=metadata)
+
     def delete(self, ids: list[DocId]) -> list[DocId]:
         """Delete the ids still stored; returns them."""
         present = self.col.existing_ids(ids)
@@ -554,6 +564,61 @@ class ShardedCollection:
             raise PartialWriteError(
                 f"add stored {len(ok)} of {len(doc_ids)} documents; shard(s) {', '.join(names)} failed "
                 f"({type(first).__name__}: {str(first)[:200]}); re-run add with the same ids and skip_existing=True",
+                [d for d in doc_ids if d in ok],
+                failed,
+                names,
+            )
+        return doc_ids
+
+    def upsert(
+        self,
+        embeddings: np.ndarray,
+        ids: Sequence[object],
+        texts: Sequence[str | None] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[DocId]:
+        """Store documents on their shards (routed by id), replacing stored versions; returns the ids.
+
+        Each shard's part is one ``Collection.upsert`` commit; when some shards commit and another
+        fails, PartialWriteError names the ``stored_ids``. Upserting is idempotent: re-run the same call.
+        """
+        if ids is None:
+            raise InvalidInputError("upsert needs the documents' ids")
+        emb = check_documents(embeddings, self.dim)
+        n = emb.shape[0]
+        texts_l = _payload(texts, n, "texts", _check_text)
+        meta_l = _payload(metadata, n, "metadata", _check_meta)
+        raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        doc_ids = [normalize_id(i) for i in raw]
+        if len(doc_ids) != n:
+            raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
+        seen: set[DocId] = set()
+        for d in doc_ids:
+            if d in seen:
+                raise DuplicateIdError(f"document id {d!r} appears more than once in this call")
+            seen.add(d)
+        if not self._manifest["created"]:
+            self._create_on_first_add(emb)
+        calls = {
+            s: (
+                emb[rows],
+                [doc_ids[j] for j in rows],
+                None if texts_l is None else [texts_l[j] for j in rows],
+                None if meta_l is None else [meta_l[j] for j in rows],
+            )
+            for s, rows in self._route(doc_ids).items()
+        }
+        done, errors = self._call("upsert", calls)
+        if errors:
+            ok = {d for s in done for d in calls[s][1]}
+            failed = [d for s in errors for d in calls[s][1]]
+            if not ok and len(errors) == 1 and isinstance(next(iter(errors.values())), BitsearchError):
+                raise next(iter(errors.values()))  # nothing was written: the shard's own error
+            names = [self.shard_names[s] for s in sorted(errors)]
+            first = errors[min(errors)]
+            raise PartialWriteError(
+                f"upsert stored {len(ok)} of {n} documents; shard(s) {', '.join(names)} failed "
+                f"({type(first).__name__}: {str(first)[:200]}); re-run the same upsert",
                 [d for d in doc_ids if d in ok],
                 failed,
                 names,

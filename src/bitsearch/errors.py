@@ -18,6 +18,10 @@ class DuplicateIdError(InvalidInputError):
     """An id given to ``add`` already exists in the collection (or twice in the same call)."""
 
 
+class DimensionMismatchError(InvalidInputError):
+    """Vectors whose dimension differs from the collection's (set at create, or by its first write of vectors)."""
+
+
 class UnknownIdError(BitsearchError, KeyError):
     """An id given to ``delete`` (or a lookup) is not in the collection."""
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import DimensionMismatchError, InvalidInputError
 
 Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 PRECISIONS: tuple[str, ...] = ("float32", "int8", "uint8", "binary", "ubinary")
@@ -51,7 +51,7 @@ def check_embeddings(embeddings: object, dim: int | None = None, *, name: str = 
     if arr.shape[1] == 0:
         raise InvalidInputError(f"{name} has zero dimensions")
     if dim is not None and arr.shape[1] != dim:
-        raise InvalidInputError(f"{name} have dimension {arr.shape[1]}, expected {dim}")
+        raise DimensionMismatchError(f"{name} have dimension {arr.shape[1]}, expected {dim}")
     if kind != "f":
         arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():

@@ -49,18 +49,19 @@ MAX_METADATA_DEPTH = 64
 MAX_FILTER_DEPTH = 16
 MAX_FILTER_CONDITIONS = 512
 
+# An id may have several rows for a moment: an upsert stores a document's new version (above the
+# manifest's next_seq, invisible) before its commit tombstones the old one; the manifest says which
+# row is live. Stores of older releases declared id UNIQUE: ``allow_repeated_ids`` rebuilds them.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
     seq INTEGER PRIMARY KEY,
-    id NOT NULL UNIQUE,
+    id NOT NULL,
     text TEXT,
     metadata TEXT
 );
+CREATE INDEX IF NOT EXISTS docs_id ON docs(id);
 """
-_FTS_SCHEMA = """
-CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
-    text, content='docs', content_rowid='seq', tokenize='porter unicode61 remove_diacritics 2'
-);
+_FTS_TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS docs_fts_insert AFTER INSERT ON docs BEGIN
     INSERT INTO docs_fts(rowid, text) VALUES (new.seq, new.text);
 END;
@@ -68,6 +69,14 @@ CREATE TRIGGER IF NOT EXISTS docs_fts_delete AFTER DELETE ON docs BEGIN
     INSERT INTO docs_fts(docs_fts, rowid, text) VALUES ('delete', old.seq, old.text);
 END;
 """
+_FTS_SCHEMA = (
+    """
+CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
+    text, content='docs', content_rowid='seq', tokenize='porter unicode61 remove_diacritics 2'
+);
+"""
+    + _FTS_TRIGGERS
+)
 # Lucene's default English stop set: dropped from keyword queries (not from the index), which keeps
 # OR-queries off the longest posting lists (3-4x faster on the shared datasets, same NDCG@10).
 STOPWORDS = frozenset(
@@ -278,14 +287,58 @@ class DocStore:
             self._local.con = None
 
     def find_existing(self, ids: Sequence[DocId]) -> dict[DocId, int]:
-        """Map each of ``ids`` present in the store to its sequence number."""
+        """Map each of ``ids`` present in the store to a sequence number (the largest, where an id has
+        several rows: see ``find_rows``)."""
         found: dict[DocId, int] = {}
-        con = self._con()
-        for part in _chunks(list(ids)):
-            marks = ",".join("?" * len(part))
-            for seq, doc_id in con.execute(f"SELECT seq, id FROM docs WHERE id IN ({marks})", part):
+        for doc_id, seq in self.find_rows(ids):
+            if seq > found.get(doc_id, -1):
                 found[doc_id] = seq
         return found
+
+    def find_rows(self, ids: Sequence[DocId]) -> list[tuple[DocId, int]]:
+        """Every (id, sequence number) row of ``ids``: live, tombstoned or not yet committed, which only
+        the manifest can tell apart."""
+        rows: list[tuple[DocId, int]] = []
+        con = self._con()
+        for part in _chunks(list(dict.fromkeys(ids))):
+            marks = ",".join("?" * len(part))
+            rows.extend(
+                (doc_id, int(seq))
+                for seq, doc_id in con.execute(f"SELECT seq, id FROM docs WHERE id IN ({marks})", part)
+            )
+        return rows
+
+    def ids_unique(self) -> bool:
+        """Whether the table declares ids UNIQUE (stores of older releases), which forbids upserts."""
+        row = self._con().execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'docs'").fetchone()
+        return row is not None and "UNIQUE" in str(row[0]).upper()
+
+    def allow_repeated_ids(self) -> None:
+        """Rebuild an older store's table without its UNIQUE id constraint (one transaction: all or nothing).
+
+        Sequence numbers, texts and metadata are kept, so the keyword index (keyed by sequence number)
+        stays valid; its triggers, dropped with the old table, are made again.
+        """
+        if not self.ids_unique():
+            return
+        con = self._con()
+        fts = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'docs_fts'").fetchone() is not None
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute("CREATE TABLE docs_new (seq INTEGER PRIMARY KEY, id NOT NULL, text TEXT, metadata TEXT)")
+            con.execute("INSERT INTO docs_new (seq, id, text, metadata) SELECT seq, id, text, metadata FROM docs")
+            con.execute("DROP TABLE docs")  # its triggers go with it; DROP fires no delete trigger
+            con.execute("ALTER TABLE docs_new RENAME TO docs")
+            con.execute("CREATE INDEX docs_id ON docs(id)")
+            if fts:
+                for stmt in _FTS_TRIGGERS.split("END;")[:-1]:
+                    con.execute(stmt + "END;")
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        self._checkpoint(con)
 
     def insert(
         self,
