@@ -114,7 +114,8 @@ def _zygote_main(conn: Any) -> None:  # pragma: no cover - runs in the zygote
     with tempfile.TemporaryDirectory() as scratch:  # load every compiled kernel the writes use
         path = Path(scratch) / "c"
         _base(path)
-        writes = [(op, path) for op in (_op_add, _op_upsert, _op_delete, _op_compact, _op_build, _op_drop)]
+        ops = (_op_add, _op_upsert, _op_upsert_novec, _op_delete, _op_compact, _op_build, _op_drop)
+        writes = [(op, path) for op in ops]
         writes.append((_cli(_corpus(Path(scratch) / "corpus.jsonl", CLI_IDS)), Path(scratch) / "cli"))
         for op, where in writes:
             with contextlib.suppress(Exception):  # only the kernels matter here
@@ -261,6 +262,15 @@ def _op_upsert(path: Path) -> None:
     Collection.open(path).upsert(np.stack([_vec(t) for t in texts]), ids=ids, texts=texts, metadata=meta)
 
 
+def _op_upsert_novec(path: Path) -> None:
+    """d6 replaced by a version without a vector, n1 added without one, d7 given a new vector."""
+    ids = ["d6", "n1", "d7"]
+    texts = [f"text {i} novec" for i in ids]
+    meta = [{"even": True}] * 3
+    vectors = [None, None, _vec(texts[2])]
+    Collection.open(path).upsert(vectors, ids=ids, texts=texts, metadata=meta)
+
+
 def _op_delete(path: Path) -> None:
     Collection.open(path).delete(["d0", "d1", "d2"])
 
@@ -342,6 +352,7 @@ def _crashes(zygote: _Zygote, src: Path, op: Callable[[Path], None], work: Path)
 PAIRS = {
     "add": (_op_add, _op_delete),
     "upsert": (_op_upsert, _op_delete),
+    "upsert_novec": (_op_upsert_novec, _op_compact),
     "delete": (_op_delete, _op_compact),
     "compact": (_op_compact, _op_build),
     "build_index": (_op_build, _op_add),

@@ -72,7 +72,9 @@ log = logging.getLogger(__name__)
 # 3: 1.5bit as a sign plane + one bit per pair of dimensions (format 2's was packed ternary).
 # A new collection gets the lowest version that describes it, so older releases still open all
 # but the new 1.5bit ones, and refuse those rather than misread them.
-FORMAT_VERSION = 3
+# 4: documents without vectors (a "novec" list of sequence numbers) and a dim left unset (null) until
+# the first write of vectors.
+FORMAT_VERSION = 4
 FORMAT_NAME = "bitsearch-collection"
 STAGE1_PRECISIONS = ("binary", "1.5bit", "2bit", "int8", "float32")
 LOWBIT = ("1.5bit", "2bit")
@@ -331,6 +333,7 @@ class State:
     deleted: np.ndarray  # (N,) bool
     tombstones: np.ndarray  # sorted int64 seqs
     extra: dict[str, Any] = field(default_factory=dict)
+    novec: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted seqs, no vector
 
     @property
     def rows(self) -> int:
@@ -338,7 +341,17 @@ class State:
 
     @property
     def live(self) -> int:
-        return self.rows - int(self.tombstones.size)
+        """Live documents: rows with vectors and documents without, less the tombstoned."""
+        return self.rows + int(self.novec.size) - int(self.tombstones.size)
+
+    @property
+    def live_novec(self) -> np.ndarray:
+        """Sequence numbers of the live documents stored without a vector."""
+        got = self.extra.get("live_novec")
+        if got is None:
+            got = self.novec[~np.isin(self.novec, self.tombstones)] if self.tombstones.size else self.novec
+            self.extra["live_novec"] = got
+        return got
 
     def locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map global row numbers to (segment index, row within segment)."""
@@ -501,7 +514,7 @@ class CollectionFiles:
             ranges = calibrate_ranges(check_documents(calibration_embeddings, dim, name="calibration_embeddings"))
         manifest = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION if precision == "1.5bit" else 2,
+            "format_version": 3 if precision == "1.5bit" else 2,
             "dim": dim,
             "precision": precision,
             "keep_int8": keep_int8,
@@ -640,8 +653,10 @@ class CollectionFiles:
         stored = self._docs.fetch(wanted)
         vectors: dict[int, np.ndarray] = {}
         if with_vectors and wanted:
-            rows = state.rows_of(np.asarray(wanted, dtype=np.int64))
-            vectors = dict(zip(wanted, state.gather("float32", rows), strict=True))
+            with_rows = np.setdiff1d(np.asarray(wanted, dtype=np.int64), state.novec)  # the rest have none
+            if with_rows.size:
+                rows = state.rows_of(with_rows)
+                vectors = dict(zip(with_rows.tolist(), state.gather("float32", rows), strict=True))
         out: list[Document | None] = []
         for i in norm:
             seq = seqs.get(i)
@@ -700,7 +715,7 @@ class CollectionFiles:
         and the files earlier commits replaced. Called with the process write lock held; every removal
         goes through ``remove_inside`` (nothing outside the folder, nothing through a symbolic link)."""
         root = self.path
-        for pattern in (f".{MANIFEST}.tmp-*", ".tombstones-*.tmp", f".{ROTATION}.tmp", ".ann-*.tmp-*"):
+        for pattern in (f".{MANIFEST}.tmp-*", ".tombstones-*.tmp", ".novec-*.tmp", f".{ROTATION}.tmp", ".ann-*.tmp-*"):
             for f in root.glob(pattern):
                 remove_inside(root, f)
         if not (m.get("codebook") or {}).get("rotation"):
@@ -713,10 +728,11 @@ class CollectionFiles:
         for d in root.glob("ann-*"):
             if ann is None or d.name != ann["dir"]:
                 remove_inside(root, d)
-        tomb = m["tombstones"]
-        for f in root.glob("tombstones-*.npy"):
-            if tomb is None or f.name != tomb["file"]:
-                remove_inside(root, f)
+        for key in ("tombstones", "novec"):
+            listed_file = m.get(key)
+            for f in root.glob(f"{key}-*.npy"):
+                if listed_file is None or f.name != listed_file["file"]:
+                    remove_inside(root, f)
 
     def _failed(self, exc: BaseException, generation: int | None) -> DiskFullError | None:
         """Remove what a failed write left (best effort); for a full disk, the error to raise instead.
@@ -757,7 +773,7 @@ class CollectionFiles:
 
     def add(
         self,
-        embeddings: np.ndarray,
+        embeddings: np.ndarray | Sequence[Any] | None,
         ids: Sequence[object] | None = None,
         texts: Sequence[str | None] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
@@ -769,6 +785,12 @@ class CollectionFiles:
         documents instead). ``texts`` and ``metadata`` (JSON objects) are stored with the vectors and
         returned by search.
 
+        Documents without vectors: ``embeddings=None`` stores every document of the call without one
+        (their number comes from ``ids``, else ``texts``, else ``metadata``), and a list whose entries
+        are vectors or None stores the None ones without. Such documents are counted, filtered, found
+        by keyword search, returned by ``get`` (vector None) and deleted like the others, and never
+        returned by dense search (nor by hybrid search's dense ranking).
+
         Limits (InvalidInputError, checked before anything is written): int ids fit SQLite's signed
         64 bits; ids, texts and metadata keys and strings are valid Unicode (no lone surrogates);
         metadata nests at most ``bitsearch.store.MAX_METADATA_DEPTH`` (64) levels, has str keys and
@@ -778,7 +800,7 @@ class CollectionFiles:
 
     def upsert(
         self,
-        embeddings: np.ndarray,
+        embeddings: np.ndarray | Sequence[Any] | None,
         ids: Sequence[object],
         texts: Sequence[str | None] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
@@ -796,16 +818,16 @@ class CollectionFiles:
 
     def _write_documents(
         self,
-        embeddings: np.ndarray,
+        embeddings: np.ndarray | Sequence[Any] | None,
         ids: Sequence[object] | None,
         texts: Sequence[str | None] | None,
         metadata: Sequence[dict[str, Any] | None] | None,
         *,
         replace: bool,
     ) -> list[DocId]:
-        """``add`` (``replace=False``) or ``upsert``: checks, then one segment, docs rows and one commit."""
-        emb = check_documents(embeddings, self.dim)
-        n = emb.shape[0]
+        """``add`` (``replace=False``) or ``upsert``: checks, then a segment for the rows with vectors, the
+        list of documents without, docs rows, tombstones of replaced documents, and one commit."""
+        emb, has_vec, n = self._check_vectors(embeddings, ids, texts, metadata)
         given_ids: list[DocId] | None = None
         if ids is not None:
             given_ids = [normalize_id(i) for i in _as_list(ids, "ids", "one id per embedding")]
@@ -826,26 +848,79 @@ class CollectionFiles:
                 self._docs.purge_seqs(list(stale))
             if existing:  # the new rows go in beside the old ones until the commit tombstones those
                 self._docs.allow_repeated_ids()
-            ranges = self._calibrate(m, emb)
-            name = f"{_take_number(self.path, m):06d}"
-            seg_info = self._write_segment(name, emb, np.arange(first_seq, first_seq + n, dtype=np.int64), m, ranges)
+            seqs = np.arange(first_seq, first_seq + n, dtype=np.int64)
+            seg_info = None
+            if emb is not None:
+                ranges = self._calibrate(m, emb)
+                name = f"{_take_number(self.path, m):06d}"
+                seg_info = self._write_segment(name, emb, seqs[has_vec], m, ranges)
+                m["segments"].append(seg_info)
+            if not has_vec.all():
+                m["novec"] = self._write_seq_list(m, "novec", np.union1d(state.novec, seqs[~has_vec]))
+                m["format_version"] = max(int(m["format_version"]), 4)
             old = np.asarray(sorted(existing.values()), dtype=np.int64)
             if old.size:
-                m["tombstones"] = self._write_tombstones(m, np.union1d(state.tombstones, old).astype(np.int64))
+                tomb = np.union1d(state.tombstones, old).astype(np.int64)
+                m["tombstones"] = self._write_seq_list(m, "tombstones", tomb)
             self._docs.insert(first_seq, doc_ids, texts, metadata)
-            m["segments"].append(seg_info)
             m["next_seq"] = first_seq + n
             self._commit(m)
-            new_state = _extend_state(state, m, self.path, seg_info)
-            if old.size:
-                tomb = _tombstones(self.path, m)
-                deleted = new_state.deleted.copy()
-                deleted[state.rows_of(old)] = True
-                new_state = dataclasses.replace(new_state, deleted=deleted, tombstones=tomb)
-            self._state = new_state
+            self._state = self._after_write(state, m, seg_info, old)
             if old.size:
                 self._tidy(purge=old.tolist())
         return doc_ids
+
+    def _check_vectors(
+        self,
+        embeddings: np.ndarray | Sequence[Any] | None,
+        ids: Sequence[object] | None,
+        texts: Sequence[str | None] | None,
+        metadata: Sequence[dict[str, Any] | None] | None,
+    ) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """(the rows that have vectors, checked; which documents have one; how many documents).
+
+        ``embeddings`` None: no document has a vector (their count comes from ids, texts or metadata);
+        a list or tuple with None entries: those documents have none.
+        """
+        if embeddings is None:
+            for name, given in (("ids", ids), ("texts", texts), ("metadata", metadata)):
+                if given is not None:
+                    n = len(_as_list(given, name, "one entry per document"))
+                    break
+            else:
+                raise InvalidInputError("no documents given: pass embeddings, or ids / texts for documents without")
+            if n == 0:
+                raise InvalidInputError("no documents given: the lists are empty")
+            return None, np.zeros(n, dtype=np.bool_), n
+        if isinstance(embeddings, (list, tuple)) and any(e is None for e in embeddings):
+            has_vec = np.array([e is not None for e in embeddings], dtype=np.bool_)
+            rows = [e for e in embeddings if e is not None]
+            if not rows:
+                return None, has_vec, has_vec.size
+            for i, e in zip(np.flatnonzero(has_vec).tolist(), rows, strict=True):
+                if np.ndim(e) != 1:
+                    raise InvalidInputError(f"embeddings[{i}] must be one vector or None, got shape {np.shape(e)}")
+            try:
+                stacked = np.asarray(rows)
+            except ValueError:
+                raise InvalidInputError("embeddings must all have the same dimension") from None
+            return check_documents(stacked, self.dim), has_vec, has_vec.size
+        emb = check_documents(embeddings, self.dim)
+        return emb, np.ones(emb.shape[0], dtype=np.bool_), emb.shape[0]
+
+    def _after_write(self, state: State, m: dict[str, Any], seg_info: dict[str, Any] | None, old: np.ndarray) -> State:
+        """The state after a committed add or upsert: the new segment read back, documents without
+        vectors and the tombstones of replaced documents taken in."""
+        new = _extend_state(state, m, self.path, seg_info) if seg_info is not None else state
+        novec = _seq_list(self.path, m, "novec")
+        tomb = _seq_list(self.path, m, "tombstones")
+        deleted = new.deleted
+        old_rows = np.setdiff1d(old, state.novec)  # replaced documents that had a vector
+        if old_rows.size:
+            deleted = deleted.copy()
+            deleted[state.rows_of(old_rows)] = True
+        extra = {"ann": new.extra.get("ann")}
+        return dataclasses.replace(new, manifest=m, deleted=deleted, tombstones=tomb, novec=novec, extra=extra)
 
     def _calibrate(self, m: dict[str, Any], emb: np.ndarray) -> np.ndarray | None:
         """The int8 ranges (and the codebook) for a write of ``emb``, calibrated on it when the
@@ -867,13 +942,14 @@ class CollectionFiles:
                 m["format_version"] = max(int(m["format_version"]), 3)
         return ranges
 
-    def _write_tombstones(self, m: dict[str, Any], tomb: np.ndarray) -> dict[str, Any]:
-        """Write the sorted tombstoned sequence numbers for the commit of ``m``; returns their record."""
-        fname = f"tombstones-{int(m['generation']) + 1:06d}.npy"
-        info = _save_npy(self.path / f".{fname}.tmp", tomb)
+    def _write_seq_list(self, m: dict[str, Any], key: str, seqs: np.ndarray) -> dict[str, Any]:
+        """Write sorted sequence numbers (``key``: "tombstones" or "novec") for the commit of ``m``;
+        returns their manifest record."""
+        fname = f"{key}-{int(m['generation']) + 1:06d}.npy"
+        info = _save_npy(self.path / f".{fname}.tmp", seqs)
         os.replace(self.path / f".{fname}.tmp", self.path / fname)
         fsync_dir(self.path)
-        return {"file": fname, "count": int(tomb.size), **info}
+        return {"file": fname, "count": int(seqs.size), **info}
 
     def _write_segment(
         self,
@@ -937,7 +1013,7 @@ class CollectionFiles:
             seqs = np.asarray([live[i] for i in norm], dtype=np.int64)
             tomb = np.union1d(state.tombstones, seqs).astype(np.int64)
             m = json.loads(json.dumps(state.manifest))
-            m["tombstones"] = self._write_tombstones(m, tomb)
+            m["tombstones"] = self._write_seq_list(m, "tombstones", tomb)
             self._commit(m)
             self._state = _load_state(self.path, m, verify=False, reuse=state)
             self._tidy(purge=seqs.tolist())
@@ -953,9 +1029,11 @@ class CollectionFiles:
             # them do, so no crash can leave a row that looks live; rows of no segment at all (left so
             # by older releases) go too. Idempotent: a crash before the commit loses nothing visible.
             self._docs.purge_seqs(state.tombstones.tolist())
-            if self._docs.count_below(int(m["next_seq"])) != keep.size:
+            novec = state.live_novec
+            if self._docs.count_below(int(m["next_seq"])) != keep.size + novec.size:
                 stored = np.asarray(self._docs.stored_seqs(int(m["next_seq"])), dtype=np.int64)
-                self._docs.purge_seqs(np.setdiff1d(stored, arrays["seqs.npy"]).tolist())
+                self._docs.purge_seqs(np.setdiff1d(stored, np.union1d(arrays["seqs.npy"], novec)).tolist())
+            m["novec"] = self._write_seq_list(m, "novec", novec) if novec.size else None
             if m["precision"] == "binary":
                 nbytes = -(-int(m["dim"]) // 8)
                 assert state.words is not None
@@ -1073,6 +1151,7 @@ class CollectionFiles:
         stage1_ram = stages[m["precision"]]["ram_bytes"]
         return {
             "documents": state.live,
+            "documents_without_vectors": int(state.live_novec.size),
             "rows": n,
             "deleted": int(state.tombstones.size),
             "segments": len(state.segments),
@@ -1251,6 +1330,7 @@ def _check_payload(values: Sequence[Any] | None, n: int, name: str, check: Any) 
 _SEGMENT_NAME = re.compile(r"\d{6}")
 _ANN_DIR = re.compile(r"ann-(\d{6})")
 _TOMBSTONE_FILE = re.compile(r"tombstones-\d{6}\.npy")
+_NOVEC_FILE = re.compile(r"novec-\d{6}\.npy")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SEGMENT_FILES = frozenset({"seqs.npy", *_ARRAY_FILES.values()})
 _ANN_FILES = ("centroids.npy", "offsets.npy", "rows.npy", "codes.npy")  # and optionally means.npy
@@ -1355,12 +1435,22 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
     elif keep["int8"] and total:
         c.fail("ranges are missing, and the segments hold int8 rows")
     _validate_codes(c, m, dim, precision, total)
+    novec = 0
+    if m.get("novec") is not None:
+        if m["format_version"] < 4:
+            c.fail(f"documents without vectors (novec) need format_version 4, got {m['format_version']}")
+        t = c.file_info(m["novec"], "novec")
+        c.mapping(t, "novec", ("file", "count"))
+        c.name(t["file"], "novec.file", _NOVEC_FILE, "novec file")
+        novec = c.integer(t["count"], "novec.count", 1, m["next_seq"])
+        if total + novec > m["next_seq"]:
+            c.fail(f"next_seq {m['next_seq']} is below the {total} rows and {novec} documents without vectors")
     t = m["tombstones"]
     if t is not None:
         t = c.file_info(t, "tombstones")
         c.mapping(t, "tombstones", ("file", "count"))
         c.name(t["file"], "tombstones.file", _TOMBSTONE_FILE, "tombstone file")
-        c.integer(t["count"], "tombstones.count", 0, total)
+        c.integer(t["count"], "tombstones.count", 0, total + novec)
     if m.get("ann") is not None:
         _validate_ann(c, m, precision, total)
 
@@ -1633,7 +1723,13 @@ def _split_planes(part: np.ndarray | None, m: dict[str, Any]) -> tuple[np.ndarra
 
 def _tombstones(path: Path, m: dict[str, Any]) -> np.ndarray:
     """The sorted sequence numbers of deleted rows (a small file, always checksummed)."""
-    t = m.get("tombstones")
+    return _seq_list(path, m, "tombstones")
+
+
+def _seq_list(path: Path, m: dict[str, Any], key: str) -> np.ndarray:
+    """A sorted list of sequence numbers the manifest names under ``key`` ("tombstones": deleted
+    documents; "novec": documents stored without a vector), checksummed."""
+    t = m.get(key)
     if t is None:
         return np.zeros(0, dtype=np.int64)
     tpath = _inside(path, t["file"])
@@ -1668,7 +1764,8 @@ def _load_state(path: Path, m: dict[str, Any], *, verify: bool, reuse: State | N
         extra = {"ann": reuse.extra.get("ann")} if m.get("ann") == reuse.manifest.get("ann") else {}
         if "ann" not in extra:
             extra["ann"] = _load_ann(path, m)
-        return State(m, reuse.segments, reuse.offsets, reuse.words, reuse.ram_rows, deleted, tomb, extra)
+        novec = _seq_list(path, m, "novec")
+        return State(m, reuse.segments, reuse.offsets, reuse.words, reuse.ram_rows, deleted, tomb, extra, novec)
     segments, ram_parts = [], []
     for info in m["segments"]:
         seg, ram = _load_segment(path, info, m, verify)
@@ -1679,7 +1776,9 @@ def _load_state(path: Path, m: dict[str, Any], *, verify: bool, reuse: State | N
     tomb = _tombstones(path, m)
     offsets = _offsets(segments)
     deleted = _deleted_mask(segments, tomb, int(offsets[-1]))
-    return State(m, tuple(segments), offsets, words, ram_rows, deleted, tomb, {"ann": _load_ann(path, m)})
+    novec = _seq_list(path, m, "novec")
+    extra = {"ann": _load_ann(path, m)}
+    return State(m, tuple(segments), offsets, words, ram_rows, deleted, tomb, extra, novec)
 
 
 def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, Any]) -> State:
@@ -1700,4 +1799,4 @@ def _extend_state(state: State, m: dict[str, Any], path: Path, info: dict[str, A
         ram_rows = ram if ram_rows is None or ram_rows.shape[0] == 0 else np.concatenate([ram_rows, ram])
     deleted = np.concatenate([state.deleted, np.zeros(seg.rows, dtype=np.bool_)])
     extra = {"ann": state.extra.get("ann")}
-    return State(m, segments, _offsets(segments), words, ram_rows, deleted, state.tombstones, extra)
+    return State(m, segments, _offsets(segments), words, ram_rows, deleted, state.tombstones, extra, state.novec)

@@ -341,7 +341,7 @@ class Collection(CollectionFiles):
         timings: dict[str, float],
     ) -> list[list[tuple[int, float]]]:
         """Staged vector search: per query, up to k (seq, score) pairs, best first."""
-        live = state.live if exclude is None else int(state.rows - exclude.sum())
+        live = state.rows if exclude is None else int(state.rows - exclude.sum())  # rows: documents with vectors
         if live == 0:
             return [[] for _ in range(q.shape[0])]
         n_cand = min(live, k * (rescore_multiplier if plan.rescore else 1))
