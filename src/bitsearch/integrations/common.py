@@ -97,7 +97,8 @@ class CollectionHandle:
         if col is None or len(col) == 0:
             return []
         # a dense search for every document: the collection's filter runs in SQLite, the zero query ranks
-        # nothing, and k = the number of live documents returns every match
+        # nothing, and k = the number of live documents returns every match. Documents stored without a
+        # vector (never written by these adapters) are not listed: dense search does not see them.
         hits = col.search(np.zeros(col.dim, np.float32), k=len(col), rescore=None, filter=flt, with_text=False)
         return [h.id for h in hits[0]]
 
