@@ -144,9 +144,9 @@ def test_lowbit_collections(tmp_path: Path, precision: str, options: dict, monke
         assert [h.id for h in hits] == [f"d{i}" for i in order]
     # by default only the Hamming top n x ASYMMETRIC_PRESELECT on the median plane are scored (made
     # small here so that 600 rows are more than it keeps)
-    import bitsearch.search as search_module
+    import bitsearch.codecs.base as codecs_base
 
-    monkeypatch.setattr(search_module, "ASYMMETRIC_PRESELECT", 5)
+    monkeypatch.setattr(codecs_base, "ASYMMETRIC_PRESELECT", 5)
     hi = book.levels_of(x) >= 2
     for qi, hits in zip(q, col.search(q, k=7, rescore=None), strict=True):
         ham = (hi != (book.levels_of(qi) >= 2)).sum(1)
@@ -256,14 +256,14 @@ def test_exact_scan_paths_agree(tmp_path: Path, precision: str):
 def test_format_2_ternary_collection_still_opens_and_searches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """1.5bit collections written as packed ternary codes (format 2, before the sign + pair planes)
     open, search (a full table-lookup scan) and grow as before."""
-    import bitsearch.collection as collection_module
+    import bitsearch.codecs.base as codecs_base
 
     class Ternary(CodeBook):
         @classmethod
         def fit(cls, embeddings, kind="binary", **kw):  # type: ignore[override]
             return CodeBook.fit(embeddings, kind, pairs=False, **kw)
 
-    monkeypatch.setattr(collection_module, "CodeBook", Ternary)
+    monkeypatch.setattr(codecs_base, "CodeBook", Ternary)
     x = _emb(500)
     col = Collection.create(tmp_path / "c", DIM, precision="1.5bit")
     col.add(x[:300], ids=[f"d{i}" for i in range(300)])

@@ -116,7 +116,7 @@ def test_asymmetric_stage1_scores_bucket_means(tmp_path: Path, col: Collection, 
     """The float query scores the sign bits' bucket means: exactly over every row with
     stage1="asymmetric", over the Hamming top 16 x k with "auto" (the default) when nothing rescores."""
     from bitsearch.quantize import CodeBook
-    from bitsearch.search import ASYMMETRIC_PRESELECT
+    from bitsearch.codecs import ASYMMETRIC_PRESELECT
 
     book = CodeBook.fit(emb[:300], "binary")  # the first add calibrated the codebook
     rec = book.decode(book.encode(emb)).astype(np.float64)
@@ -369,34 +369,36 @@ _WRITER = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    import bitsearch.collection as bc
+    import bitsearch.storage.writes as bw
+    import bitsearch.storage.manifest as bm
     from bitsearch import Collection
+    from bitsearch.store import DocStore
     path, mode = sys.argv[1], sys.argv[2]
     rng = np.random.default_rng(123)
     col = Collection.open(path)
     if mode != "loop":
         # die at a chosen point inside the next add
-        target = {"segment": "_save_npy", "docs": "DocStore.insert", "manifest": "write_atomic"}[mode]
+        target = {"segment": "save_npy", "docs": "DocStore.insert", "manifest": "write_atomic"}[mode]
         def killer(*a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
         if target == "DocStore.insert":
-            bc.DocStore.insert = killer
+            DocStore.insert = killer
         elif target == "write_atomic":
-            real = bc.write_atomic
+            real = bm.write_atomic
             def half(p, data):
                 tmp = p.with_name(".manifest.json.tmp-crash")
                 tmp.write_bytes(data[: len(data) // 2])
                 killer()
-            bc.write_atomic = half
+            bm.write_atomic = half
         else:
             calls = {"n": 0}
-            real = bc._save_npy
+            real = bw.save_npy
             def some(p, arr):
                 calls["n"] += 1
                 if calls["n"] == 2:
                     killer()
                 return real(p, arr)
-            bc._save_npy = some
+            bw.save_npy = some
     i = len(col) - 500
     print("ready", flush=True)
     while True:
@@ -475,10 +477,10 @@ def test_gather_reads_the_rows_on_disk(col: Collection, emb: np.ndarray, tmp_pat
             state.gather("float32", np.array([-1]))
 
     check(col._state)
-    assert col._state.extra["seq_shift"] == 0  # appended segments: seq = row, computed
+    assert col._state.seq_shift == 0  # appended segments: seq = row, computed
     col.compact()  # one segment whose seqs skip the deleted ones: read from disk
     check(col._state)
-    assert col._state.extra["seq_shift"] is None
+    assert col._state.seq_shift is None
 
 
 def test_single_queries_equal_the_batch(col: Collection, emb: np.ndarray):

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-import bitsearch.collection as bc
 import bitsearch.files
 from bitsearch import Collection, CollectionError
 from bitsearch.store import DocStore
@@ -536,8 +535,8 @@ class _Disk:
                 return self.con.executemany(sql, *a)
 
         real_con = DocStore._con
-        monkeypatch.setattr(bc, "open", fake_open, raising=False)
-        monkeypatch.setattr(bitsearch.files, "open", fake_open, raising=False)  # the manifest's writer
+        # bitsearch.files writes every collection file (segments, tombstones, the manifest)
+        monkeypatch.setattr(bitsearch.files, "open", fake_open, raising=False)
         monkeypatch.setattr(DocStore, "_con", lambda self: Connection(real_con(self)))
 
     def fill(self, mode: str) -> None:

@@ -248,7 +248,7 @@ def _row_files(tmp_path, sizes, width, dtype, seed=0):
     """.npy files of ``sizes`` rows each, their descriptors / data offsets / row starts, and all rows."""
     import os
 
-    from bitsearch.collection import DiskRows
+    from bitsearch.storage.diskrows import DiskRows
 
     rng = np.random.default_rng(seed)
     parts, arrays = [], []

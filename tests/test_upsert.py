@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bitsearch.collection as bc
+import bitsearch.storage.store as bs
 from bitsearch import Collection, DuplicateIdError, InvalidInputError
 
 DIM = 6
@@ -82,10 +82,10 @@ def test_a_failed_upsert_leaves_the_old_versions(col: Collection, monkeypatch: p
     queries = _vecs(2, 5)
     before = _everything(col, queries)
 
-    def fail(self: Any, manifest: dict[str, Any]) -> None:
+    def fail(self: Any, manifest: Any) -> None:
         raise OSError("injected fault before the commit")
 
-    monkeypatch.setattr(bc.CollectionFiles, "_commit", fail)
+    monkeypatch.setattr(bs.Store, "commit", fail)
     with pytest.raises(OSError, match="injected"):
         col.upsert(_vecs(2, 6), ids=["a1", "b0"], texts=["pear x", "pear y"])
     monkeypatch.undo()

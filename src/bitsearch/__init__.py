@@ -36,7 +36,7 @@ from .quantize import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"Collection": "search", "Hit": "search", "SearchResults": "search", "Document": "collection"}
+_LAZY = {"Collection": "collection", "Hit": "results", "SearchResults": "results", "Document": "collection"}
 
 
 def __getattr__(name: str) -> object:

@@ -32,7 +32,7 @@ import typer
 
 from bitsearch.collection import interrupted_create
 from bitsearch.errors import BitsearchError
-from bitsearch.search import Collection
+from bitsearch.collection import Collection
 
 if TYPE_CHECKING:  # imported lazily: the encoder by commands that embed text, tqdm by those that index
     from tqdm import tqdm

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .collection import DOCS
+from .collection import Collection
 from .errors import (
     BitsearchError,
     CollectionError,
@@ -57,7 +57,10 @@ from .errors import (
 from .files import read_versioned_json, write_atomic
 from .hybrid import reciprocal_rank_fusion
 from .quantize import check_documents, check_queries
-from .search import HYBRID_DEPTH, MODES, Collection, Hit, SearchResults
+from .options import MODES
+from .results import Hit, SearchResults
+from .search import HYBRID_DEPTH
+from .storage.paths import DOCS
 from .store import DocId, DocStore, filter_sql, normalize_id
 
 __all__ = ["FORMAT_VERSION", "MANIFEST", "Shard", "ShardedCollection", "shard_of"]

@@ -310,7 +310,7 @@ def collection_embeddings(dataset: Dataset, path: str | os.PathLike[str], model:
     ``model`` names (when given). Its texts were embedded as title + newline + text where the evaluation
     embeds title + space + text: the same tokens for WordPiece models such as all-MiniLM-L6-v2.
     """
-    from bitsearch.search import Collection
+    from bitsearch.collection import Collection
 
     col = Collection.open(path)
     recorded = (col.manifest.get("model") or {}).get("name")

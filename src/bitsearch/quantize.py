@@ -23,6 +23,7 @@ __all__ = [
     "check_documents",
     "check_embeddings",
     "check_queries",
+    "check_ranges",
     "dequantize_int8",
     "quantize_embeddings",
     "truncate_embeddings",
@@ -132,7 +133,7 @@ def quantize_embeddings(
             calibration_embeddings = arr
         cal = check_embeddings(calibration_embeddings, arr.shape[1], name="calibration_embeddings")
         ranges = np.vstack((cal.min(axis=0), cal.max(axis=0)))
-    ranges = _check_ranges(ranges, arr.shape[1]).astype(np.float32, copy=False)
+    ranges = check_ranges(ranges, arr.shape[1]).astype(np.float32, copy=False)
     starts = ranges[0, :]
     steps = (ranges[1, :] - starts) / 255
     steps = np.where(steps == 0, 1, steps)
@@ -169,7 +170,7 @@ def calibrate_ranges(embeddings: np.ndarray) -> np.ndarray:
     return np.vstack((lo, hi)).astype(np.float32)
 
 
-def _check_ranges(ranges: object, dim: int) -> np.ndarray:
+def check_ranges(ranges: object, dim: int) -> np.ndarray:
     """Validate int8 ranges: shape (2, dim), finite, min <= max."""
     r = np.asarray(ranges, dtype=np.float64)
     if r.shape != (2, dim):
@@ -431,11 +432,6 @@ class CodeBook:
     def plane_bytes(self) -> int:
         """Bytes of one bit plane of one vector."""
         return -(-self.dim // 8)
-
-    @property
-    def second_plane_bytes(self) -> int:
-        """Bytes of the second plane: 2bit's low bits, or 1.5bit's one bit per pair of dimensions."""
-        return -(-self.plane_bytes // 2) if self.pairs else self.plane_bytes
 
     def levels_of(self, embeddings: np.ndarray) -> np.ndarray:
         """Each dimension's level (n, dim) int64: how many thresholds its value exceeds

@@ -1,4 +1,5 @@
-"""The staged searcher: stage 1 over the codes in RAM, then rescoring stages over rows on disk.
+"""The staged searcher: stage 1 over the codes in RAM (asked of the collection's codec), then
+rescoring stages over rows on disk, keyword ranking and fusion, over one snapshot of a store.
 
 binary collections: Hamming top (k x rescore_multiplier) over sign bits, then the float32 query
 against dequantized int8 rows, unpacked bits or float32 rows. int8 and float32 collections scan their
@@ -10,277 +11,166 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .collection import CollectionFiles, State, _codebook
+from .codecs import Stage1Plan
 from .errors import CollectionError, InvalidInputError, NoModelError
-from .hybrid import check_fusion_args, reciprocal_rank_fusion
-from .kernels import (
-    as_words,
-    hamming_topk,
-    int8_query_weights,
-    rescore_bits,
-    rescore_float32,
-    rescore_int8,
-    top_scored,
-)
-from .quantize import CodeBook, check_queries, int8_steps
-from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
-from .store import DocId, DocStore, check_unicode, filter_fields, filter_sql
+from .hybrid import reciprocal_rank_fusion
+from .kernels import rescore_bits, rescore_float32, rescore_int8
+from .options import MAX_SEARCH_INT, MODES, RESCORE_STAGES, SearchOptions
+from .quantize import check_queries
+from .results import Hit, SearchResults
+from .storage.state import State
+from .storage.store import Store
+from .store import check_unicode, filter_fields, filter_sql
+from .topk import topk_by_row
 
-__all__ = ["MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
+__all__ = ["HYBRID_DEPTH", "MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Hit", "SearchResults", "Searcher"]
 
-MODES = ("dense", "keyword", "hybrid")
 # each ranking's depth before reciprocal rank fusion (at least k)
 HYBRID_DEPTH = 100
-
-RESCORE_STAGES = ("binary", "int8", "float32")
-# how precise each representation is; a rescoring stage must be more precise than the one before it
-_RANK = {"ivf": 0, "hamming": 0, "binary": 1, "asymmetric": 1, "1.5bit": 1.3, "2bit": 1.5, "int8": 2, "float32": 3}
-_EXACT_CHUNK = 65536  # rows per block in exact int8/float32 scans
+# how precise each rescoring stage's rows are; each must be more precise than what ranked before it
+_RANK = {"binary": 1, "int8": 2, "float32": 3}
 _SEARCH_ATTEMPTS = 5  # tries against fresh snapshots when concurrent writers remove rows or files
-ASYMMETRIC_PRESELECT = 16  # stage1="auto": asymmetric scoring of the Hamming top 16 x k
-_NUMBA_SCAN_MAX_QUERIES = 16  # up to this many queries, exact scans run in numba; more go to BLAS
-_NO_SCORES = np.zeros((0, 0), dtype=np.float32)  # stage-1 scores not computed: a rescoring stage follows
-# k, rescore_multiplier and nprobe are at most this: their products stay far inside int64
-MAX_SEARCH_INT = 2**31 - 1
+
+Ranking = list[list[tuple[int, float]]]  # per query, (seq, score) best first
 
 
 @dataclass
-class Hit:
-    """One search result: the document id, its score, and its text and metadata where stored."""
+class Plan:
+    """A dense search's stages: stage 1 (the codec's plan) and the rescoring stages after it."""
 
-    id: DocId
-    score: float
-    text: str | None = None
-    metadata: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
-
-
-class SearchResults(list):  # type: ignore[type-arg]
-    """A list with one list of ``Hit`` per query, plus ``timings``: seconds spent in each stage, and
-    ``warnings``: what may explain a short answer (a filter field that no stored document has)."""
-
-    def __init__(
-        self,
-        hits: list[list[Hit]],
-        timings: dict[str, float],
-        stages: list[str],
-        warnings: list[str] | None = None,
-    ) -> None:
-        super().__init__(hits)
-        self.timings = timings
-        self.stages = stages
-        self.warnings = list(warnings or [])
-
-
-@dataclass
-class _Plan:
-    stage1: str
+    stage1: Stage1Plan
     rescore: list[str] = field(default_factory=list)
-    nprobe: int | None = None
-    preselect: bool = False
 
 
-class _StaleSnapshot(Exception):
+class StaleSnapshot(Exception):
     """The state a search started from lost rows to a concurrent writer: search again."""
 
 
-class Collection(CollectionFiles):
-    """A bitsearch collection: quantized codes on disk and in RAM, searched in stages.
+@dataclass
+class _Query:
+    """One search call's queries and options, and the timings gathered so far."""
 
-    Create with ``Collection.create(path, dim, precision="binary")`` or open with
-    ``Collection.open(path)``; see ``add``, ``delete``, ``compact``, ``search`` and ``stats``.
-    """
+    vectors: np.ndarray | None
+    texts: list[str] | None
+    opts: SearchOptions
+    timings: dict[str, float] = field(default_factory=dict)
 
-    def __init__(self, path: Path, state: State, docs: DocStore) -> None:
-        super().__init__(path, state, docs)
-        self._encoder: Any = None
+
+class Searcher:
+    """Plans and runs searches over the store's current snapshot; embeds query strings with the
+    encoder of the model the manifest records."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.encoder_value: Any = None
         self._encoder_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._warned_norm = False
 
-    def search(
-        self,
-        queries: np.ndarray | str | Sequence[str] | None = None,
-        k: int = 10,
-        rescore_multiplier: int = 4,
-        rescore: str | Sequence[str] | None = "int8",
-        *,
-        mode: str = "dense",
-        query_texts: str | Sequence[str] | None = None,
-        filter: dict[str, Any] | None = None,
-        rrf_k: float = 60.0,
-        weights: Sequence[float] | None = None,
-        nprobe: int | None = None,
-        exact: bool = False,
-        with_text: bool = True,
-    ) -> SearchResults:
-        """Find the ``k`` best documents for each query.
+    # -------------------------------------------------------------- entry
 
-        ``queries`` are float32 vectors ((dim,) or (n, dim)) or query strings, embedded with the model
-        recorded in the manifest. ``mode``: "dense" (staged vector search), "keyword" (BM25 over the
-        stored texts) or "hybrid" (both, fused by reciprocal rank fusion with ``rrf_k`` and per-ranking
-        ``weights`` (dense, keyword)); with vectors, keyword and hybrid take the strings as
-        ``query_texts``. ``filter`` restricts every mode to documents whose metadata match (see
-        ``bitsearch.store.filter_sql``), still returning k hits when k match.
-
-        Dense: stage 1 takes ``k * rescore_multiplier`` candidates when a rescoring stage follows;
-        ``rescore`` names the rows that rescore them ("int8", "binary", "float32", None, or a sequence
-        such as ("int8", "float32"), where earlier stages keep ``k * max(1, rescore_multiplier // 2)``).
-        Stages no more precise than stage 1 are skipped. Scores are dot products with the last stage's
-        rows (binary without rescoring: ``1 - 2 * hamming / dim``); keyword scores are BM25; hybrid
-        scores are fused RRF scores.
-
-        With an approximate index (``build_index``), Hamming stage 1 scans the ``nprobe`` nearest
-        lists (default: the index's setting), and an exact scan of the filter's rows replaces or tops
-        it up when a filter leaves few rows; ``exact=True`` scans every row instead.
-
-        ``k``, ``rescore_multiplier`` and ``nprobe`` are ints from 1 to ``MAX_SEARCH_INT`` (2**31 - 1);
-        ``rrf_k`` a finite number >= 0; ``weights`` two finite numbers >= 0; ``exact`` and ``with_text``
-        bools. Bad arguments raise InvalidInputError before any work.
-
-        Query vectors with NaN or inf raise ``InvalidInputError``; one whose largest |component| is
-        outside 2**-60..2**60 is divided by it first (same ranking; scores are the rescaled query's).
-        """
-        _check_args(
-            k=k, rescore_multiplier=rescore_multiplier, rescore=rescore, mode=mode, rrf_k=rrf_k, weights=weights,
-            nprobe=nprobe, exact=exact, with_text=with_text,
-        )  # fmt: skip
-        args = dict(
-            queries=queries, k=k, rescore_multiplier=rescore_multiplier, rescore=rescore, mode=mode,
-            query_texts=query_texts, filter=filter, rrf_k=rrf_k, weights=weights, nprobe=nprobe, exact=exact,
-            with_text=with_text,
-        )  # fmt: skip
+    def search(self, queries: Any, query_texts: Any, opts: SearchOptions) -> SearchResults:
+        """Search (see ``Collection.search``), again against a fresh snapshot if a writer removed rows."""
         for attempt in range(_SEARCH_ATTEMPTS):
             try:
-                return self._search(self._state, strict=attempt < _SEARCH_ATTEMPTS - 1, **args)
-            except _StaleSnapshot:
+                return self._search(self.store.state, queries, query_texts, opts, strict=attempt < _SEARCH_ATTEMPTS - 1)
+            except StaleSnapshot:
                 # a concurrent delete or compaction removed rows this snapshot still pointed at: the
                 # writer has installed a newer state (or another process has: reload it); go again
-                self.refresh()
+                self.store.refresh()
         raise CollectionError(
             f"the collection changed under this search {_SEARCH_ATTEMPTS} times in a row (compactions "
             "racing it); search again"
         )
 
-    def _search(
-        self,
-        state: State,
-        *,
-        strict: bool,
-        queries: Any,
-        k: int,
-        rescore_multiplier: int,
-        rescore: Any,
-        mode: str,
-        query_texts: Any,
-        filter: dict[str, Any] | None,
-        rrf_k: float,
-        weights: Sequence[float] | None,
-        nprobe: int | None,
-        exact: bool,
-        with_text: bool,
-    ) -> SearchResults:
-        """One search against one state snapshot (see ``search``)."""
-        if mode not in MODES:
-            raise InvalidInputError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
-        _check_positive("k", k)
-        _check_positive("rescore_multiplier", rescore_multiplier)
-        vectors, texts = _split_queries(queries, query_texts)
-        timings: dict[str, float] = {}
-        if mode != "keyword" and vectors is None:
+    def _queries(self, state: State, queries: Any, query_texts: Any, opts: SearchOptions) -> _Query:
+        """The query vectors (embedded from strings when needed, checked) and strings of a search."""
+        vectors, texts = split_queries(queries, query_texts)
+        query = _Query(None, texts, opts)
+        if opts.mode != "keyword" and vectors is None:
             if texts is None:
                 raise InvalidInputError("no queries given: pass vectors or query strings")
             t0 = time.perf_counter()
             encoder = self.encoder
             with self._encode_lock:  # tokenizers are not safe to call from several threads at once
                 vectors = encoder.encode_queries(texts)
-            timings["embed"] = time.perf_counter() - t0
-        if mode != "dense" and texts is None:
-            raise InvalidInputError(f'mode="{mode}" needs query strings: pass them as queries or query_texts')
-        q = None
+            query.timings["embed"] = time.perf_counter() - t0
+        if opts.mode != "dense" and texts is None:
+            raise InvalidInputError(f'mode="{opts.mode}" needs query strings: pass them as queries or query_texts')
         if vectors is not None:
-            q = check_queries(vectors, self.dim)  # NaN/inf rejected, huge or tiny queries rescaled
-            if "embed" not in timings and not self._warned_norm:
-                self._check_norms(state, q)
-        nq = q.shape[0] if q is not None else len(texts or [])
-        if q is not None and texts is not None and len(texts) != q.shape[0]:
-            raise InvalidInputError(f"got {len(texts)} query texts for {q.shape[0]} query vectors")
-        plan = self._plan(state, rescore) if mode != "keyword" else _Plan("keyword")
-        where = filter_sql(filter) if filter is not None else None
+            query.vectors = check_queries(vectors, state.manifest.dim)  # NaN/inf rejected, extremes rescaled
+            if "embed" not in query.timings and not self._warned_norm:
+                self._check_norms(state, query.vectors)
+            if texts is not None and len(texts) != query.vectors.shape[0]:
+                raise InvalidInputError(f"got {len(texts)} query texts for {query.vectors.shape[0]} query vectors")
+        return query
 
-        exclude = None
-        if where is not None and mode != "keyword":
+    def _search(self, state: State, queries: Any, query_texts: Any, opts: SearchOptions, *, strict: bool) -> SearchResults:
+        """One search against one state snapshot."""
+        query = self._queries(state, queries, query_texts, opts)
+        timings = query.timings
+        plan = self.plan(state, opts) if opts.mode != "keyword" else None
+        where = filter_sql(opts.filter) if opts.filter is not None else None
+        depth = max(opts.k, HYBRID_DEPTH) if opts.mode == "hybrid" else opts.k
+        dense: Ranking = []
+        if plan is not None:
+            assert query.vectors is not None
+            exclude = state.deleted if state.tombstones.size else None
+            if where is not None:
+                t0 = time.perf_counter()
+                exclude = self._filter_mask(state, where)
+                timings["filter"] = time.perf_counter() - t0
+            dense = self._dense(state, query.vectors, depth, opts.rescore_multiplier, plan, exclude, timings)
+        keyword: Ranking = []
+        if opts.mode != "dense":
+            assert query.texts is not None
             t0 = time.perf_counter()
-            exclude = self._filter_mask(state, where)
-            timings["filter"] = time.perf_counter() - t0
-        elif state.tombstones.size:
-            exclude = state.deleted
-
-        depth = max(int(k), HYBRID_DEPTH) if mode == "hybrid" else int(k)
-        dense: list[list[tuple[int, float]]] = []
-        if mode != "keyword":
-            assert q is not None
-            if nprobe is not None:
-                _check_positive("nprobe", nprobe)
-            auto = state.manifest.get("stage1") == "auto"
-            if (
-                state.extra.get("ann") is not None
-                and not exact
-                and (plan.stage1 == "hamming" or (plan.stage1 == "asymmetric" and auto))
-            ):
-                plan.stage1 = "ivf"  # the index is for scale: "auto" trades asymmetric scoring for it
-            plan.nprobe = nprobe
-            if exact:
-                plan.preselect = False
-            dense = self._dense(state, q, depth, int(rescore_multiplier), plan, exclude, timings)
-        keyword: list[list[tuple[int, float]]] = []
-        if mode != "dense":
-            assert texts is not None
-            t0 = time.perf_counter()
-            max_seq = int(state.manifest["next_seq"])
-            keyword = [self._keyword(state, t, depth, where, max_seq) for t in texts]
+            keyword = [self._keyword(state, t, depth, where) for t in query.texts]
             timings["keyword"] = time.perf_counter() - t0
-
-        if mode == "dense":
-            ranked = dense
-        elif mode == "keyword":
-            ranked = keyword
-        else:
-            t0 = time.perf_counter()
-            ranked = []
-            for d, kw in zip(dense, keyword, strict=True):
-                fused = reciprocal_rank_fusion(
-                    [[s for s, _ in d], [s for s, _ in kw]], int(k), rrf_k=rrf_k, weights=weights
-                )
-                ranked.append([(int(seq), score) for seq, score in fused])  # type: ignore[call-overload]
-            timings["fusion"] = time.perf_counter() - t0
-
+        ranked = self._fuse(dense, keyword, opts, timings)
+        nq = query.vectors.shape[0] if query.vectors is not None else len(query.texts or [])
         t0 = time.perf_counter()
-        hits = self._hits([r[: int(k)] for r in ranked] if ranked else [[] for _ in range(nq)], with_text, strict)
+        hits = self._hits([r[: opts.k] for r in ranked] if ranked else [[] for _ in range(nq)], opts.with_text, strict)
         timings["fetch"] = time.perf_counter() - t0
         timings["total"] = sum(timings.values())
-        stages = [plan.stage1, *plan.rescore] if mode != "keyword" else []
-        if mode != "dense":
+        stages = [plan.stage1.name, *plan.rescore] if plan is not None else []
+        if opts.mode != "dense":
             stages.append("keyword")
         notes: list[str] = []
-        if filter is not None and any(len(h) < int(k) for h in hits):  # a short answer: say if the filter is why
-            notes = self._missing_fields(state, filter)
+        if opts.filter is not None and any(len(h) < opts.k for h in hits):  # a short answer: say if the filter is why
+            notes = self._missing_fields(state, opts.filter)
         return SearchResults(hits, timings, stages, notes)
+
+    @staticmethod
+    def _fuse(dense: Ranking, keyword: Ranking, opts: SearchOptions, timings: dict[str, float]) -> Ranking:
+        """The ranking the mode returns: dense, keyword, or both fused by reciprocal rank fusion."""
+        if opts.mode == "dense":
+            return dense
+        if opts.mode == "keyword":
+            return keyword
+        t0 = time.perf_counter()
+        ranked: Ranking = []
+        for d, kw in zip(dense, keyword, strict=True):
+            fused = reciprocal_rank_fusion(
+                [[s for s, _ in d], [s for s, _ in kw]], opts.k, rrf_k=opts.rrf_k, weights=opts.weights
+            )
+            ranked.append([(int(seq), score) for seq, score in fused])  # type: ignore[call-overload]
+        timings["fusion"] = time.perf_counter() - t0
+        return ranked
+
+    # -------------------------------------------------------------- query checks and notes
 
     def _check_norms(self, state: State, q: np.ndarray) -> None:
         """Warn once per collection object when query vectors are not unit length although the recorded
         model normalizes its embeddings: every score is then scaled by the query's norm (the ranking is
         not), so scores are no longer cosine similarities."""
-        info = state.manifest.get("model")
+        info = state.manifest.model
         if not isinstance(info, dict) or not info.get("normalize"):
             return
         norms = np.linalg.norm(q.astype(np.float64), axis=1)
@@ -293,16 +183,16 @@ class Collection(CollectionFiles):
                 "its embeddings: scores are scaled by the query's norm (rankings are unchanged); normalize "
                 "queries for cosine scores",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=6,
             )
 
     def _missing_fields(self, state: State, flt: dict[str, Any]) -> list[str]:
         """Warnings for the filter's fields that no stored document has (remembered per snapshot)."""
-        known: dict[str, bool] = state.extra.setdefault("has_field", {})
+        known = state.known_fields
         notes = []
         for name in filter_fields(flt):
             if name not in known:
-                known[name] = self._docs.has_field(name, int(state.manifest["next_seq"]))
+                known[name] = self.store.docs.has_field(name, state.manifest.next_seq)
             if not known[name]:
                 notes.append(f"no stored document has the metadata field {name!r} that the filter names")
         return notes
@@ -311,252 +201,87 @@ class Collection(CollectionFiles):
     def encoder(self) -> Any:
         """The query encoder of the model recorded in the manifest, loaded on first use."""
         with self._encoder_lock:
-            if self._encoder is None:
-                info = self._state.manifest.get("model")
+            if self.encoder_value is None:
+                info = self.store.state.manifest.model
                 if not info:
                     raise NoModelError(
                         "this collection records no embedding model: search it with vectors, or set collection.encoder"
                     )
                 from .encode import Encoder
 
-                self._encoder = Encoder.from_manifest_info(info)
-            return self._encoder
+                self.encoder_value = Encoder.from_manifest_info(info)
+            return self.encoder_value
 
-    @encoder.setter
-    def encoder(self, encoder: Any) -> None:
-        dim = getattr(encoder, "dim", self.dim)
-        if self.dim is not None and dim != self.dim:
-            raise InvalidInputError(f"encoder produces {dim}-dim vectors; this collection holds {self.dim}")
+    def set_encoder(self, encoder: Any) -> None:
+        """Use ``encoder`` for query strings (its ``dim`` must match the collection's)."""
+        own = self.store.state.manifest.dim
+        dim = getattr(encoder, "dim", own)
+        if own is not None and dim != own:
+            raise InvalidInputError(f"encoder produces {dim}-dim vectors; this collection holds {own}")
         with self._encoder_lock:
-            self._encoder = encoder
-
-    def _dense(
-        self,
-        state: State,
-        q: np.ndarray,
-        k: int,
-        rescore_multiplier: int,
-        plan: _Plan,
-        exclude: np.ndarray | None,
-        timings: dict[str, float],
-    ) -> list[list[tuple[int, float]]]:
-        """Staged vector search: per query, up to k (seq, score) pairs, best first."""
-        live = state.rows if exclude is None else int(state.rows - exclude.sum())  # rows: documents with vectors
-        if live == 0:
-            return [[] for _ in range(q.shape[0])]
-        n_cand = min(live, k * (rescore_multiplier if plan.rescore else 1))
-        try:
-            return self._stages(state, q, k, rescore_multiplier, plan, exclude, timings, n_cand)
-        except FileNotFoundError:  # a compaction removed the segments of this snapshot
-            raise _StaleSnapshot from None
-
-    def _stages(
-        self, state: State, q: np.ndarray, k: int, rescore_multiplier: int, plan: _Plan,
-        exclude: np.ndarray | None, timings: dict[str, float], n_cand: int,
-    ) -> list[list[tuple[int, float]]]:  # fmt: skip
-        """Stage 1, the rescoring stages, then row numbers -> sequence numbers."""
-        t0 = time.perf_counter()
-        rows, scores = self._stage1(
-            state, q, n_cand, plan.stage1, exclude, plan.nprobe, plan.preselect, scored=not plan.rescore
-        )
-        timings["stage1"] = time.perf_counter() - t0
-        for i, stage in enumerate(plan.rescore):
-            t0 = time.perf_counter()
-            last = i == len(plan.rescore) - 1
-            keep = k if last else min(n_cand, k * max(1, rescore_multiplier // 2))
-            rows, scores = self._rescore(state, q, rows, stage, keep)
-            timings[stage] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        seqs = state.gather("seqs", rows.reshape(-1)).reshape(rows.shape)
-        out = [
-            list(zip(q_seqs, q_scores, strict=True))
-            for q_seqs, q_scores in zip(seqs.tolist(), scores.tolist(), strict=True)
-        ]
-        timings["ids"] = time.perf_counter() - t0
-        return out
-
-    def _keyword(
-        self, state: State, text: str, k: int, where: tuple[str, list[Any]] | None, max_seq: int
-    ) -> list[tuple[int, float]]:
-        """BM25 ranking of one query string: up to k (seq, score), deleted documents left out."""
-        limit = k
-        while True:
-            got = self._docs.keyword_search(text, limit + int(state.tombstones.size > 0) * limit, where, max_seq)
-            if state.tombstones.size:
-                dead = np.isin(np.fromiter((s for s, _ in got), np.int64, len(got)), state.tombstones)
-                hits = [g for g, d in zip(got, dead, strict=True) if not d]
-            else:
-                hits = got
-            if len(hits) >= k or len(got) < 2 * limit or not state.tombstones.size:
-                return hits[:k]
-            limit *= 2
-
-    def _filter_mask(self, state: State, where: tuple[str, list[Any]]) -> np.ndarray:
-        """Rows to exclude: deleted ones and those whose metadata fail the filter."""
-        allowed = np.asarray(self._docs.filter_seqs(where, int(state.manifest["next_seq"])), dtype=np.int64)
-        all_seqs = state.extra.get("seqs")
-        if all_seqs is None:
-            # through the snapshot's descriptors (or arithmetic): its files may be gone since it loaded
-            all_seqs = state.gather("seqs", np.arange(state.rows, dtype=np.int64))
-            state.extra["seqs"] = all_seqs  # cached per state: seqs only change with a new state
-        pos = np.minimum(np.searchsorted(all_seqs, allowed), max(all_seqs.size - 1, 0))
-        pos = pos[all_seqs[pos] == allowed] if all_seqs.size else pos[:0]
-        exclude = np.ones(state.rows, dtype=np.bool_)
-        exclude[pos] = False
-        return exclude | state.deleted
+            self.encoder_value = encoder
 
     # -------------------------------------------------------------- planning
 
-    def _plan(self, state: State, rescore: str | Sequence[str] | None) -> _Plan:
+    def plan(self, state: State, opts: SearchOptions) -> Plan:
+        """Stage 1 as the codec plans it, and the rescoring stages asked for that add precision."""
+        codec = state.codec
         m = state.manifest
-        stage1 = "hamming" if m["precision"] == "binary" else m["precision"]
-        mode = m.get("stage1") or "hamming"  # collections from format 1 always used Hamming
-        if m["precision"] == "binary" and mode == "asymmetric":
-            stage1 = "asymmetric"
-        wanted = _rescore_stages(rescore)
-        plan = _Plan(stage1)
-        level = _RANK[stage1]
-        for stage in wanted:
+        rescore: list[str] = []
+        level = codec.base_rank
+        available = {"binary": codec.offers_bits, "int8": m.keep_int8, "float32": m.keep_float32}
+        for stage in opts.rescore:
             if stage not in RESCORE_STAGES:
                 raise InvalidInputError(
                     f"unknown rescore stage {stage!r}; expected one of {', '.join(RESCORE_STAGES)} or None"
                 )
             if _RANK[stage] <= level:
-                if _RANK[stage] < level and plan.rescore:
-                    raise InvalidInputError(
-                        f"rescore stages must grow more precise: {stage!r} after {plan.rescore[-1]!r}"
-                    )
+                if _RANK[stage] < level and rescore:
+                    raise InvalidInputError(f"rescore stages must grow more precise: {stage!r} after {rescore[-1]!r}")
                 continue  # no more precise than what ranked already: nothing to gain
-            available = {"binary": m["precision"] == "binary", "int8": m["keep_int8"], "float32": m["keep_float32"]}
             if not available[stage]:
                 hint = {"int8": "keep_int8=True", "float32": "keep_float32=True", "binary": 'precision="binary"'}[stage]
                 raise InvalidInputError(
                     f"this collection keeps no {stage} rows to rescore with (create it with {hint}), "
                     f"or search with rescore=None"
                 )
-            plan.rescore.append(stage)
+            rescore.append(stage)
             level = _RANK[stage]
-        if m["precision"] == "binary" and mode == "auto" and not plan.rescore:
-            plan.stage1 = "asymmetric"  # nothing rescores: spend the work on a better stage 1
-            plan.preselect = True
-        if m["precision"] in ("1.5bit", "2bit"):
-            plan.preselect = True  # the format-2 packed 1.5bit has no sign-like plane: it scans in full
-        return plan
+        indexed = state.ann is not None
+        stage1 = codec.plan(rescoring=bool(rescore), indexed=indexed, exact=opts.exact, nprobe=opts.nprobe)
+        return Plan(stage1, rescore)
 
     # -------------------------------------------------------------- stages
 
-    def _stage1(
-        self,
-        state: State,
-        q: np.ndarray,
-        n: int,
-        stage: str,
-        exclude: np.ndarray | None,
-        nprobe: int | None = None,
-        preselect: bool = False,
-        scored: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 1: (rows, scores) of the best ``n`` rows per query. Hamming scores are left empty
-        unless ``scored`` (a rescoring stage replaces them)."""
-        book = self._codebook(state)
-        if stage in ("hamming", "ivf"):
-            plain = state.extra.get("plain_bits")
-            if plain is None:
-                plain = book is None or (book.offset is None and book.rotation is None and not book.thresholds.any())
-                state.extra["plain_bits"] = plain
-            qcodes = np.packbits(q > 0, axis=-1) if plain else book.encode(q)  # plain sign bits: skip the codebook
-            assert state.words is not None
-            if stage == "ivf":
-                rows, dist = _ivf_topk(state, as_words(qcodes), n, exclude, nprobe)
-            else:
-                rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
-            if not scored:
-                return rows, _NO_SCORES
-            return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
-        if stage in ("1.5bit", "2bit") and book is not None and book.planes:  # bit planes
-            assert state.words is not None and state.ram_rows is not None
-            hi = state.words.view(np.uint8)[:, : book.plane_bytes]
-            luts = book.lut_planes(q)
-            lo, pairs = state.ram_rows, book.pairs
-            if preselect and state.rows > n * ASYMMETRIC_PRESELECT:
-                hq = np.packbits(book.levels_of(q) >= 2, axis=-1)  # the median split, like sign bits
-                return _preselected(
-                    hq, state, n, exclude, lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n, pairs=pairs)
-                )
-            return lut_planes_topk(luts, hi, lo, n, exclude=exclude, pairs=pairs)
-        if stage in ("asymmetric", "1.5bit"):
-            if book is None:  # plain sign bits without calibrated levels: +-1 per dimension
-                book = CodeBook("binary", np.zeros((1, self.dim)), np.stack([-np.ones(self.dim), np.ones(self.dim)]))
-            if stage == "asymmetric":
-                assert state.words is not None
-                codes = state.words.view(np.uint8)[:, : book.groups]
-            else:
-                assert state.ram_rows is not None
-                codes = state.ram_rows
-            qbits = (state.manifest.get("codes") or {}).get("query_bits") if stage == "asymmetric" else None
-            if qbits:  # the query rounded to qbits-bit weights, scored by popcounts per bit plane
-                assert state.words is not None
-                words = state.words
-                qp, step, low, base = book.query_planes(q, int(qbits))
-
-                def score(i: int, c: Any) -> tuple[np.ndarray, np.ndarray]:
-                    sl = slice(i, i + 1)
-                    return bitplane_topk(qp[sl], step[sl], low[sl], base[sl], words[c], n)
-
-            else:  # the float query against each bit's level, by table lookup
-                luts = book.lut(q)
-
-                def score(i: int, c: Any) -> tuple[np.ndarray, np.ndarray]:
-                    return lut_topk(luts[i : i + 1], np.ascontiguousarray(codes[c]), n)
-
-            if preselect and stage == "asymmetric" and state.rows > n * ASYMMETRIC_PRESELECT:
-                return _preselected(book.encode(q), state, n, exclude, score)
-            if qbits:
-                return bitplane_topk(qp, step, low, base, state.words, n, exclude=exclude)
-            return lut_topk(luts, codes, n, exclude=exclude)
-        # exact scans over the int8 / float32 rows held in RAM
-        assert state.ram_rows is not None
-        data = state.ram_rows
-        nq, total = q.shape[0], data.shape[0]
-        if nq <= _NUMBA_SCAN_MAX_QUERIES:  # a few queries: numba (BLAS threads thrash on a busy box)
-            if stage == "int8":
-                assert self.ranges is not None
-                w, const = int8_query_weights(q, self.ranges)
-                return dot_topk(w, data, n, exclude, const)
-            return dot_topk(q, data, n, exclude)
-        # many queries: BLAS matrix products in blocks of rows, merged
-        best_rows = np.empty((nq, 0), dtype=np.int64)
-        best_scores = np.empty((nq, 0), dtype=np.float32)
-        for start in range(0, total, _EXACT_CHUNK):
-            block = data[start : start + _EXACT_CHUNK]
-            s = _int8_block(q, block, self.ranges) if stage == "int8" else q @ block.T
-            if exclude is not None:
-                s = np.where(exclude[start : start + block.shape[0]], -np.inf, s)
-            cand_rows = np.concatenate(
-                [best_rows, np.broadcast_to(np.arange(start, start + block.shape[0]), (nq, block.shape[0]))], axis=1
-            )
-            cand_scores = np.concatenate([best_scores, s.astype(np.float32)], axis=1)
-            # merge: order by (-score, row); row numbers ascend within and across blocks
-            idx, top = _topk_by_row(cand_scores, cand_rows, n)
-            best_rows, best_scores = idx, top
-        return best_rows, best_scores
-
-    def _codebook(self, state: State) -> CodeBook | None:
-        """The collection's codebook, loaded once per state."""
-        if "codebook" not in state.extra:
-            state.extra["codebook"] = _codebook(self.path, state.manifest)
-        return state.extra["codebook"]
-
-    def _int8_scale(self, state: State) -> tuple[np.ndarray, np.ndarray]:
-        """The int8 ranges and their bucket widths, computed once per state."""
-        scale = state.extra.get("int8_scale")
-        if scale is None:
-            ranges = state.manifest["ranges"]
-            if ranges is None:
-                raise CollectionError("this collection has no int8 ranges yet")
-            r = np.asarray(ranges, dtype=np.float32)
-            scale = state.extra["int8_scale"] = (r, int8_steps(r))
-        return scale
+    def _dense(
+        self, state: State, q: np.ndarray, k: int, rescore_multiplier: int, plan: Plan,
+        exclude: np.ndarray | None, timings: dict[str, float],
+    ) -> Ranking:  # fmt: skip
+        """Staged vector search: stage 1, the rescoring stages, then row numbers -> sequence numbers."""
+        live = state.rows if exclude is None else int(state.rows - exclude.sum())  # rows: documents with vectors
+        if live == 0:
+            return [[] for _ in range(q.shape[0])]
+        n_cand = min(live, k * (rescore_multiplier if plan.rescore else 1))
+        try:
+            t0 = time.perf_counter()
+            rows, scores = state.codec.stage1(state, q, n_cand, exclude, plan.stage1)
+            timings["stage1"] = time.perf_counter() - t0
+            for i, stage in enumerate(plan.rescore):
+                t0 = time.perf_counter()
+                last = i == len(plan.rescore) - 1
+                keep = k if last else min(n_cand, k * max(1, rescore_multiplier // 2))
+                rows, scores = self._rescore(state, q, rows, stage, keep)
+                timings[stage] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            seqs = state.gather("seqs", rows.reshape(-1)).reshape(rows.shape)
+        except FileNotFoundError:  # a compaction removed the segments of this snapshot
+            raise StaleSnapshot from None
+        out = [
+            list(zip(q_seqs, q_scores, strict=True))
+            for q_seqs, q_scores in zip(seqs.tolist(), scores.tolist(), strict=True)
+        ]
+        timings["ids"] = time.perf_counter() - t0
+        return out
 
     def _rescore(
         self, state: State, q: np.ndarray, rows: np.ndarray, stage: str, keep: int
@@ -567,34 +292,58 @@ class Collection(CollectionFiles):
         else:
             flat = np.unique(rows)
             pos = np.searchsorted(flat, rows)
+        score: Callable[[np.ndarray, np.ndarray], np.ndarray]
         if stage == "binary":
             assert state.words is not None
-            nbytes = -(-self.dim // 8)
-            block = state.words[flat].view(np.uint8)[:, :nbytes]
-        else:
-            block = state.gather(stage, flat)
-        if stage == "int8":
-            ranges, steps = self._int8_scale(state)
-
-            def score(query: np.ndarray, cand: np.ndarray) -> np.ndarray:
-                return rescore_int8(query, cand, ranges, steps)
-        elif stage == "binary":
-            dim = self.dim
+            dim = int(state.manifest.dim or 0)
+            block = state.words[flat].view(np.uint8)[:, : -(-dim // 8)]
 
             def score(query: np.ndarray, cand: np.ndarray) -> np.ndarray:
                 return rescore_bits(query, cand, dim)
+        elif stage == "int8":
+            block = state.gather(stage, flat)
+            ranges, steps = state.int8_scale
+
+            def score(query: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                return rescore_int8(query, cand, ranges, steps)
         else:
+            block = state.gather(stage, flat)
             score = rescore_float32
         if pos is None:
-            return _topk_by_row(score(q[0], block).astype(np.float32, copy=False)[None], rows, keep)
+            return topk_by_row(score(q[0], block).astype(np.float32, copy=False)[None], rows, keep)
         scores = np.empty(rows.shape, dtype=np.float32)
         for i in range(rows.shape[0]):
             scores[i] = score(q[i], block[pos[i]])
-        return _topk_by_row(scores, rows, keep)
+        return topk_by_row(scores, rows, keep)
 
-    def _hits(self, ranked: list[list[tuple[int, float]]], with_text: bool, strict: bool) -> list[list[Hit]]:
+    def _keyword(self, state: State, text: str, k: int, where: tuple[str, list[Any]] | None) -> list[tuple[int, float]]:
+        """BM25 ranking of one query string: up to k (seq, score), deleted documents left out."""
+        limit = k
+        tomb = state.tombstones
+        while True:
+            got = self.store.docs.keyword_search(text, limit + int(tomb.size > 0) * limit, where, state.manifest.next_seq)
+            if tomb.size:
+                dead = np.isin(np.fromiter((s for s, _ in got), np.int64, len(got)), tomb)
+                hits = [g for g, d in zip(got, dead, strict=True) if not d]
+            else:
+                hits = got
+            if len(hits) >= k or len(got) < 2 * limit or not tomb.size:
+                return hits[:k]
+            limit *= 2
+
+    def _filter_mask(self, state: State, where: tuple[str, list[Any]]) -> np.ndarray:
+        """Rows to exclude: deleted ones and those whose metadata fail the filter."""
+        allowed = np.asarray(self.store.docs.filter_seqs(where, state.manifest.next_seq), dtype=np.int64)
+        all_seqs = state.all_seqs
+        pos = np.minimum(np.searchsorted(all_seqs, allowed), max(all_seqs.size - 1, 0))
+        pos = pos[all_seqs[pos] == allowed] if all_seqs.size else pos[:0]
+        exclude = np.ones(state.rows, dtype=np.bool_)
+        exclude[pos] = False
+        return exclude | state.deleted
+
+    def _hits(self, ranked: Ranking, with_text: bool, strict: bool) -> list[list[Hit]]:
         """Turn (seq, score) rankings into Hits with ids, texts and metadata from the document store."""
-        docs = self._docs.fetch([seq for r in ranked for seq, _ in r], with_text)
+        docs = self.store.docs.fetch([seq for r in ranked for seq, _ in r], with_text)
         out: list[list[Hit]] = []
         for r in ranked:
             hits = []
@@ -602,121 +351,14 @@ class Collection(CollectionFiles):
                 doc = docs.get(seq)
                 if doc is None:  # purged by a delete that committed after our snapshot was taken
                     if strict:
-                        raise _StaleSnapshot
+                        raise StaleSnapshot
                     continue
                 hits.append(Hit(doc[0], float(score), doc[1], doc[2]))
             out.append(hits)
         return out
 
 
-def _preselected(
-    qcodes: np.ndarray, state: State, n: int, exclude: np.ndarray | None, score: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score only the Hamming-nearest ``n x ASYMMETRIC_PRESELECT`` rows with ``score(query, rows)``.
-
-    Hamming distance over sign-like bits (sign bits; the median plane of 2bit and 1.5bit codes) is a
-    cheap filter for the asymmetric score: on the four shared datasets the top 16 x k by Hamming hold
-    the asymmetric top k (NDCG@10 equal to a full scan), at about the cost of the Hamming scan
-    (benchmarks/bench_codes.py).
-    """
-    assert state.words is not None
-    cand, _ = hamming_topk(qcodes, state.words, n * ASYMMETRIC_PRESELECT, exclude=exclude)
-    kk = min(n, cand.shape[1])
-    rows = np.empty((qcodes.shape[0], kk), np.int64)
-    scores = np.empty((qcodes.shape[0], kk), np.float32)
-    for i in range(qcodes.shape[0]):
-        c = np.sort(cand[i])  # ascending rows: score ties go to the lower row, as everywhere
-        r, s = score(i, c)
-        rows[i], scores[i] = c[r[0]], s[0]
-    return rows, scores
-
-
-def _ivf_topk(
-    state: State, qwords: np.ndarray, n: int, exclude: np.ndarray | None, nprobe: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate Hamming top-n: the IVF over the indexed rows, an exact scan of rows added since.
-
-    The probed lists hold only some of the rows a filter (or deletions) leaves: when those rows are
-    no more than the probed lists hold on average, they are scanned exactly instead (as cheap, and
-    exact); and a query for which the probed lists held fewer than ``n`` of them is answered by an
-    exact scan, so a filtered search still returns n hits whenever n rows match.
-    """
-    ann = state.extra["ann"]
-    indexed = int(state.manifest["ann"]["rows"])
-    probe = int(nprobe or state.manifest["ann"]["nprobe"])
-    assert state.words is not None
-    live = state.rows if exclude is None else state.rows - int(exclude.sum())
-    if exclude is not None and live <= max(n, state.rows * min(probe, ann.nlist) // max(ann.nlist, 1)):
-        return _exact_allowed(qwords, state.words, n, exclude)
-    rows, dist = ann.search(qwords, n, nprobe=probe, exclude=exclude)
-    if state.rows > indexed:
-        ex_tail = None if exclude is None else exclude[indexed:]
-        if ex_tail is None or not ex_tail.all():
-            r2, d2 = hamming_topk(qwords, state.words[indexed:], n, exclude=ex_tail)
-            rows = np.concatenate([rows, r2 + indexed], axis=1)
-            dist = np.concatenate([dist, d2], axis=1)
-    want = min(n, live)
-    out_r = np.empty((rows.shape[0], want), np.int64)
-    out_d = np.empty((rows.shape[0], want), np.int32)
-    for i in range(rows.shape[0]):
-        ok = rows[i] >= 0
-        r, d = rows[i][ok], dist[i][ok]
-        order = np.lexsort((r, d))[:want]
-        if order.size < want:  # the probed lists held too few of the rows left: scan them exactly
-            r_ex, d_ex = hamming_topk(qwords[i : i + 1], state.words, want, exclude=exclude)
-            out_r[i], out_d[i] = r_ex[0], d_ex[0]
-        else:
-            out_r[i], out_d[i] = r[order], d[order]
-    return out_r, out_d
-
-
-def _exact_allowed(qwords: np.ndarray, words: np.ndarray, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Hamming top-n over the rows ``exclude`` leaves, gathered first (a few of many rows)."""
-    keep = np.flatnonzero(~exclude)
-    if keep.size == 0:
-        return np.empty((qwords.shape[0], 0), np.int64), np.empty((qwords.shape[0], 0), np.int32)
-    r, d = hamming_topk(qwords, words[keep], n)
-    return keep[r], d  # ``keep`` ascends: ties still go to the lower row
-
-
-def _check_positive(name: str, value: object) -> None:
-    """``value`` must be an int (not a bool) from 1 to ``MAX_SEARCH_INT``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_SEARCH_INT:
-        raise InvalidInputError(f"{name} must be an integer from 1 to {MAX_SEARCH_INT}, got {value!r}")
-
-
-def _check_args(
-    *, k: object, rescore_multiplier: object, rescore: object, mode: object,
-    rrf_k: object, weights: object, nprobe: object, exact: object, with_text: object,
-) -> None:  # fmt: skip
-    """The types and ranges of ``search``'s arguments (queries and filter are checked as they are used)."""
-    if not isinstance(mode, str) or mode not in MODES:
-        raise InvalidInputError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
-    _check_positive("k", k)
-    _check_positive("rescore_multiplier", rescore_multiplier)
-    if nprobe is not None:
-        _check_positive("nprobe", nprobe)
-    _rescore_stages(rescore)
-    check_fusion_args(rrf_k, weights, 2)
-    for name, flag in (("exact", exact), ("with_text", with_text)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise InvalidInputError(f"{name} must be True or False, got {flag!r}")
-
-
-def _rescore_stages(rescore: object) -> list[str]:
-    """The rescoring stages asked for: ``rescore`` is None, "none", a stage name, or a list/tuple of them."""
-    if rescore is None:
-        return []
-    if isinstance(rescore, str):
-        return [] if rescore == "none" else [rescore]
-    if not isinstance(rescore, (list, tuple)) or not all(isinstance(s, str) for s in rescore):
-        raise InvalidInputError(
-            f"rescore must be None, one of {', '.join(RESCORE_STAGES)}, or a list/tuple of them, got {rescore!r}"
-        )
-    return list(rescore)
-
-
-def _split_queries(
+def split_queries(
     queries: np.ndarray | str | Sequence[str] | None, query_texts: str | Sequence[str] | None
 ) -> tuple[np.ndarray | None, list[str] | None]:
     """Separate query vectors from query strings; every string must be non-empty."""
@@ -744,41 +386,3 @@ def _split_queries(
                 raise InvalidInputError(f"query text {i} is empty")
             check_unicode(t, f"query text {i}")
     return vectors, texts
-
-
-def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
-    """Scores of many queries against a block of int8 rows, dequantized (scale folded into queries)."""
-    assert ranges is not None
-    w, const = int8_query_weights(q, ranges)
-    return w @ block.astype(np.float32).T + const[:, None]
-
-
-def _topk_by_row(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, the k highest scores, ties broken by the lower row number (deterministic)."""
-    k = min(k, scores.shape[1])
-    if scores.shape[0] == 1 and scores.shape[1] <= 4 * k:  # one query, few candidates: one compiled sort
-        r, s = top_scored(scores[0], rows[0].astype(np.int64, copy=False), k)
-        return r[None], s[None]
-    out_rows = np.empty((scores.shape[0], k), dtype=np.int64)
-    out_scores = np.empty((scores.shape[0], k), dtype=np.float32)
-    for i in range(scores.shape[0]):
-        s, r = scores[i], rows[i]
-        finite = np.isfinite(s)
-        if not finite.all():
-            s, r = s[finite], r[finite]
-        if s.size > 4 * k:
-            part = np.argpartition(-s, k - 1)[:k]
-            kth = s[part].min()
-            sel = np.flatnonzero(s >= kth)
-            s, r = s[sel], r[sel]
-        order = np.lexsort((r, -s))[:k]
-        kk = order.size
-        out_rows[i, :kk] = r[order]
-        out_scores[i, :kk] = s[order]
-        if kk < k:  # fewer live rows than k (only when deleted rows were masked out)
-            out_rows[i, kk:] = -1
-            out_scores[i, kk:] = -np.inf
-    if (out_rows < 0).any():
-        kk = int((out_rows >= 0).sum(axis=1).min())
-        out_rows, out_scores = out_rows[:, :kk], out_scores[:, :kk]
-    return out_rows, out_scores

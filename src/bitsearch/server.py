@@ -55,7 +55,8 @@ from bitsearch.errors import (
     ShardUnavailableError,
     UnknownIdError,
 )
-from bitsearch.search import Collection, Hit
+from bitsearch.collection import Collection
+from bitsearch.results import Hit
 
 __all__ = [
     "DEFAULT_BATCH_WINDOW_MS",

@@ -443,10 +443,6 @@ class DocStore:
         self._checkpoint(con)
         return n
 
-    def count(self) -> int:
-        """Number of rows (live or not yet purged)."""
-        return int(self._con().execute("SELECT COUNT(*) FROM docs").fetchone()[0])
-
     def count_below(self, seq: int) -> int:
         """Number of rows with a sequence number below ``seq`` (the committed ones, for a manifest's next_seq).
 

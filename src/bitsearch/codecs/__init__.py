@@ -1,0 +1,39 @@
+"""Stage-1 code families, one module each, registered by the precision that selects them.
+
+A new family: a module with a ``Codec`` subclass (see ``codecs.base``) and a line in ``CODECS``.
+"""
+
+from __future__ import annotations
+
+from ..errors import InvalidInputError
+from .base import ASYMMETRIC_PRESELECT, NO_SCORES, ROTATION, Codec, CodebookCodec, Stage1Plan
+from .binary import BinaryCodec
+from .exact import Float32Codec, Int8Codec
+from .lowbit import OneAndHalfBitCodec, TwoBitCodec
+
+__all__ = [
+    "ASYMMETRIC_PRESELECT",
+    "CODECS",
+    "NO_SCORES",
+    "ROTATION",
+    "STAGE1_PRECISIONS",
+    "Codec",
+    "CodebookCodec",
+    "Stage1Plan",
+    "codec_class",
+]
+
+CODECS: dict[str, type[Codec]] = {
+    c.name: c for c in (BinaryCodec, OneAndHalfBitCodec, TwoBitCodec, Int8Codec, Float32Codec)
+}
+STAGE1_PRECISIONS = tuple(CODECS)
+
+
+def codec_class(precision: str) -> type[Codec]:
+    """The code family of ``precision``, or InvalidInputError naming the known ones."""
+    try:
+        return CODECS[precision]
+    except (KeyError, TypeError):
+        raise InvalidInputError(
+            f"unknown collection precision {precision!r}; expected one of {', '.join(STAGE1_PRECISIONS)}"
+        ) from None
