@@ -112,7 +112,7 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
     else:
         dim = c.integer(m["dim"], "dim", 1, _MAX_DIM)
     precision = m["precision"]
-    if precision not in CODECS:
+    if not isinstance(precision, str) or precision not in CODECS:
         c.fail(f"unknown precision {precision!r}; expected one of {', '.join(CODECS)}")
     keep = {kind: c.boolean(m[f"keep_{kind}"], f"keep_{kind}") for kind in ("int8", "float32")}
     kept = codec_class(precision).keeps
