@@ -188,7 +188,7 @@ _KILLED_AFTER_FIRST_CHUNK = textwrap.dedent(
     """
     import os, signal, sys
     from bitsearch.cli import app
-    from bitsearch.search import Collection
+    from bitsearch.collection import Collection
     real_add = Collection.add
     def add(self, *args, **kwargs):
         real_add(self, *args, **kwargs)

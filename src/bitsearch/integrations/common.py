@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..quantize import check_embeddings
-from ..search import Collection
+from ..collection import Collection
 
 __all__ = [
     "COLLECTION_DEFAULTS",

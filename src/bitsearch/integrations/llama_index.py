@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..search import Hit
+from ..results import Hit
 from .common import CollectionHandle, check_search_options, dedupe, unit_vectors
 
 try:
