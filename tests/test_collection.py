@@ -115,8 +115,8 @@ def test_binary_without_rescore_scores_hamming(tmp_path: Path, emb: np.ndarray):
 def test_asymmetric_stage1_scores_bucket_means(tmp_path: Path, col: Collection, emb: np.ndarray):
     """The float query scores the sign bits' bucket means: exactly over every row with
     stage1="asymmetric", over the Hamming top 16 x k with "auto" (the default) when nothing rescores."""
-    from bitsearch.quantize import CodeBook
     from bitsearch.codecs import ASYMMETRIC_PRESELECT
+    from bitsearch.quantize import CodeBook
 
     book = CodeBook.fit(emb[:300], "binary")  # the first add calibrated the codebook
     rec = book.decode(book.encode(emb)).astype(np.float64)

@@ -145,7 +145,7 @@ def test_rescore_bits_and_float32():
 @pytest.mark.parametrize("nparts", [1, 3, 8])
 @pytest.mark.parametrize("with_exclude", [False, True])
 def test_topk_paths_and_parts(nq, nparts, with_exclude):
-    from bitsearch.kernels import _topk_into
+    from bitsearch.kernels.hamming import _topk_into
 
     rng = np.random.default_rng(nq * 100 + nparts)
     n, nbytes, k = 5000, 48, 60
@@ -199,9 +199,9 @@ def test_topk_thread_counts(threads):
 
 
 def test_topk_query_chunks_for_large_k(monkeypatch):
-    import bitsearch.kernels as kernels
+    import bitsearch.kernels.hamming as hamming
 
-    monkeypatch.setattr(kernels, "_CAND_BUDGET", 12 * (2 * 300 + 64) * 5)  # 5 queries per kernel call
+    monkeypatch.setattr(hamming, "_CAND_BUDGET", 12 * (2 * 300 + 64) * 5)  # 5 queries per kernel call
     rng = np.random.default_rng(9)
     db = rng.integers(0, 256, (4000, 48), dtype=np.uint8)
     q = rng.integers(0, 256, (23, 48), dtype=np.uint8)
@@ -266,7 +266,7 @@ def _row_files(tmp_path, sizes, width, dtype, seed=0):
 def test_pread_rows_reads_any_order_across_files(tmp_path):
     import os
 
-    from bitsearch.kernels import pread_rows
+    from bitsearch.rows import pread_rows
 
     parts, fds, offsets, starts, full = _row_files(tmp_path, [7, 1, 300, 40], 24, np.float32)
     try:

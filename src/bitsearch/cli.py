@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
-from bitsearch.collection import interrupted_create
+from bitsearch.collection import Collection, interrupted_create
 from bitsearch.errors import BitsearchError
-from bitsearch.collection import Collection
 
 if TYPE_CHECKING:  # imported lazily: the encoder by commands that embed text, tqdm by those that index
     from tqdm import tqdm

@@ -15,7 +15,16 @@ import numpy as np
 
 from .errors import CollectionError, CorruptCollectionError, FormatVersionError
 
-__all__ = ["check_npy", "fsync_dir", "load_npy", "read_versioned_json", "save_npy", "sha256_file", "write_atomic", "write_synced"]
+__all__ = [
+    "check_npy",
+    "fsync_dir",
+    "load_npy",
+    "read_versioned_json",
+    "save_npy",
+    "sha256_file",
+    "write_atomic",
+    "write_synced",
+]
 
 _HASH_BLOCK = 1 << 22
 

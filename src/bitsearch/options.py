@@ -4,7 +4,6 @@ become no rescoring stages; ``rotation`` None becomes the code family's default)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

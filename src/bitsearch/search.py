@@ -20,14 +20,13 @@ import numpy as np
 from .codecs import Stage1Plan
 from .errors import CollectionError, InvalidInputError, NoModelError
 from .hybrid import reciprocal_rank_fusion
-from .kernels import rescore_bits, rescore_float32, rescore_int8
+from .kernels import rescore_bits, rescore_float32, rescore_int8, topk_by_row
 from .options import MAX_SEARCH_INT, MODES, RESCORE_STAGES, SearchOptions
 from .quantize import check_queries
 from .results import Hit, SearchResults
 from .storage.state import State
 from .storage.store import Store
 from .store import check_unicode, filter_fields, filter_sql
-from .topk import topk_by_row
 
 __all__ = ["HYBRID_DEPTH", "MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Hit", "SearchResults", "Searcher"]
 
@@ -111,7 +110,9 @@ class Searcher:
                 raise InvalidInputError(f"got {len(texts)} query texts for {query.vectors.shape[0]} query vectors")
         return query
 
-    def _search(self, state: State, queries: Any, query_texts: Any, opts: SearchOptions, *, strict: bool) -> SearchResults:
+    def _search(
+        self, state: State, queries: Any, query_texts: Any, opts: SearchOptions, *, strict: bool
+    ) -> SearchResults:
         """One search against one state snapshot."""
         query = self._queries(state, queries, query_texts, opts)
         timings = query.timings
@@ -321,7 +322,9 @@ class Searcher:
         limit = k
         tomb = state.tombstones
         while True:
-            got = self.store.docs.keyword_search(text, limit + int(tomb.size > 0) * limit, where, state.manifest.next_seq)
+            got = self.store.docs.keyword_search(
+                text, limit + int(tomb.size > 0) * limit, where, state.manifest.next_seq
+            )
             if tomb.size:
                 dead = np.isin(np.fromiter((s for s, _ in got), np.int64, len(got)), tomb)
                 hits = [g for g, d in zip(got, dead, strict=True) if not d]

@@ -39,6 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
 from bitsearch import __version__
+from bitsearch.collection import Collection
 from bitsearch.distributed import MANIFEST as SHARDED_MANIFEST
 from bitsearch.distributed import ShardedCollection
 from bitsearch.encode import BACKENDS
@@ -55,7 +56,6 @@ from bitsearch.errors import (
     ShardUnavailableError,
     UnknownIdError,
 )
-from bitsearch.collection import Collection
 from bitsearch.results import Hit
 
 __all__ = [

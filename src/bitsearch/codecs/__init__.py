@@ -6,7 +6,7 @@ A new family: a module with a ``Codec`` subclass (see ``codecs.base``) and a lin
 from __future__ import annotations
 
 from ..errors import InvalidInputError
-from .base import ASYMMETRIC_PRESELECT, NO_SCORES, ROTATION, Codec, CodebookCodec, Stage1Plan
+from .base import ASYMMETRIC_PRESELECT, NO_SCORES, ROTATION, CodebookCodec, Codec, Stage1Plan
 from .binary import BinaryCodec
 from .exact import Float32Codec, Int8Codec
 from .lowbit import OneAndHalfBitCodec, TwoBitCodec

@@ -8,10 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..kernels import as_words, hamming_topk
+from ..kernels import as_words, bitplane_topk, hamming_topk, ivf_topk, lut_topk, preselected_topk
 from ..quantize import CodeBook, quantize_embeddings
-from ..scans import bitplane_topk, lut_topk
-from ..topk import ivf_topk, preselected
 from . import base
 from .base import NO_SCORES, CodebookCodec, Stage1Plan
 
@@ -105,7 +103,10 @@ class BinaryCodec(CodebookCodec):
         qcodes = self.encode_queries(q)
         assert state.words is not None
         if plan.name == "ivf":
-            rows, dist = ivf_topk(state, as_words(qcodes), k, exclude, plan.nprobe)
+            ann = self.manifest.ann
+            assert ann is not None
+            probe = int(plan.nprobe or ann["nprobe"])
+            rows, dist = ivf_topk(state.ann, state.words, int(ann["rows"]), as_words(qcodes), k, exclude, probe)
         else:
             rows, dist = hamming_topk(qcodes, state.words, k, exclude=exclude)
         if not plan.scored:
@@ -136,7 +137,7 @@ class BinaryCodec(CodebookCodec):
 
         factor = base.ASYMMETRIC_PRESELECT
         if preselect and state.rows > n * factor:
-            return preselected(book.encode(q), state, n, exclude, score, factor)
+            return preselected_topk(book.encode(q), words, n, exclude, score, factor)
         if qbits:
             return bitplane_topk(qp, step, low, base_score, words, n, exclude=exclude)
         return lut_topk(luts, codes, n, exclude=exclude)

@@ -6,9 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..kernels import int8_query_weights
-from ..scans import dot_topk
-from ..topk import int8_block, topk_by_row
+from ..kernels import dot_topk, int8_block_scores, int8_query_weights, topk_by_row
 from .base import Codec, Stage1Plan
 
 if TYPE_CHECKING:
@@ -84,7 +82,8 @@ class Int8Codec(ExactCodec):
     keeps = "int8"
 
     def scores_block(self, state: State, q: np.ndarray, block: np.ndarray) -> np.ndarray:
-        return int8_block(q, block, state.ranges)
+        assert state.ranges is not None
+        return int8_block_scores(q, block, state.ranges)
 
     def numba_topk(
         self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None

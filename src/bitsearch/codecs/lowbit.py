@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..scans import lut_planes_topk, lut_topk
-from ..topk import preselected
+from ..kernels import lut_planes_topk, lut_topk, preselected_topk
 from . import base
 from .base import CodebookCodec, Stage1Plan, words_of
 
@@ -95,7 +94,7 @@ class LowBitCodec(CodebookCodec):
             def score(i: int, c: Any) -> tuple[np.ndarray, np.ndarray]:
                 return lut_planes_topk(luts[i : i + 1], hi[c], lo[c], k, pairs=pairs)
 
-            return preselected(hq, state, k, exclude, score, factor)
+            return preselected_topk(hq, state.words, k, exclude, score, factor)
         return lut_planes_topk(luts, hi, lo, k, exclude=exclude, pairs=pairs)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..collection import Collection
 from ..errors import InvalidInputError
 from ..quantize import check_embeddings
-from ..collection import Collection
 
 __all__ = [
     "COLLECTION_DEFAULTS",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CollectionError, CorruptCollectionError
-from ..kernels import pread_rows
+from ..rows import pread_rows
 
 __all__ = ["DiskRows", "RowFiles"]
 
@@ -105,7 +105,7 @@ class DiskRows:
 
 class RowFiles:
     """Files of one row layout laid end to end (the segments' int8, float32 or seqs files), read by
-    global row number with one compiled loop of ``pread`` calls (``kernels.pread_rows``).
+    global row number with one compiled loop of ``pread`` calls (``rows.pread_rows``).
 
     ``starts`` (files + 1,) are the first global row of each file and the total. Built once per
     state and kind: the descriptors stay open as long as the DiskRows do.

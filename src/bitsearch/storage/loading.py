@@ -11,6 +11,7 @@ import numpy as np
 from ..codecs import Codec, codec_class
 from ..errors import CorruptCollectionError, InvalidInputError
 from ..files import check_npy, load_npy
+from ..kernels import BinaryIVF
 from ..quantize import CodeBook
 from .diskrows import DiskRows
 from .manifest import Manifest
@@ -42,8 +43,6 @@ def _load_ann(path: Path, m: Manifest) -> Any:
     ann = m.ann
     if ann is None:
         return None
-    from ..ann import BinaryIVF
-
     d = inside(path, ann["dir"])
     arrays = {f[:-4]: load_npy(inside(d, f), info, verify=True) for f, info in ann["files"].items()}
     check_ivf_arrays(d, arrays, ann, int(m.dim or 0))
@@ -72,6 +71,7 @@ def check_ivf_arrays(d: Path, arrays: dict[str, np.ndarray], ann: dict[str, Any]
         raise CorruptCollectionError(f"index {d}: offsets.npy does not split {n} rows into {nlist} lists")
     if n and (rows.min() < 0 or rows.max() >= n or np.unique(rows).size != n):
         raise CorruptCollectionError(f"index {d}: rows.npy is not a permutation of its {n} rows")
+
 
 def _segment_file(
     segdir: Path, fname: str, info: dict[str, Any], dtype: Any, shape: tuple[int, ...], in_ram: bool, verify: bool
@@ -189,4 +189,6 @@ def extend_state(state: State, m: Manifest, path: Path, info: dict[str, Any]) ->
     segments = (*state.segments, seg)
     words, ram_rows = codec.append(state.words, state.ram_rows, ram)
     deleted = np.concatenate([state.deleted, np.zeros(seg.rows, dtype=np.bool_)])
-    return State(m, codec, segments, offsets_of(segments), words, ram_rows, deleted, state.tombstones, state.novec, state.ann)
+    return State(
+        m, codec, segments, offsets_of(segments), words, ram_rows, deleted, state.tombstones, state.novec, state.ann
+    )

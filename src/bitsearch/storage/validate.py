@@ -27,7 +27,9 @@ _ANN_DIR = re.compile(r"ann-(\d{6})")
 _TOMBSTONE_FILE = re.compile(r"tombstones-\d{6}\.npy")
 _NOVEC_FILE = re.compile(r"novec-\d{6}\.npy")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_SEGMENT_FILES = frozenset({"seqs.npy", "int8.npy", "float32.npy", *(c.codes_file for c in CODECS.values() if c.codes_file)})
+_SEGMENT_FILES = frozenset(
+    {"seqs.npy", "int8.npy", "float32.npy", *(c.codes_file for c in CODECS.values() if c.codes_file)}
+)
 _ANN_FILES = ("centroids.npy", "offsets.npy", "rows.npy", "codes.npy")  # and optionally means.npy
 _MAX_INT = 2**63 - 1  # counters and sizes are int64 on disk and in SQLite
 _MAX_DIM = 1 << 20

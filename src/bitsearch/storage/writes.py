@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..codecs import Codec, CodebookCodec, codec_class
+from ..codecs import CodebookCodec, Codec, codec_class
 from ..errors import CollectionError, DiskFullError, DuplicateIdError, InvalidInputError, UnknownIdError
 from ..files import fsync_dir, save_npy
+from ..kernels import BinaryIVF
 from ..quantize import calibrate_ranges, quantize_embeddings
 from ..store import DocId, normalize_id
 from .inputs import as_list, check_meta, check_payload, check_text, check_unique, check_vectors
@@ -367,8 +368,6 @@ def compact(store: Store) -> None:
 
 def _with_index(path: Path, m: Manifest, words: np.ndarray, *, nlist: int, nprobe: int, seed: int) -> Manifest:
     """Train and fill an IVF over ``words``, write its arrays to ``ann-NNNNNN/``; the manifest naming it."""
-    from ..ann import BinaryIVF
-
     number, m = m.take_number(path)
     ivf = BinaryIVF.train(words, int(nlist), seed=int(seed))
     ivf.add(words)
@@ -404,4 +403,3 @@ def drop_index(store: Store) -> None:
         m = store.commit(state.manifest.replace(ann=None))
         store.state = load_state(store.path, m, verify=False)
         store.tidy()
-
