@@ -37,6 +37,7 @@ _RANK = {"binary": 1, "int8": 2, "float32": 3}
 _SEARCH_ATTEMPTS = 5  # tries against fresh snapshots when concurrent writers remove rows or files
 
 Ranking = list[list[tuple[int, float]]]  # per query, (seq, score) best first
+_Columns = tuple[list[list[Any]], list[np.ndarray], list[list[Any]], list[list[Any]]]
 
 
 @dataclass
@@ -137,16 +138,16 @@ class Searcher:
         ranked = self._fuse(dense, keyword, opts, timings)
         nq = query.vectors.shape[0] if query.vectors is not None else len(query.texts or [])
         t0 = time.perf_counter()
-        hits = self._hits([r[: opts.k] for r in ranked] if ranked else [[] for _ in range(nq)], opts.with_text, strict)
+        cols = self._hits([r[: opts.k] for r in ranked] if ranked else [[] for _ in range(nq)], opts.with_text, strict)
         timings["fetch"] = time.perf_counter() - t0
         timings["total"] = sum(timings.values())
         stages = [plan.stage1.name, *plan.rescore] if plan is not None else []
         if opts.mode != "dense":
             stages.append("keyword")
         notes: list[str] = []
-        if opts.filter is not None and any(len(h) < opts.k for h in hits):  # a short answer: say if the filter is why
+        if opts.filter is not None and any(len(h) < opts.k for h in cols[0]):  # a short answer: is the filter why?
             notes = self._missing_fields(state, opts.filter)
-        return SearchResults(hits, timings, stages, notes)
+        return SearchResults.from_columns(*cols, timings, stages, notes)
 
     @staticmethod
     def _fuse(dense: Ranking, keyword: Ranking, opts: SearchOptions, timings: dict[str, float]) -> Ranking:
@@ -344,21 +345,21 @@ class Searcher:
         exclude[pos] = False
         return exclude | state.deleted
 
-    def _hits(self, ranked: Ranking, with_text: bool, strict: bool) -> list[list[Hit]]:
-        """Turn (seq, score) rankings into Hits with ids, texts and metadata from the document store."""
+    def _hits(self, ranked: Ranking, with_text: bool, strict: bool) -> _Columns:
+        """(ids, scores, texts, metadata) per query for (seq, score) rankings, from the document store."""
         docs = self.store.docs.fetch([seq for r in ranked for seq, _ in r], with_text)
-        out: list[list[Hit]] = []
+        cols: _Columns = ([], [], [], [])
         for r in ranked:
-            hits = []
-            for seq, score in r:
-                doc = docs.get(seq)
-                if doc is None:  # purged by a delete that committed after our snapshot was taken
-                    if strict:
-                        raise StaleSnapshot
-                    continue
-                hits.append(Hit(doc[0], float(score), doc[1], doc[2]))
-            out.append(hits)
-        return out
+            found = [(docs.get(seq), score) for seq, score in r]
+            if any(doc is None for doc, _ in found):  # purged by a delete that committed after our snapshot
+                if strict:
+                    raise StaleSnapshot
+                found = [(doc, score) for doc, score in found if doc is not None]
+            cols[0].append([doc[0] for doc, _ in found])  # type: ignore[index]
+            cols[1].append(np.fromiter((score for _, score in found), np.float64, len(found)))
+            cols[2].append([doc[1] for doc, _ in found])  # type: ignore[index]
+            cols[3].append([doc[2] for doc, _ in found])  # type: ignore[index]
+        return cols
 
 
 def split_queries(

@@ -104,15 +104,7 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
     c.mapping(m, "the manifest", required)
     version = m.get("format_version")
     version = version if isinstance(version, int) and not isinstance(version, bool) else 0
-    if m["dim"] is None:  # format 4: left to the first write of vectors, so nothing may depend on it yet
-        if version < 4:
-            c.fail(f"dim is null, which needs format_version 4, got {m.get('format_version')!r}")
-        for key in ("ranges", "codebook", "ann"):
-            if m.get(key) is not None:
-                c.fail(f"dim is null but the manifest has {key}")
-        dim = 0
-    else:
-        dim = c.integer(m["dim"], "dim", 1, _MAX_DIM)
+    dim = _validate_dim(c, m, version)
     precision = m["precision"]
     if not isinstance(precision, str) or precision not in CODECS:
         c.fail(f"unknown precision {precision!r}; expected one of {', '.join(CODECS)}")
@@ -120,6 +112,41 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
     kept = codec_class(precision).keeps
     if kept is not None and not keep[kept]:
         c.fail(f"a {precision} collection must have keep_{kept} true")
+    _validate_settings(c, m, precision)
+    segments = m["segments"]
+    if not isinstance(segments, list):
+        c.fail("segments must be a list")
+    total = _validate_segments(c, m, segments)
+    if m["dim"] is None and total:
+        c.fail("dim is null but segments hold rows")
+    if total > m["next_seq"]:
+        c.fail(f"next_seq {m['next_seq']} is below the {total} rows of the segments")
+    if m["ranges"] is not None:
+        r = c.floats(m["ranges"], "ranges", (2, dim))
+        if not (r[1] > r[0]).all():
+            c.fail(f"ranges have max <= min in dimension {int(np.argmax(~(r[1] > r[0])))}")
+    elif keep["int8"] and total:
+        c.fail("ranges are missing, and the segments hold int8 rows")
+    codec_class(precision).validate(c, m, dim, total)
+    _validate_seq_lists(c, m, version, total)
+    if m.get("ann") is not None:
+        _validate_ann(c, m, precision, total)
+
+
+def _validate_dim(c: ManifestCheck, m: dict[str, Any], version: int) -> int:
+    """The dimension (0 while unset: format 4 leaves it to the first write of vectors)."""
+    if m["dim"] is not None:
+        return c.integer(m["dim"], "dim", 1, _MAX_DIM)
+    if version < 4:
+        c.fail(f"dim is null, which needs format_version 4, got {m.get('format_version')!r}")
+    for key in ("ranges", "codebook", "ann"):  # nothing may depend on the dimension yet
+        if m.get(key) is not None:
+            c.fail(f"dim is null but the manifest has {key}")
+    return 0
+
+
+def _validate_settings(c: ManifestCheck, m: dict[str, Any], precision: str) -> None:
+    """Counters, the model record and the optional settings."""
     for key in ("generation", "next_seq", "next_segment"):
         c.integer(m[key], key)
     if m.get("model") is not None:
@@ -138,21 +165,10 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
         c.integer(clip[0], "int8_clipped[0]", 0, clip[1])
     if m.get("stage1") is not None and (not codec_class(precision).stage1_modes or m["stage1"] not in STAGE1_MODES):
         c.fail(f"stage1 {m['stage1']!r} is not one of {', '.join(STAGE1_MODES)} for a binary collection")
-    segments = m["segments"]
-    if not isinstance(segments, list):
-        c.fail("segments must be a list")
-    total = _validate_segments(c, m, segments)
-    if m["dim"] is None and total:
-        c.fail("dim is null but segments hold rows")
-    if total > m["next_seq"]:
-        c.fail(f"next_seq {m['next_seq']} is below the {total} rows of the segments")
-    if m["ranges"] is not None:
-        r = c.floats(m["ranges"], "ranges", (2, dim))
-        if not (r[1] > r[0]).all():
-            c.fail(f"ranges have max <= min in dimension {int(np.argmax(~(r[1] > r[0])))}")
-    elif keep["int8"] and total:
-        c.fail("ranges are missing, and the segments hold int8 rows")
-    codec_class(precision).validate(c, m, dim, total)
+
+
+def _validate_seq_lists(c: ManifestCheck, m: dict[str, Any], version: int, total: int) -> None:
+    """The records of the documents without vectors and of the tombstones."""
     novec = 0
     if m.get("novec") is not None:
         if version < 4:
@@ -169,8 +185,6 @@ def validate_manifest(m: dict[str, Any], mpath: Path) -> None:
         c.mapping(t, "tombstones", ("file", "count"))
         c.name(t["file"], "tombstones.file", _TOMBSTONE_FILE, "tombstone file")
         c.integer(t["count"], "tombstones.count", 0, total + novec)
-    if m.get("ann") is not None:
-        _validate_ann(c, m, precision, total)
 
 
 def _validate_segments(c: ManifestCheck, m: dict[str, Any], segments: list[Any]) -> int:
