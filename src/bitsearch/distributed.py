@@ -59,6 +59,7 @@ from .options import MODES
 from .quantize import check_documents, check_queries
 from .results import Hit, SearchResults
 from .search import HYBRID_DEPTH
+from .storage.inputs import check_meta, check_payload, check_text
 from .storage.paths import DOCS
 from .store import DocId, DocStore, filter_sql, normalize_id
 
@@ -522,8 +523,8 @@ class ShardedCollection:
         """
         emb = check_documents(embeddings, self.dim)
         n = emb.shape[0]
-        texts_l = _payload(texts, n, "texts", _check_text)
-        meta_l = _payload(metadata, n, "metadata", _check_meta)
+        texts_l = check_payload(texts, n, "texts", check_text)
+        meta_l = check_payload(metadata, n, "metadata", check_meta)
         if ids is None:
             doc_ids: list[DocId] = self._reserve_ids(n)
         else:
@@ -589,8 +590,8 @@ class ShardedCollection:
             raise InvalidInputError("upsert needs the documents' ids")
         emb = check_documents(embeddings, self.dim)
         n = emb.shape[0]
-        texts_l = _payload(texts, n, "texts", _check_text)
-        meta_l = _payload(metadata, n, "metadata", _check_meta)
+        texts_l = check_payload(texts, n, "texts", check_text)
+        meta_l = check_payload(metadata, n, "metadata", check_meta)
         raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
         doc_ids = [normalize_id(i) for i in raw]
         if len(doc_ids) != n:
@@ -940,36 +941,6 @@ def _sum_statistics(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": int(sum(p["rows"] for p in parts)),
         "tokens": int(sum(p["tokens"] for p in parts)),
     }
-
-
-def _check_text(i: int, value: object) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise InvalidInputError(f"texts[{i}] must be a non-empty str or None, got {value!r}")
-
-
-def _check_meta(i: int, value: object) -> None:
-    if value is None:
-        return
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"metadata[{i}] must be a dict or None, got {type(value).__name__}")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata[{i}] is not JSON-serializable: {exc}") from None
-
-
-def _payload(values: Sequence[Any] | None, n: int, name: str, check: Any) -> list[Any] | None:
-    """Texts or metadata checked here, before any shard writes (a shard refusing them would leave a partial add)."""
-    if values is None:
-        return None
-    if isinstance(values, (str, dict)):
-        raise InvalidInputError(f"{name} must be a sequence with one entry per embedding")
-    vals = list(values)
-    if len(vals) != n:
-        raise InvalidInputError(f"got {len(vals)} {name} for {n} embeddings")
-    for i, v in enumerate(vals):
-        check(i, v)
-    return vals
 
 
 def _split_queries(

@@ -44,11 +44,11 @@ class SearchResults(Sequence[list[Hit]]):
         stages: list[str],
         warnings: list[str] | None = None,
     ) -> None:
-        ids = [[h.id for h in q] for q in hits]
-        scores = [np.fromiter((h.score for h in q), np.float64, len(q)) for q in hits]
-        texts = [[h.text for h in q] for q in hits]
-        metadata = [[h.metadata for h in q] for q in hits]
-        self._set(ids, scores, texts, metadata, timings, stages, warnings)
+        self.ids = [[h.id for h in q] for q in hits]
+        self.scores = [np.fromiter((h.score for h in q), np.float64, len(q)) for q in hits]
+        self.texts = [[h.text for h in q] for q in hits]
+        self.metadata = [[h.metadata for h in q] for q in hits]
+        self.timings, self.stages, self.warnings = timings, stages, list(warnings or [])
         self._hits: dict[int, list[Hit]] = {i: list(q) for i, q in enumerate(hits)}
 
     @classmethod
@@ -64,27 +64,10 @@ class SearchResults(Sequence[list[Hit]]):
     ) -> SearchResults:
         """Results from per-query columns (no ``Hit`` built until read)."""
         out = cls.__new__(cls)
-        out._set(ids, scores, texts, metadata, timings, stages, warnings)
+        out.ids, out.scores, out.texts, out.metadata = ids, scores, texts, metadata
+        out.timings, out.stages, out.warnings = timings, stages, list(warnings or [])
         out._hits = {}
         return out
-
-    def _set(
-        self,
-        ids: list[list[DocId]],
-        scores: list[np.ndarray],
-        texts: list[list[str | None]],
-        metadata: list[list[dict[str, Any] | None]],
-        timings: dict[str, float],
-        stages: list[str],
-        warnings: list[str] | None,
-    ) -> None:
-        self.ids = ids
-        self.scores = scores
-        self.texts = texts
-        self.metadata = metadata
-        self.timings = timings
-        self.stages = stages
-        self.warnings = list(warnings or [])
 
     def __len__(self) -> int:
         return len(self.ids)
