@@ -1543,8 +1543,7 @@ def _refresh_loop(state: ServerState, every: float, stop: threading.Event) -> No
     while not stop.wait(every):
         try:
             if isinstance(col, Collection):  # a sharded collection's shards refresh on every call
-                with col._write_lock:
-                    col.refresh()
+                col.refresh()  # under the collection's write lock (Store.refresh takes it)
             state.check_index()
         except Exception as exc:  # a half-written or broken collection: keep serving the last good state
             log.warning("could not refresh the collection: %s", exc)
