@@ -204,6 +204,11 @@ class CodebookCodec(Codec):
         return base
 
     @classmethod
+    def book_from_dict(cls, d: dict[str, Any], rotation: np.ndarray | None) -> CodeBook:
+        """The fitted codebook from its manifest record (and rotation matrix, read by the store)."""
+        return CodeBook.from_dict(d, rotation)
+
+    @classmethod
     def fit(cls, emb: np.ndarray, options: dict[str, Any]) -> CodeBook:
         """Calibrate a codebook on ``emb`` with the collection's codes options."""
         return CodeBook.fit(emb, cls.name, centering=options["centering"], rotation=options["rotation"])

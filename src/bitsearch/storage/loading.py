@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs import Codec, codec_class
+from ..codecs import CodebookCodec, Codec, codec_class
 from ..errors import CorruptCollectionError, InvalidInputError
 from ..files import check_npy, load_npy
 from ..kernels import BinaryIVF
-from ..quantize import CodeBook
 from .diskrows import DiskRows
 from .manifest import Manifest
 from .paths import ROTATION, inside
@@ -34,7 +33,9 @@ def load_codec(path: Path, m: Manifest) -> Codec:
             dim = int(m.dim or 0)
             if rotation.shape != (dim, dim) or not np.isfinite(rotation).all():
                 raise CorruptCollectionError(f"{path / ROTATION} is not a finite ({dim}, {dim}) rotation matrix")
-        book = CodeBook.from_dict(d, rotation)
+        family = codec_class(m.precision)
+        assert issubclass(family, CodebookCodec)  # validate_manifest refuses a codebook of other families
+        book = family.book_from_dict(d, rotation)
     return codec_class(m.precision)(m, book)
 
 
