@@ -350,15 +350,21 @@ class Searcher:
         docs = self.store.docs.fetch([seq for r in ranked for seq, _ in r], with_text)
         cols: _Columns = ([], [], [], [])
         for r in ranked:
-            found = [(docs.get(seq), score) for seq, score in r]
-            if any(doc is None for doc, _ in found):  # purged by a delete that committed after our snapshot
-                if strict:
-                    raise StaleSnapshot
-                found = [(doc, score) for doc, score in found if doc is not None]
-            cols[0].append([doc[0] for doc, _ in found])  # type: ignore[index]
-            cols[1].append(np.fromiter((score for _, score in found), np.float64, len(found)))
-            cols[2].append([doc[1] for doc, _ in found])  # type: ignore[index]
-            cols[3].append([doc[2] for doc, _ in found])  # type: ignore[index]
+            ids, scores, texts, metas = [], [], [], []
+            for seq, score in r:
+                doc = docs.get(seq)
+                if doc is None:  # purged by a delete that committed after our snapshot was taken
+                    if strict:
+                        raise StaleSnapshot
+                    continue
+                ids.append(doc[0])
+                scores.append(score)
+                texts.append(doc[1])
+                metas.append(doc[2])
+            cols[0].append(ids)
+            cols[1].append(np.array(scores, dtype=np.float64))
+            cols[2].append(texts)
+            cols[3].append(metas)
         return cols
 
 
