@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bitsearch import Collection, CorruptCollectionError, DimensionMismatchError, FormatVersionError
-from bitsearch.collection import validate_manifest
+from bitsearch.storage.validate import validate_manifest
 
 PRECISIONS = ["binary", "1.5bit", "2bit", "int8", "float32"]
 

@@ -175,7 +175,7 @@ def test_symlinked_collection_folders_are_refused(copy: Path, tmp_path: Path, wh
 
 
 def test_remove_inside_refuses_outside_paths_and_symlinks(tmp_path: Path):
-    from bitsearch.collection import remove_inside
+    from bitsearch.storage.paths import remove_inside
 
     root = tmp_path / "root"
     (root / "segments" / "000001").mkdir(parents=True)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from bitsearch import Collection, InvalidInputError
-from bitsearch.search import MAX_SEARCH_INT
+from bitsearch.options import MAX_SEARCH_INT
 from bitsearch.store import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH, MAX_METADATA_DEPTH
 
 DIM = 64

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 
-from bitsearch.collection import Collection, interrupted_create
+from bitsearch.collection import Collection
 from bitsearch.errors import BitsearchError
+from bitsearch.storage.paths import interrupted_create
 
 if TYPE_CHECKING:  # imported lazily: the encoder by commands that embed text, tqdm by those that index
     from tqdm import tqdm

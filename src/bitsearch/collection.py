@@ -20,13 +20,11 @@ from .search import Searcher
 from .storage import writes
 from .storage.create import create_store
 from .storage.inputs import as_list
-from .storage.paths import DOCS, interrupted_create, remove_inside
 from .storage.state import State
 from .storage.store import Document, Store
-from .storage.validate import validate_manifest
 from .store import DocId, normalize_id
 
-__all__ = ["DOCS", "Collection", "Document", "interrupted_create", "remove_inside", "validate_manifest"]
+__all__ = ["Collection", "Document"]
 
 
 class Collection:

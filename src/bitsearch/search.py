@@ -21,14 +21,14 @@ from .codecs import Stage1Plan
 from .errors import CollectionError, InvalidInputError, NoModelError
 from .hybrid import reciprocal_rank_fusion
 from .kernels import rescore_bits, rescore_float32, rescore_int8, topk_by_row
-from .options import MAX_SEARCH_INT, MODES, RESCORE_STAGES, SearchOptions
+from .options import RESCORE_STAGES, SearchOptions
 from .quantize import check_queries
-from .results import Hit, SearchResults
+from .results import SearchResults
 from .storage.state import State
 from .storage.store import Store
 from .store import check_unicode, filter_fields, filter_sql
 
-__all__ = ["HYBRID_DEPTH", "MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Hit", "SearchResults", "Searcher"]
+__all__ = ["HYBRID_DEPTH", "Plan", "Searcher", "StaleSnapshot", "split_queries"]
 
 # each ranking's depth before reciprocal rank fusion (at least k)
 HYBRID_DEPTH = 100
