@@ -241,7 +241,7 @@ def parse_vector(value: object) -> np.ndarray | str:
     return out
 
 
-def _row_to_doc(row: object, number: int, where: str, fields: Fields) -> Doc | Bad:
+def row_to_doc(row: object, number: int, where: str, fields: Fields) -> Doc | Bad:
     """Turn one record (a dict) into a Doc: text = title + newline + text when a title is present."""
     if not isinstance(row, dict):
         return Bad(where, f"expected an object with fields, got {type(row).__name__}")
@@ -321,7 +321,7 @@ def _read_json_array(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
         except json.JSONDecodeError as exc:
             raise CliError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     for number, row in enumerate(rows):
-        yield _row_to_doc(row, number, f"{path}, record {number}", fields)
+        yield row_to_doc(row, number, f"{path}, record {number}", fields)
 
 
 def _read_jsonl(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
@@ -345,7 +345,7 @@ def _read_jsonl(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
             except UnicodeDecodeError as exc:
                 yield Bad(where, f"not UTF-8 ({exc.reason})")
             else:
-                yield _row_to_doc(row, number, where, fields)
+                yield row_to_doc(row, number, where, fields)
             number += 1
 
 
@@ -358,7 +358,7 @@ def _read_csv(path: Path, fields: Fields) -> Iterator[Doc | Bad]:
         reader = csv.DictReader(f, delimiter=delimiter)
         try:
             for number, row in enumerate(reader):
-                yield _row_to_doc(row, number, f"{path}, line {reader.line_num}", fields)
+                yield row_to_doc(row, number, f"{path}, line {reader.line_num}", fields)
         except csv.Error as exc:
             raise CliError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
         except UnicodeDecodeError as exc:
@@ -381,7 +381,7 @@ def _read_parquet(path: Path, fields: Fields, batch_rows: int) -> Iterator[Doc |
     number = 0
     for batch in _parquet_file(path).iter_batches(batch_size=max(1, batch_rows)):
         for row in batch.to_pylist():
-            yield _row_to_doc(row, number, f"{path}, row {number}", fields)
+            yield row_to_doc(row, number, f"{path}, row {number}", fields)
             number += 1
 
 
@@ -832,10 +832,28 @@ def index(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            is_flag=False,
+            flag_value="local",
+            metavar="[ADDRESS]",
+            help="Index into a sharded collection on Ray: a cluster's ADDRESS (host:port, ray://..., auto), "
+            "or none for a local Ray. Reads JSONL, Parquet or a BEIR folder with Ray Data.",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(min=1, help="With --ray: shards of a new sharded collection (default: as it has).")
+    ] = None,
+    encoders: Annotated[
+        int, typer.Option(min=1, help="With --ray: encoder actors (one GPU each when the cluster has GPUs).")
+    ] = 1,
 ) -> None:
     """Embed documents and add them to a collection; re-running continues where a killed run stopped.
 
     Models other than the packaged default are downloaded once (HF_HUB_OFFLINE=1: cached copies only).
+    With --ray (and --shards N), a Ray cluster encodes in parallel into a sharded collection.
     """
     with _reported("interrupted: documents added so far are kept; run the same command again to resume"):
         if encoder_backend is EncoderBackend.onnx_int8 and not _records_int8(out):
@@ -844,6 +862,18 @@ def index(
                 "the shared sets; index with the default (or onnx) and pass --encoder onnx-int8 to search or serve"
             )
         fields = Fields(text=text_field, id=id_field, title=title_field or None, vector=vector_field)
+        if ray is not None:
+            if vector_field is not None:
+                raise CliError("--vector-field is not supported with --ray: index precomputed embeddings without it")
+            _index_on_ray(
+                input, out, ray, shards, encoders, fields, fmt.value, model, precision, truncate_dim,
+                keep_float32, keyword_index, batch_size, chunk_size, skip_bad, encoder_backend, quiet,
+                {"stage1": stage1.value, "centering": centering, "rotation": rotation,
+                 **({"query_bits": query_bits} if query_bits else {})},
+            )  # fmt: skip
+            return
+        if shards is not None or encoders != 1:
+            raise CliError("--shards and --encoders go with --ray (indexing on a Ray cluster)")
         records, total = read_input(input, fmt, fields, chunk_size)
         if not quiet and vector_field is None:
             typer.echo("loading the embedding model...", err=True)
@@ -898,6 +928,46 @@ def index(
             raise CliError(f"no valid documents in {input}: all {report.bad} records were malformed")
         rate = report.added / elapsed if elapsed > 0 else 0.0
         parts = [f"indexed {plural(report.added, 'document')} into {out} in {elapsed:.1f} s ({rate:,.1f} docs/s)"]
+        if report.already:
+            were = "was" if report.already == 1 else "were"
+            parts.append(f"{plural(report.already, 'document')} already in the collection {were} skipped")
+        if report.bad:
+            parts.append(f"skipped {plural(report.bad, 'malformed record')}")
+        typer.echo("; ".join(parts))
+        typer.echo(f"the collection holds {plural(len(col), 'document')}")
+
+
+def _index_on_ray(
+    source: Path, out: Path, address: str, shards: int | None, encoders: int, fields: Fields, fmt: str,
+    model: str | None, precision: Precision | None, truncate_dim: int | None, keep_float32: bool,
+    keyword_index: bool, batch_size: int, chunk_size: int, skip_bad: bool, backend: EncoderBackend | None,
+    quiet: bool, create_options: dict[str, Any],
+) -> None:  # fmt: skip
+    """`bitsearch index --ray`: bitsearch.distributed_index does the work; this reports it."""
+    from bitsearch.distributed_index import index_distributed
+
+    if not quiet:
+        typer.echo("starting Ray and loading the embedding model...", err=True)
+    start = time.perf_counter()
+    with index_progress(None, quiet) as bar:
+        col, report = index_distributed(
+            source, out, shards=shards, address=None if address == "local" else address, encoders=encoders,
+            fmt=fmt, fields=fields, model=model, precision=precision.value if precision else None,
+            truncate_dim=truncate_dim, keep_float32=keep_float32, keyword_index=keyword_index,
+            create_options=create_options, batch_size=batch_size, chunk_size=chunk_size, skip_bad=skip_bad,
+            backend=backend.value if backend else None, progress=bar,
+        )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    if report.records == 0:
+        raise CliError(f"no documents found in {source}")
+    if col is None:
+        raise CliError(f"no valid documents in {source}: all {report.bad} records were malformed")
+    with col:
+        rate = report.added / elapsed if elapsed > 0 else 0.0
+        parts = [
+            f"indexed {plural(report.added, 'document')} into {out} ({len(col.shard_names)} shards) "
+            f"in {elapsed:.1f} s ({rate:,.1f} docs/s)"
+        ]
         if report.already:
             were = "was" if report.already == 1 else "were"
             parts.append(f"{plural(report.already, 'document')} already in the collection {were} skipped")
