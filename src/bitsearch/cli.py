@@ -833,15 +833,16 @@ def index(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ray: Annotated[
-        str | None,
+        bool,
         typer.Option(
             "--ray",
-            is_flag=False,
-            flag_value="local",
-            metavar="[ADDRESS]",
-            help="Index into a sharded collection on Ray: a cluster's ADDRESS (host:port, ray://..., auto), "
-            "or none for a local Ray. Reads JSONL, Parquet or a BEIR folder with Ray Data.",
+            help="Index into a sharded collection on Ray (the cluster at --ray-address or RAY_ADDRESS, else a "
+            "local Ray); reads JSONL, Parquet or a BEIR folder with Ray Data.",
         ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(metavar="ADDRESS", help="The Ray cluster for --ray (host:port, ray://host:port, auto)."),
     ] = None,
     shards: Annotated[
         int | None, typer.Option(min=1, help="With --ray: shards of a new sharded collection (default: as it has).")
@@ -862,18 +863,18 @@ def index(
                 "the shared sets; index with the default (or onnx) and pass --encoder onnx-int8 to search or serve"
             )
         fields = Fields(text=text_field, id=id_field, title=title_field or None, vector=vector_field)
-        if ray is not None:
+        if ray or ray_address:
             if vector_field is not None:
                 raise CliError("--vector-field is not supported with --ray: index precomputed embeddings without it")
             _index_on_ray(
-                input, out, ray, shards, encoders, fields, fmt.value, model, precision, truncate_dim,
+                input, out, ray_address, shards, encoders, fields, fmt.value, model, precision, truncate_dim,
                 keep_float32, keyword_index, batch_size, chunk_size, skip_bad, encoder_backend, quiet,
                 {"stage1": stage1.value, "centering": centering, "rotation": rotation,
                  **({"query_bits": query_bits} if query_bits else {})},
             )  # fmt: skip
             return
         if shards is not None or encoders != 1:
-            raise CliError("--shards and --encoders go with --ray (indexing on a Ray cluster)")
+            raise CliError("--shards and --encoders go with --ray (indexing into a sharded collection on Ray)")
         records, total = read_input(input, fmt, fields, chunk_size)
         if not quiet and vector_field is None:
             typer.echo("loading the embedding model...", err=True)
@@ -938,7 +939,7 @@ def index(
 
 
 def _index_on_ray(
-    source: Path, out: Path, address: str, shards: int | None, encoders: int, fields: Fields, fmt: str,
+    source: Path, out: Path, address: str | None, shards: int | None, encoders: int, fields: Fields, fmt: str,
     model: str | None, precision: Precision | None, truncate_dim: int | None, keep_float32: bool,
     keyword_index: bool, batch_size: int, chunk_size: int, skip_bad: bool, backend: EncoderBackend | None,
     quiet: bool, create_options: dict[str, Any],
@@ -951,7 +952,7 @@ def _index_on_ray(
     start = time.perf_counter()
     with index_progress(None, quiet) as bar:
         col, report = index_distributed(
-            source, out, shards=shards, address=None if address == "local" else address, encoders=encoders,
+            source, out, shards=shards, address=address, encoders=encoders,
             fmt=fmt, fields=fields, model=model, precision=precision.value if precision else None,
             truncate_dim=truncate_dim, keep_float32=keep_float32, keyword_index=keyword_index,
             create_options=create_options, batch_size=batch_size, chunk_size=chunk_size, skip_bad=skip_bad,

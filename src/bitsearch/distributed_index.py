@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -196,7 +197,7 @@ class EncodeBatches:
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> Any:
-    """Ray, connected: the running instance, the cluster at ``address``, or a new local one (``address`` None).
+    """Ray, connected: the running instance, the cluster at ``address`` (else RAY_ADDRESS), or a new local one.
 
     A ``host:port`` address is tried with a plain TCP connection first, so that nothing listening there
     is a ClusterUnavailableError at once (Ray itself would keep retrying for minutes). A process already
@@ -205,6 +206,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> Any:
     import ray
     import ray.data
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address not in ("auto", "local"):
         hostport = address.split("://", 1)[-1]
         host, _, port = hostport.rpartition(":")
