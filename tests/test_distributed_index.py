@@ -210,9 +210,38 @@ def test_bad_input_is_a_named_error(ray_local, corpus: Path, tmp_path: Path) -> 
     broken.write_text('{"_id": "1", "text": "fine"}\n{not json\n{"_id": "2", "text": "also fine"}\n')
     with pytest.raises(InvalidInputError, match="invalid JSON"):
         run(broken, tmp_path / "f")
-    col, report = run(broken, tmp_path / "g", skip_bad=True, shards=2)
+    # empty shards and the lock left by a create killed before its manifest: cleared, the run goes on
+    left = tmp_path / "g"
+    (left / "shard-000").mkdir(parents=True)
+    (left / ".lock").touch()
+    col, report = run(broken, left, skip_bad=True, shards=2)
     assert (report.added, report.bad) == (2, 1)
     col.close()
+    # shard directories that hold documents but no sharded manifest are never cleared
+    kept = tmp_path / "h" / "shard-000"
+    kept.mkdir(parents=True)
+    (kept / "manifest.json").write_text(json.dumps({"next_seq": 5}))
+    with pytest.raises(CollectionError, match="with documents"):
+        run(corpus, tmp_path / "h")
+    assert (kept / "manifest.json").exists()
+
+
+def test_parquet_source_gives_the_same_collection(
+    ray_local, corpus: Path, sharded: ShardedCollection, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    table = pa.table({k: [r[k] for r in rows] for k in ("_id", "title", "text")})
+    pq.write_table(table, tmp_path / "corpus.parquet", row_group_size=50)
+    col, report = run(tmp_path / "corpus.parquet", tmp_path / "col")
+    try:
+        assert (report.added, report.records) == (N_DOCS, N_DOCS)
+        q = queries()
+        assert ranked(col.search(q, **EXACT)) == ranked(sharded.search(q, **EXACT))
+    finally:
+        col.close()
 
 
 def test_cli_flags_and_errors(ray_local, corpus: Path, tmp_path: Path) -> None:

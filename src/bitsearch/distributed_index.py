@@ -276,9 +276,22 @@ def _prepare_out(out: Path) -> bool:
         entries = list(out.iterdir())
         if entries and not all(p.name == ".lock" or (p.is_dir() and _SHARD_DIR.match(p.name)) for p in entries):
             raise CollectionError(f"{out} exists and is neither a sharded collection nor an empty directory")
-        for p in entries:  # left by a create that was killed before it wrote its manifest
+        if any(_holds_documents(p) for p in entries):
+            raise CollectionError(f"{out} holds shard directories with documents but no {SHARDED_MANIFEST}")
+        for p in entries:  # empty shards left by a create that was killed before it wrote its manifest
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     return False
+
+
+def _holds_documents(shard: Path) -> bool:
+    """Whether a shard directory's collection manifest records any row (or cannot be read: kept, to be safe)."""
+    path = shard / "manifest.json"
+    if not shard.is_dir() or not path.exists():
+        return False
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8")).get("next_seq", 1)) > 0
+    except (OSError, ValueError, TypeError, AttributeError):
+        return True
 
 
 def _check_settings(col: ShardedCollection, model: str | None, precision: str | None, truncate_dim: int | None,
@@ -299,6 +312,13 @@ def _check_settings(col: ShardedCollection, model: str | None, precision: str | 
         raise InvalidInputError(f"{where} was built with truncate_dim {opts.get('truncate_dim')}, not {truncate_dim}")
     if keep_float32 and not opts.get("keep_float32"):
         raise InvalidInputError(f"{where} was built without --keep-float32")
+
+
+def block_bytes(files: list[str], encoders: int) -> int:
+    """Ray Data's block size for this source: blocks are what the actor pool shares out, so a source gives at
+    least ~4 per encoder (Ray's default, 128 MiB, makes one block of a file under that: one busy actor)."""
+    total = sum(Path(f).stat().st_size for f in files)
+    return int(min(max(total // (4 * encoders), 64 * 1024), 64 * 1024 * 1024))
 
 
 def _dataset(ray: Any, reader: str, files: list[str], fields: Fields) -> Any:
@@ -400,9 +420,10 @@ def index_distributed(
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # Ray Data's per-job INFO lines and notes
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.target_max_block_size)
     ctx.execution_options.preserve_order = True  # source order: the single-machine rules and row order
     ctx.enable_progress_bars = False  # the driver shows one bar over documents
+    ctx.target_max_block_size = block_bytes(files, encoders)
     col: ShardedCollection | None = None
     try:
         parsed = _dataset(ray, reader, files, fields)
@@ -440,7 +461,7 @@ def index_distributed(
             col.close()
         raise
     finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.target_max_block_size = saved
 
 
 def _run(ray: Any, parsed: Any, col: ShardedCollection, encoder: Any, factory: Callable[..., Any], encoders: int,
