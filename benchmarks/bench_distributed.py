@@ -134,9 +134,10 @@ def indexing(n_docs: int, encoder_counts: list[int], chunk: int) -> list[tuple]:
     Each row: (setup, wall seconds, documents added, seconds until the pipeline's first encoded batch came
     out: Ray Data's start, the actors' model loads, the calibration chunk and one batch's encoding).
     """
-    from bitsearch.cli import Fields, InputFormat, index_records, read_input
     from bitsearch.distributed_index import index_distributed
     from bitsearch.encode import Encoder
+    from bitsearch.indexing import IndexOptions, index_records
+    from bitsearch.readers import Fields, read_input
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,11 +146,9 @@ def indexing(n_docs: int, encoder_counts: list[int], chunk: int) -> list[tuple]:
             src.write_text("".join(line for _, line in zip(range(n_docs), f, strict=False)), encoding="utf-8")
         t0 = time.perf_counter()
         encoder = Encoder(backend="onnx")
-        records, _ = read_input(src, InputFormat.auto, Fields(), chunk)
-        _, report = index_records(
-            records, Path(tmp) / "single", encoder, col=None, precision="binary", keep_float32=False,
-            chunk_size=chunk, skip_bad=True,
-        )  # fmt: skip
+        records, _ = read_input(src, "auto", Fields(), chunk)
+        options = IndexOptions(chunk_size=chunk, skip_bad=True)
+        _, report = index_records(records, Path(tmp) / "single", encoder, col=None, options=options)
         wall = time.perf_counter() - t0
         rows.append(("one process (`bitsearch index`)", wall, report.added, None))
         print(rows[-1], flush=True)

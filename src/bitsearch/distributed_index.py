@@ -39,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from .cli import Bad, Fields, IndexReport, beir_corpus, row_to_doc
 from .distributed import MANIFEST as SHARDED_MANIFEST
 from .distributed import ShardedCollection, shard_of
 from .errors import ClusterUnavailableError, CollectionError, InvalidInputError
+from .indexing import IndexReport, check_settings
+from .readers import Bad, Fields, beir_corpus, is_json_array, row_to_doc
 
 __all__ = ["EncodeBatches", "index_distributed", "load_encoder", "connect", "source_files"]
 
@@ -92,7 +93,7 @@ def source_files(source: Path, fmt: str = "auto") -> tuple[str, list[str]]:
     if fmt == "parquet" or (fmt == "auto" and name.endswith(_PARQUET)):
         return "parquet", [str(source)]
     if fmt == "jsonl" or (fmt == "auto" and name.endswith(_JSONL)):
-        if _json_array(source):
+        if is_json_array(source):
             raise InvalidInputError(
                 f"{source} holds one JSON array; the Ray indexer reads JSON lines (one record a line)"
             )
@@ -101,14 +102,6 @@ def source_files(source: Path, fmt: str = "auto") -> tuple[str, list[str]]:
         f"the Ray indexer reads JSONL, Parquet or a BEIR folder, not {source} (format {fmt}); "
         "index CSV or folders of text files without --ray"
     )
-
-
-def _json_array(path: Path) -> bool:
-    import gzip
-
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as f:
-        return f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
 
 
 def _record(row: object, where: str, fields: Fields) -> tuple[str, str, str, str, str]:
@@ -297,21 +290,12 @@ def _holds_documents(shard: Path) -> bool:
 def _check_settings(col: ShardedCollection, model: str | None, precision: str | None, truncate_dim: int | None,
                     keep_float32: bool) -> None:  # fmt: skip
     """Refuse to continue a sharded collection with settings it was not built with."""
-    from .encode import canonical_model_name
-
     opts = col.manifest["options"]
-    recorded = (opts.get("model") or {}).get("name")
     where = f"the sharded collection at {col.path}"
-    if not recorded:
+    if not (opts.get("model") or {}).get("name"):
         raise CollectionError(f"{where} records no embedding model, so text cannot be added to it")
-    if model is not None and canonical_model_name(model) != recorded:
-        raise InvalidInputError(f"{where} was built with model {recorded!r}, not {model!r}")
-    if precision is not None and precision != opts.get("precision", "binary"):
-        raise InvalidInputError(f"{where} has precision {opts.get('precision', 'binary')!r}, not {precision!r}")
-    if truncate_dim is not None and truncate_dim != (opts.get("truncate_dim") or col.dim):
-        raise InvalidInputError(f"{where} was built with truncate_dim {opts.get('truncate_dim')}, not {truncate_dim}")
-    if keep_float32 and not opts.get("keep_float32"):
-        raise InvalidInputError(f"{where} was built without --keep-float32")
+    check_settings(where, opts, col.dim, model=model, precision=precision, truncate_dim=truncate_dim,
+                   keep_float32=keep_float32)  # fmt: skip
 
 
 def block_bytes(files: list[str], encoders: int) -> int:
@@ -527,14 +511,7 @@ def _run(ray: Any, parsed: Any, col: ShardedCollection, encoder: Any, factory: C
                 flush()
         if progress is not None:
             if ledger.report.already or ledger.report.bad:
-                progress.set_postfix_str(_skipped(ledger.report), refresh=False)
+                progress.set_postfix_str(ledger.report.skipped_note(), refresh=False)
             progress.update(len(ids))
     flush()
     return ledger.report
-
-
-def _skipped(report: IndexReport) -> str:
-    parts = [f"{report.already:,} already indexed"] if report.already else []
-    if report.bad:
-        parts.append(f"{report.bad:,} malformed")
-    return "skipped " + ", ".join(parts)
