@@ -33,17 +33,11 @@ Filter = Annotated[
     typer.Option("--filter", help='Metadata filter as JSON, e.g. \'{"lang": "en"}\' or \'{"year": {"$gte": 2020}}\'.'),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-Backend = Annotated[
-    EncoderBackend | None,
-    typer.Option("--encoder", help="Model runtime for the queries (default: the one the collection records)."),
-]
-VectorFile = Annotated[
-    Path | None,
-    typer.Option(
-        help="Query vectors instead of embedding text: .npy (one vector or a matrix) or .json (a list of "
-        "numbers, or of lists); query texts, if given too, serve keyword/hybrid modes, one per vector.",
-    ),
-]
+_BACKEND_HELP = "Model runtime for the queries (default: the one the collection records)."
+_VECTOR_FILE_HELP = (
+    "Query vectors instead of embedding text: .npy (one vector or a matrix) or .json (a list of numbers, or of "
+    "lists); query texts, if given too, serve keyword/hybrid modes, one per vector."
+)
 
 
 @app.command()
@@ -58,8 +52,8 @@ def search(
     filter_json: Filter = None,
     as_json: AsJson = False,
     device: Device = "cpu",
-    encoder_backend: Backend = None,
-    vector_file: VectorFile = None,
+    encoder_backend: Annotated[EncoderBackend | None, typer.Option("--encoder", help=_BACKEND_HELP)] = None,
+    vector_file: Annotated[Path | None, typer.Option(help=_VECTOR_FILE_HELP)] = None,
 ) -> None:
     """Search a collection with text queries, embedded by the model the collection was built with (or vectors)."""
     with reported():

@@ -16,6 +16,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_ADDRESS = ("0.0.0.0", "::", "")
 
 
+# over 80 lines by its signature alone: Typer reads the command's options from it
 @app.command("serve")
 def serve(
     collection: CollectionArg,
