@@ -24,6 +24,7 @@ from bitsearch.errors import ClusterUnavailableError, CollectionError, InvalidIn
 ray = pytest.importorskip("ray")
 
 from bitsearch import cli  # noqa: E402 - after the skip: the module imports typer, the test needs ray
+from bitsearch.cli import models  # noqa: E402
 from bitsearch.distributed import ShardedCollection, codebook_digest  # noqa: E402
 from bitsearch.distributed_index import index_distributed  # noqa: E402
 
@@ -97,7 +98,7 @@ def single(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Collection
     """The same corpus through single-machine `bitsearch index` (2bit codes: a codebook and a rotation)."""
     out = tmp_path_factory.mktemp("single") / "col"
     mp = pytest.MonkeyPatch()
-    mp.setattr(cli, "_load_encoder", lambda model, **kw: HashEncoder())
+    mp.setattr(models, "load_encoder", lambda model, **kw: HashEncoder())
     try:
         result = runner.invoke(cli.app, ["index", str(corpus), "--out", str(out), "--precision", "2bit",
                                          "--centering", "--chunk-size", str(CHUNK), "--quiet"])  # fmt: skip

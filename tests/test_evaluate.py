@@ -524,9 +524,10 @@ def test_cli_eval(tmp_path: Path, cranfield_slice: ev.Dataset, monkeypatch: pyte
     from typer.testing import CliRunner
 
     from bitsearch import cli
+    from bitsearch.cli import models
 
     monkeypatch.setenv(ev.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "_load_encoder", lambda model, **kw: HashingEncoder(dim=128, name=model or "hash"))
+    monkeypatch.setattr(models, "load_encoder", lambda model, **kw: HashingEncoder(dim=128, name=model or "hash"))
     data = tmp_path / "tiny"
     _write_beir(data, cranfield_slice.subset(120, 10), gz=True)
     out = tmp_path / "out"
