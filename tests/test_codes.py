@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitsearch import Collection, CorruptCollectionError, InvalidInputError, quantize_embeddings
+from bitsearch.kernels import lut_planes_topk, lut_topk
 from bitsearch.quantize import CODE_KINDS, CodeBook
-from bitsearch.scans import lut_planes_topk, lut_topk
 
 DIM = 48
 
@@ -223,7 +223,7 @@ def test_format_1_collection_still_opens_and_searches(tmp_path: Path):
 
 @pytest.mark.parametrize("dtype", [np.int8, np.float32])
 def test_dot_topk_matches_brute_force(dtype):
-    from bitsearch.scans import dot_topk
+    from bitsearch.kernels import dot_topk
 
     rng = np.random.default_rng(1)
     rows = rng.integers(-128, 128, (700, 24)).astype(dtype)
@@ -307,8 +307,7 @@ def test_empty_format_2_one_and_a_half_bit_collection_is_marked_format_3_on_firs
 )
 def test_bitplane_topk_matches_brute_force(n, dim, bits, k, seed, with_exclude):
     """Popcounts per query bit plane give exactly base + low x |doc| + step x sum of the doc's weights."""
-    from bitsearch.kernels import as_words
-    from bitsearch.scans import bitplane_topk
+    from bitsearch.kernels import as_words, bitplane_topk
 
     rng = np.random.default_rng(seed)
     codes = np.packbits(rng.random((n, dim)) < 0.5, axis=1)
@@ -333,8 +332,7 @@ def test_bitplane_topk_matches_brute_force(n, dim, bits, k, seed, with_exclude):
 @pytest.mark.parametrize("options", [{}, {"centering": True, "rotation": 2}])
 def test_query_planes_approximate_the_float_query(options):
     """Rounding the query's weights to b bits moves each score by at most step / 2 per set bit."""
-    from bitsearch.kernels import as_words
-    from bitsearch.scans import bitplane_topk
+    from bitsearch.kernels import as_words, bitplane_topk
 
     x, q = _emb(500, 40, 1), _emb(3, 40, 2)
     book = CodeBook.fit(x, "binary", **options)
