@@ -345,6 +345,25 @@ def test_cache_second_call_does_not_encode(tmp_path: Path, monkeypatch: pytest.M
     assert other.calls == 2
 
 
+def test_cache_key_separates_int8_backend(tmp_path: Path) -> None:
+    # torch and ONNX fp32 agree to 1e-6 and share entries, including those written before the backend
+    # counted; the int8 ONNX export changes the vectors and gets its own entries
+    ds = ev.Dataset("tiny", ["a", "b"], ["lift", "drag"], ["q"], ["lift"], {"q": {"a": 1}})
+    enc = HashingEncoder(dim=8)
+    ev.embed_dataset(ds, enc, cache=tmp_path)
+    assert enc.calls == 2
+    for backend in ("torch", "onnx"):
+        enc.backend = backend  # type: ignore[attr-defined]
+        ev.embed_dataset(ds, enc, cache=tmp_path)
+        assert enc.calls == 2, backend
+    enc.backend = "onnx-int8"  # type: ignore[attr-defined]
+    ev.embed_dataset(ds, enc, cache=tmp_path)
+    assert enc.calls == 4
+    ev.embed_dataset(ds, enc, cache=tmp_path)
+    assert enc.calls == 4
+    assert len(list(tmp_path.rglob("*.npy"))) == 4
+
+
 def test_empty_texts_get_zero_vectors(tmp_path: Path) -> None:
     # Cranfield has two documents with neither title nor text; the encoder refuses empty strings
     ds = ev.Dataset("tiny", ["a", "b", "c"], ["lift", "", "drag"], ["q"], ["lift"], {"q": {"a": 1}})
@@ -494,7 +513,7 @@ def test_keyword_config_stores_empty_texts_as_none(tmp_path: Path) -> None:
 
 def test_pareto_front() -> None:
     pts = [(1536.0, 100.0), (384.0, 99.9), (48.0, 91.0), (48.0, 99.0), (16.0, 85.0), (100.0, 95.0)]
-    assert ev._pareto(pts) == [4, 3, 1, 0]
+    assert ev.pareto_front(pts) == [4, 3, 1, 0]
 
 
 # ------------------------------------------------------------------------- real model (slow)
