@@ -14,14 +14,12 @@ from typing import IO
 
 import numpy as np
 import pytest
+from helpers import shared_data
 
 from bitsearch import evaluate as ev
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():  # the shared folder sits next to the checkout: /work/shared, /work/main
-    DATA = Path("/work/shared/data")
-CRANFIELD = DATA / "cranfield"
-SCIFACT = DATA / "scifact"
+CRANFIELD = shared_data("cranfield")
+SCIFACT = shared_data("scifact")
 needs_cranfield = pytest.mark.skipif(not CRANFIELD.is_dir(), reason="shared/data/cranfield not present")
 
 
@@ -144,6 +142,7 @@ def test_real_dataset_shape() -> None:
 # ------------------------------------------------------------------------------------ metrics
 
 
+@pytest.mark.usefixtures("ranx_warm")
 def test_metrics_hand_computed() -> None:
     qrels = {
         "q1": {"d1": 1, "d3": 1},
@@ -169,6 +168,7 @@ def test_metrics_hand_computed() -> None:
     assert m["recall@1"] == pytest.approx(1 / 6)
 
 
+@pytest.mark.usefixtures("ranx_warm")
 def test_metrics_graded_and_cutoff() -> None:
     # graded judgments use the relevance as gain (trec_eval / pytrec_eval, as MTEB reports):
     # run b, a with rel(a)=3, rel(b)=1: DCG = 1 + 3/log2(3) = 2.89279; IDCG = 3 + 1/log2(3) = 3.63093
@@ -181,6 +181,7 @@ def test_metrics_graded_and_cutoff() -> None:
     assert m == pytest.approx({"ndcg@10": 0.0, "mrr@10": 0.0, "recall@100": 1.0})
 
 
+@pytest.mark.usefixtures("ranx_warm")
 def test_metrics_unanswered_query_counts_zero() -> None:
     qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
     m = ev.compute_metrics(qrels, {"q1": {"d1": 1.0}}, ("ndcg@10", "mrr@10"))
