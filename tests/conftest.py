@@ -16,8 +16,13 @@ def ranx_warm() -> None:
     pytest.importorskip("ranx")
     from bitsearch.evaluate import compute_metrics
 
-    qrels = {"q1": {"d1": 2, "d2": 1}, "q2": {"d3": 1}}
-    run = {"q1": {"d2": 0.9, "d1": 0.5}, "q2": {"d4": 0.7}}
-    compute_metrics(qrels, run, ("ndcg@10", "mrr@10", "recall@100"))
-    for metric in ("ndcg@10", "mrr@10", "recall@100"):
-        compute_metrics(qrels, run, (metric,))
+    metrics = ("ndcg@10", "mrr@10", "recall@100")
+    # the shapes that take their own compilation: several queries, one query with graded judgments, a query
+    # with no hit, and one metric at a time (ranx then returns a float)
+    compute_metrics(
+        {"q1": {"d1": 2, "d2": 1}, "q2": {"d3": 1}}, {"q1": {"d2": 0.9, "d1": 0.5}, "q2": {"d4": 0.7}}, metrics
+    )
+    compute_metrics({"q": {"d1": 3, "d2": 1}}, {"q": {"d2": 2.0, "d1": 1.0}}, metrics)
+    compute_metrics({"q1": {"d1": 1}, "q2": {"d2": 1}}, {"q1": {"d1": 1.0}}, metrics)
+    for metric in metrics:
+        compute_metrics({"q": {"d1": 1}}, {"q": {"d1": 1.0}}, (metric,))
