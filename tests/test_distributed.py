@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data
 
 from bitsearch import Collection, CollectionError, DuplicateIdError, InvalidInputError, UnknownIdError
 from bitsearch.distributed import MANIFEST, Shard, ShardedCollection, merge_ranked, shard_of
@@ -25,7 +26,7 @@ except ImportError:  # pragma: no cover - the ray extra is part of CI's install
     ray = None
 
 DIM = 32
-DATA = Path("/work/shared/data/cranfield")
+DATA = shared_data("cranfield")
 
 
 @pytest.fixture(scope="module")
