@@ -377,7 +377,7 @@ def encode_cpu(path: Path, texts: list[str], backend: str | None = None) -> dict
     from bitsearch.encode import Encoder
 
     col = Collection.open(path)
-    enc = Encoder.from_manifest_info(col.manifest["model"], backend=backend)
+    enc = Encoder.for_manifest(col.manifest["model"], backend=backend)
     col.close()
     out: dict[int, float] = {}
     for size in (1, 8, 32):

@@ -257,7 +257,7 @@ def test_early_encoder_is_used_only_for_the_validated_model(tmp_path: Path, monk
         made.append(i)
         return Stub()
 
-    monkeypatch.setattr(enc.Encoder, "from_manifest_info", staticmethod(from_info))
+    monkeypatch.setattr(enc.Encoder, "for_manifest", staticmethod(from_info))
     early = _early_encoder(tmp_path / "c")
     assert early is not None
     first = early.result()[1]

@@ -325,7 +325,7 @@ class Collection(CollectionFiles):
                     )
                 from .encode import Encoder
 
-                self._encoder = Encoder.from_manifest_info(info)
+                self._encoder = Encoder.for_manifest(info)
             return self._encoder
 
     @encoder.setter
