@@ -285,39 +285,41 @@ def plain_search_request(body: bytes) -> SearchRequest | None:
         return None
     if type(data) is not dict or not data.keys() <= SEARCH_DEFAULTS.keys():
         return None
-    query, vector = data.get("query"), data.get("vector")
-    if (query is None) == (vector is None):
+    if not _plain_query(data.get("query"), data.get("vector")) or not _plain_options(data):
         return None
+    return SearchRequest.model_construct(**{**SEARCH_DEFAULTS, **data})
+
+
+def _plain_query(query: Any, vector: Any) -> bool:
+    """Exactly one of a string or a list of strings (``query``) and a list of numbers or of lists of numbers."""
+    if (query is None) == (vector is None):
+        return False
     if query is not None:
-        if type(query) is list:
-            if not all(type(t) is str for t in query):
-                return None
-        elif type(query) is not str:
-            return None
-    else:
-        if type(vector) is not list:
-            return None
-        for row in vector if vector and type(vector[0]) is list else [vector]:
-            if type(row) is not list or not set(map(type, row)) <= _NUMBER_TYPES:
-                return None
+        return type(query) is str or (type(query) is list and all(type(t) is str for t in query))
+    if type(vector) is not list:
+        return False
+    rows = vector if vector and type(vector[0]) is list else [vector]
+    return all(type(row) is list and set(map(type, row)) <= _NUMBER_TYPES for row in rows)
+
+
+def _plain_options(data: dict[str, Any]) -> bool:
+    """Every option present of its canonical JSON type, in range."""
     k = data.get("k", 10)
     multiplier = data.get("rescore_multiplier", 4)
     if type(k) is not int or not 1 <= k <= MAX_K or type(multiplier) is not int:
-        return None
+        return False
     if not 1 <= multiplier <= MAX_RESCORE_MULTIPLIER:
-        return None
+        return False
     rescore = data.get("rescore", "int8")
     names = [rescore] if type(rescore) is str else rescore if type(rescore) is list else [] if rescore is None else [0]
     if not all(type(n) is str and n in RESCORE_NAMES for n in names):
-        return None
+        return False
     mode, filter_ = data.get("mode"), data.get("filter")
     if (mode is not None and type(mode) is not str) or (filter_ is not None and type(filter_) is not dict):
-        return None
+        return False
     if filter_ and _integral_beyond_64_bits(filter_):
-        return None  # orjson reads integers beyond 64 bits as floats, json as ints (which a filter refuses)
-    if type(data.get("with_text", True)) is not bool or type(data.get("allow_partial", False)) is not bool:
-        return None
-    return SearchRequest.model_construct(**{**SEARCH_DEFAULTS, **data})
+        return False  # orjson reads integers beyond 64 bits as floats, json as ints (which a filter refuses)
+    return type(data.get("with_text", True)) is bool and type(data.get("allow_partial", False)) is bool
 
 
 def _integral_beyond_64_bits(value: Any) -> bool:
