@@ -188,7 +188,7 @@ class ServerState:
         self.collection = collection
         self.sharded = isinstance(collection, ShardedCollection)
         self.limiter = anyio.CapacityLimiter(threads)
-        self.encoder = EncoderThread(collection, encoder, encoder_backend)
+        self.model = EncoderThread(collection, encoder, encoder_backend)
         self.max_body_bytes = max_body_bytes  # what /info reports
         self.search_lock: threading.Lock | None = None  # set when numba's threading layer is not thread-safe
         self._local = threading.local()
@@ -206,11 +206,15 @@ class ServerState:
 
     @property
     def encoder_loaded(self) -> bool:
-        return self.encoder.encoder is not None
+        return self.model.encoder is not None
+
+    def encoder(self) -> Any:
+        """The encoder the collection was built with (or the one given), loaded once."""
+        return self.model.load()
 
     def encode(self, texts: list[str], *, queries: bool) -> np.ndarray:
         """Embed texts on the one model thread; queries waiting together share one forward pass."""
-        return self.encoder.encode(texts, queries=queries)
+        return self.model.encode(texts, queries=queries)
 
     def search(self, vectors: np.ndarray | None, **kw: Any) -> Any:
         """Collection.search on one kernel thread (see one_kernel_thread), one at a time where numba needs it."""
@@ -224,7 +228,7 @@ class ServerState:
         """Stop the search workers and the model thread (if started)."""
         if self.batcher is not None:
             self.batcher.close()
-        self.encoder.close()
+        self.model.close()
 
 
 # ----------------------------------------------------------------------------- background work
