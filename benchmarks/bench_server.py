@@ -553,7 +553,7 @@ def main() -> None:
         ]
         for name, kind, r in rows:
             b = before.get((kind, r["clients"]))
-            if name == "after" and b is not None:
+            if name == "after" and b is not None and b["requests"]:  # none answered: the scenario says so above
                 lines.append(
                     f"| {kind} | {r['clients']} | {r['qps'] / b['qps']:.2f}x | {r['p99'] / b['p99']:.2f}x | "
                     f"{r['cpu_per_request_ms'] / b['cpu_per_request_ms']:.2f}x |"
