@@ -13,6 +13,7 @@ indexing with the packaged ONNX model, 1 and 2 encoder actors, in documents per 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -129,7 +130,8 @@ def keyword_section(kw: list[tuple], shards: int, datasets: list[str]) -> str:
         "## Keyword and hybrid search across shards (issue 14)",
         "",
         f"Command: `python benchmarks/bench_distributed.py --keyword-only --datasets {' '.join(datasets)}`  ",
-        f"Machine: {machine()}, Ray {ray.__version__} (local, num_cpus=2)  ",
+        f"Machine: {machine()}, Ray {ray.__version__} (local, num_cpus=2); load average at the end "
+        f"{os.getloadavg()[0]:.1f} (other jobs share the cores: timings are inflated by it, NDCG is not)  ",
         f"Data: each shared dataset embedded with the packaged all-MiniLM-L6-v2, in one Collection and in {shards} "
         "shards with the same calibration (binary codes, int8 rescoring x4, k=10). Keyword search over the "
         "shards uses global BM25 statistics (a first round gathers each phrase's document frequency and the "
