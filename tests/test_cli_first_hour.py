@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import shared_data
 from typer.testing import CliRunner
 
 from bitsearch.cli import app
@@ -17,10 +18,7 @@ from bitsearch.indexing import IndexReport
 
 runner = CliRunner()
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not SHARED.exists():
-    SHARED = Path("/work/shared/data")
-MEDLINE = SHARED / "medline"
+MEDLINE = shared_data("medline")
 
 
 def invoke(*args: object, env: dict[str, str] | None = None):
@@ -208,16 +206,16 @@ def test_eval_reads_document_embeddings_from_a_collection(tmp_path: Path, monkey
     col = tmp_path / "med.bits"
     assert invoke("index", data, "--out", col, "--keep-float32", "--quiet").exit_code == 0
 
-    import bitsearch.evaluate as ev
+    import bitsearch.evaluate.cache as ev_cache  # embed_dataset calls cached_embeddings there
 
     calls: list[int] = []
-    real = ev.cached_embeddings
+    real = ev_cache.cached_embeddings
 
     def counting(texts: Any, role: str, *a: Any, **kw: Any) -> Any:
         calls.append(len(texts) if role == "documents" else 0)
         return real(texts, role, *a, **kw)
 
-    monkeypatch.setattr(ev, "cached_embeddings", counting)
+    monkeypatch.setattr(ev_cache, "cached_embeddings", counting)
     args = ("eval", data, "--configs", "binary", "--no-plots", "--quiet", "--k", "5")
     from_col = invoke(*args, "--out", tmp_path / "a", "--collection", col)
     assert from_col.exit_code == 0, from_col.output
@@ -263,7 +261,7 @@ def test_early_encoder_is_used_only_for_the_validated_model(tmp_path: Path, monk
         made.append(i)
         return Stub()
 
-    monkeypatch.setattr(enc.Encoder, "from_manifest_info", staticmethod(from_info))
+    monkeypatch.setattr(enc.Encoder, "for_manifest", staticmethod(from_info))
     early = early_encoder(tmp_path / "c")
     assert early is not None
     first = early.result()[1]

@@ -17,21 +17,24 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bitsearch import Collection, InvalidInputError
-from bitsearch.ann import BinaryIVF
 from bitsearch.kernels import (
+    BinaryIVF,
     as_words,
-    exact_topk,
+    bitplane_topk,
+    dot_topk,
     hamming_distances,
     hamming_topk,
     int8_query_weights,
-    pread_rows,
+    lut_planes_topk,
+    lut_topk,
     rescore_bits,
     rescore_float32,
     rescore_int8,
     top_scored,
+    topk_by_row,
 )
 from bitsearch.quantize import check_queries, dequantize_int8, int8_steps
-from bitsearch.scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
+from bitsearch.rows import pread_rows
 
 F32_MAX = float(np.finfo(np.float32).max)
 EXTREMES = [
@@ -216,16 +219,28 @@ def test_top_scored_any_scores(data, m, k):
 
 
 @PROPERTY
-@given(data=st.data(), n=st.integers(0, 40), k=st.integers(0, 50))
-def test_exact_topk_any_scores(data, n, k):
+@given(data=st.data(), nq=st.integers(1, 3), n=st.integers(0, 40), k=st.integers(0, 50), trim=st.booleans())
+def test_topk_by_row_any_scores(data, nq, n, k, trim):
     special = st.sampled_from([np.nan, np.inf, -np.inf])
-    scores = data.draw(hnp.arrays(np.float32, (2, n), elements=st.one_of(floats32, special)))
-    idx, vals = exact_topk(scores, k)
-    assert idx.shape == vals.shape == (2, max(0, min(k, n)))
-    for r in range(2):
-        ref_idx, ref_vals = ref_select(scores[r], max(k, 0))
-        np.testing.assert_array_equal(idx[r], ref_idx)
-        np.testing.assert_array_equal(vals[r], ref_vals)
+    scores = data.draw(hnp.arrays(np.float32, (nq, n), elements=st.one_of(floats32, special)))
+    rows = np.stack([np.random.default_rng(data.draw(st.integers(0, 99))).permutation(3 * n)[:n] for _ in range(nq)])
+    got_rows, got_scores = topk_by_row(scores, rows, k)  # trimmed: as many per query as the shortest has
+    padded_rows, padded_scores = topk_by_row(scores, rows, k, trim=False)
+    kk = min(k, n)
+    assert padded_rows.shape == padded_scores.shape == (nq, kk)
+    refs = []
+    for q in range(nq):
+        finite = np.isfinite(scores[q])
+        s, r = scores[q][finite], rows[q][finite]
+        order = np.lexsort((r, -s.astype(np.float64)))[:kk]
+        refs.append((r[order], s[order]))
+        np.testing.assert_array_equal(padded_rows[q], np.r_[r[order], [-1] * (kk - order.size)])
+        np.testing.assert_array_equal(padded_scores[q], np.r_[s[order], [-np.inf] * (kk - order.size)])
+    shortest = min(len(r) for r, _ in refs) if refs else 0
+    assert got_rows.shape == got_scores.shape == (nq, shortest)
+    for q, (r, s) in enumerate(refs):
+        np.testing.assert_array_equal(got_rows[q], r[:shortest])
+        np.testing.assert_array_equal(got_scores[q], s[:shortest])
 
 
 @PROPERTY
@@ -295,7 +310,7 @@ def test_scans_reject_what_would_index_out_of_bounds():
     # empty rows: empty answers of the right shape, not garbage
     assert lut_topk(luts, codes[:0], 5)[0].shape == (1, 0)
     assert hamming_topk(np.zeros((2, 3), np.uint8), np.zeros((0, 3), np.uint8), 5)[0].shape == (2, 0)
-    assert exact_topk(np.zeros((2, 0), np.float32), 3)[0].shape == (2, 0)
+    assert topk_by_row(np.zeros((2, 0), np.float32), np.zeros((2, 0), np.int64), 3)[0].shape == (2, 0)
 
 
 def test_pread_rows_refuses_arrays_that_do_not_fit(tmp_path):

@@ -145,7 +145,7 @@ def test_rescore_bits_and_float32():
 @pytest.mark.parametrize("nparts", [1, 3, 8])
 @pytest.mark.parametrize("with_exclude", [False, True])
 def test_topk_paths_and_parts(nq, nparts, with_exclude):
-    from bitsearch.kernels import _topk_into
+    from bitsearch.kernels.hamming import _topk_into
 
     rng = np.random.default_rng(nq * 100 + nparts)
     n, nbytes, k = 5000, 48, 60
@@ -199,9 +199,9 @@ def test_topk_thread_counts(threads):
 
 
 def test_topk_query_chunks_for_large_k(monkeypatch):
-    import bitsearch.kernels as kernels
+    import bitsearch.kernels.hamming as hamming
 
-    monkeypatch.setattr(kernels, "_CAND_BUDGET", 12 * (2 * 300 + 64) * 5)  # 5 queries per kernel call
+    monkeypatch.setattr(hamming, "_CAND_BUDGET", 12 * (2 * 300 + 64) * 5)  # 5 queries per kernel call
     rng = np.random.default_rng(9)
     db = rng.integers(0, 256, (4000, 48), dtype=np.uint8)
     q = rng.integers(0, 256, (23, 48), dtype=np.uint8)
@@ -266,7 +266,7 @@ def _row_files(tmp_path, sizes, width, dtype, seed=0):
 def test_pread_rows_reads_any_order_across_files(tmp_path):
     import os
 
-    from bitsearch.kernels import pread_rows
+    from bitsearch.rows import pread_rows
 
     parts, fds, offsets, starts, full = _row_files(tmp_path, [7, 1, 300, 40], 24, np.float32)
     try:
@@ -314,3 +314,24 @@ def test_top_scored_orders_by_score_then_row():
         assert got_s.dtype == np.float32 and got_r.dtype == np.int64
         np.testing.assert_array_equal(got_r, r[order])
         np.testing.assert_array_equal(got_s, s[order])
+
+
+@pytest.mark.parametrize(("explicit", "expected"), [(None, "2 1"), (2, "2 2")])
+def test_thread_count_from_the_environment_is_set_by_the_first_scan_not_at_import(explicit, expected):
+    """BITSEARCH_NUM_THREADS takes effect when the first scan runs; a count set before that wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numba, numpy as np\n"
+        "import bitsearch.kernels as k\n"
+        "before = numba.get_num_threads()\n"
+        + (f"k.set_num_threads({explicit})\n" if explicit else "")
+        + "k.hamming_topk(np.zeros((1, 8), np.uint8), np.zeros((4, 8), np.uint8), 2)\n"
+        "print(before, numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "BITSEARCH_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == expected.split()

@@ -45,7 +45,7 @@ from .errors import (
     UnknownIdError,
 )
 from .files import fsync_dir, read_versioned_json, write_atomic
-from .kernels import as_words, pread_rows
+from .kernels import BinaryIVF, as_words
 from .quantize import (
     CODE_KINDS,
     CodeBook,
@@ -54,6 +54,7 @@ from .quantize import (
     check_documents,
     quantize_embeddings,
 )
+from .rows import pread_rows
 from .store import DocId, DocStore, check_metadata, check_unicode, filter_sql, normalize_id
 
 __all__ = [
@@ -249,7 +250,7 @@ class DiskRows:
 
 class RowFiles:
     """Files of one row layout laid end to end (the segments' int8, float32 or seqs files), read by
-    global row number with one compiled loop of ``pread`` calls (``kernels.pread_rows``).
+    global row number with one compiled loop of ``pread`` calls (``rows.pread_rows``).
 
     ``starts`` (files + 1,) are the first global row of each file and the total. Built once per
     state and kind: the descriptors stay open as long as the DiskRows do.
@@ -1153,8 +1154,6 @@ class CollectionFiles:
 
     def _write_ann(self, words: np.ndarray, number: int, *, nlist: int, nprobe: int, seed: int) -> dict[str, Any]:
         """Train and fill an IVF over ``words`` and write its arrays to ``ann-NNNNNN/`` (atomically)."""
-        from .ann import BinaryIVF
-
         ivf = BinaryIVF.train(words, int(nlist), seed=int(seed))
         ivf.add(words)
         name = f"ann-{number:06d}"
@@ -1279,8 +1278,6 @@ def _load_ann(path: Path, m: dict[str, Any]) -> Any:
     ann = m.get("ann")
     if ann is None:
         return None
-    from .ann import BinaryIVF
-
     d = _inside(path, ann["dir"])
     arrays = {f[:-4]: _load_npy(_inside(d, f), info, verify=True) for f, info in ann["files"].items()}
     _check_ivf_arrays(d, arrays, ann, int(m["dim"]))

@@ -28,9 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import heapq
 import inspect
-import itertools
 import json
 import os
 import re
@@ -56,6 +54,7 @@ from .errors import (
 )
 from .files import read_versioned_json, write_atomic
 from .hybrid import reciprocal_rank_fusion
+from .kernels import topk_by_row
 from .quantize import check_documents, check_queries
 from .search import HYBRID_DEPTH, MODES, Collection, Hit, SearchResults
 from .store import DocId, DocStore, filter_sql, normalize_id
@@ -854,7 +853,7 @@ class ShardedCollection:
                 raise NoModelError("this collection records no embedding model: search it with vectors")
             from .encode import Encoder
 
-            self._encoder = Encoder.from_manifest_info(info)
+            self._encoder = Encoder.for_manifest(info)
         return self._encoder
 
     @encoder.setter
@@ -916,13 +915,17 @@ def _create_shards(path: Path, m: dict[str, Any], ranges: np.ndarray | None, cal
 
 def merge_ranked(per_shard: list[list[list[tuple[Any, ...]]]], k: int) -> list[list[tuple[Any, ...]]]:
     """Per query, the k best (id, score, ...) of every shard's ranking: score descending, then shard
-    order, then the shard's own order (a deterministic tie-break)."""
+    order, then the shard's own order (a deterministic tie-break): ``kernels.topk_by_row`` over the
+    hits laid end to end, their positions as rows."""
     if not per_shard:
         return []
-    key = lambda h: -h[1]  # noqa: E731 - each shard's list is best first; merge keeps shard order for equal keys
-    return [
-        list(itertools.islice(heapq.merge(*(s[q] for s in per_shard), key=key), k)) for q in range(len(per_shard[0]))
-    ]
+    merged = []
+    for q in range(len(per_shard[0])):
+        hits = [h for s in per_shard for h in s[q]]
+        scores = np.fromiter((h[1] for h in hits), np.float64, len(hits))
+        pos, _ = topk_by_row(scores[None], np.arange(len(hits))[None], k)
+        merged.append([hits[i] for i in pos[0].tolist()])
+    return merged
 
 
 def _sum_statistics(parts: list[dict[str, Any]]) -> dict[str, Any]:

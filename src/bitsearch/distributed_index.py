@@ -66,7 +66,7 @@ def load_encoder(
     from .encode import Encoder
 
     if info is not None:
-        return Encoder.from_manifest_info(info, backend=backend, device=device, batch_size=batch_size)
+        return Encoder.for_manifest(info, backend=backend, device=device, batch_size=batch_size)
     return Encoder(model, backend=backend or "auto", device=device, batch_size=batch_size, truncate_dim=truncate_dim)
 
 

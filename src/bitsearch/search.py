@@ -22,15 +22,21 @@ from .errors import CollectionError, InvalidInputError, NoModelError
 from .hybrid import check_fusion_args, reciprocal_rank_fusion
 from .kernels import (
     as_words,
+    bitplane_topk,
+    dot_topk,
     hamming_topk,
+    int8_block_scores,
     int8_query_weights,
+    ivf_topk,
+    lut_planes_topk,
+    lut_topk,
+    preselected_topk,
     rescore_bits,
     rescore_float32,
     rescore_int8,
-    top_scored,
+    topk_by_row,
 )
 from .quantize import CodeBook, check_queries, int8_steps
-from .scans import bitplane_topk, dot_topk, lut_planes_topk, lut_topk
 from .store import DocId, DocStore, check_unicode, filter_fields, filter_sql
 
 __all__ = ["MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "Collection", "Hit", "SearchResults"]
@@ -319,7 +325,7 @@ class Collection(CollectionFiles):
                     )
                 from .encode import Encoder
 
-                self._encoder = Encoder.from_manifest_info(info)
+                self._encoder = Encoder.for_manifest(info)
             return self._encoder
 
     @encoder.setter
@@ -467,7 +473,11 @@ class Collection(CollectionFiles):
             qcodes = np.packbits(q > 0, axis=-1) if plain else book.encode(q)  # plain sign bits: skip the codebook
             assert state.words is not None
             if stage == "ivf":
-                rows, dist = _ivf_topk(state, as_words(qcodes), n, exclude, nprobe)
+                ann = state.manifest["ann"]
+                rows, dist = ivf_topk(
+                    state.extra["ann"], state.words, int(ann["rows"]), as_words(qcodes), n, exclude,
+                    int(nprobe or ann["nprobe"]),
+                )  # fmt: skip
             else:
                 rows, dist = hamming_topk(qcodes, state.words, n, exclude=exclude)
             if not scored:
@@ -480,9 +490,10 @@ class Collection(CollectionFiles):
             lo, pairs = state.ram_rows, book.pairs
             if preselect and state.rows > n * ASYMMETRIC_PRESELECT:
                 hq = np.packbits(book.levels_of(q) >= 2, axis=-1)  # the median split, like sign bits
-                return _preselected(
-                    hq, state, n, exclude, lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n, pairs=pairs)
-                )
+                return preselected_topk(
+                    hq, state.words, n, exclude,
+                    lambda i, c: lut_planes_topk(luts[i : i + 1], hi[c], lo[c], n, pairs=pairs), ASYMMETRIC_PRESELECT,
+                )  # fmt: skip
             return lut_planes_topk(luts, hi, lo, n, exclude=exclude, pairs=pairs)
         if stage in ("asymmetric", "1.5bit"):
             if book is None:  # plain sign bits without calibrated levels: +-1 per dimension
@@ -510,7 +521,7 @@ class Collection(CollectionFiles):
                     return lut_topk(luts[i : i + 1], np.ascontiguousarray(codes[c]), n)
 
             if preselect and stage == "asymmetric" and state.rows > n * ASYMMETRIC_PRESELECT:
-                return _preselected(book.encode(q), state, n, exclude, score)
+                return preselected_topk(book.encode(q), state.words, n, exclude, score, ASYMMETRIC_PRESELECT)
             if qbits:
                 return bitplane_topk(qp, step, low, base, state.words, n, exclude=exclude)
             return lut_topk(luts, codes, n, exclude=exclude)
@@ -529,7 +540,7 @@ class Collection(CollectionFiles):
         best_scores = np.empty((nq, 0), dtype=np.float32)
         for start in range(0, total, _EXACT_CHUNK):
             block = data[start : start + _EXACT_CHUNK]
-            s = _int8_block(q, block, self.ranges) if stage == "int8" else q @ block.T
+            s = int8_block_scores(q, block, self.ranges) if stage == "int8" else q @ block.T
             if exclude is not None:
                 s = np.where(exclude[start : start + block.shape[0]], -np.inf, s)
             cand_rows = np.concatenate(
@@ -537,7 +548,7 @@ class Collection(CollectionFiles):
             )
             cand_scores = np.concatenate([best_scores, s.astype(np.float32)], axis=1)
             # merge: order by (-score, row); row numbers ascend within and across blocks
-            idx, top = _topk_by_row(cand_scores, cand_rows, n)
+            idx, top = topk_by_row(cand_scores, cand_rows, n)
             best_rows, best_scores = idx, top
         return best_rows, best_scores
 
@@ -586,11 +597,11 @@ class Collection(CollectionFiles):
         else:
             score = rescore_float32
         if pos is None:
-            return _topk_by_row(score(q[0], block).astype(np.float32, copy=False)[None], rows, keep)
+            return topk_by_row(score(q[0], block).astype(np.float32, copy=False)[None], rows, keep)
         scores = np.empty(rows.shape, dtype=np.float32)
         for i in range(rows.shape[0]):
             scores[i] = score(q[i], block[pos[i]])
-        return _topk_by_row(scores, rows, keep)
+        return topk_by_row(scores, rows, keep)
 
     def _hits(self, ranked: list[list[tuple[int, float]]], with_text: bool, strict: bool) -> list[list[Hit]]:
         """Turn (seq, score) rankings into Hits with ids, texts and metadata from the document store."""
@@ -607,76 +618,6 @@ class Collection(CollectionFiles):
                 hits.append(Hit(doc[0], float(score), doc[1], doc[2]))
             out.append(hits)
         return out
-
-
-def _preselected(
-    qcodes: np.ndarray, state: State, n: int, exclude: np.ndarray | None, score: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score only the Hamming-nearest ``n x ASYMMETRIC_PRESELECT`` rows with ``score(query, rows)``.
-
-    Hamming distance over sign-like bits (sign bits; the median plane of 2bit and 1.5bit codes) is a
-    cheap filter for the asymmetric score: on the four shared datasets the top 16 x k by Hamming hold
-    the asymmetric top k (NDCG@10 equal to a full scan), at about the cost of the Hamming scan
-    (benchmarks/bench_codes.py).
-    """
-    assert state.words is not None
-    cand, _ = hamming_topk(qcodes, state.words, n * ASYMMETRIC_PRESELECT, exclude=exclude)
-    kk = min(n, cand.shape[1])
-    rows = np.empty((qcodes.shape[0], kk), np.int64)
-    scores = np.empty((qcodes.shape[0], kk), np.float32)
-    for i in range(qcodes.shape[0]):
-        c = np.sort(cand[i])  # ascending rows: score ties go to the lower row, as everywhere
-        r, s = score(i, c)
-        rows[i], scores[i] = c[r[0]], s[0]
-    return rows, scores
-
-
-def _ivf_topk(
-    state: State, qwords: np.ndarray, n: int, exclude: np.ndarray | None, nprobe: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate Hamming top-n: the IVF over the indexed rows, an exact scan of rows added since.
-
-    The probed lists hold only some of the rows a filter (or deletions) leaves: when those rows are
-    no more than the probed lists hold on average, they are scanned exactly instead (as cheap, and
-    exact); and a query for which the probed lists held fewer than ``n`` of them is answered by an
-    exact scan, so a filtered search still returns n hits whenever n rows match.
-    """
-    ann = state.extra["ann"]
-    indexed = int(state.manifest["ann"]["rows"])
-    probe = int(nprobe or state.manifest["ann"]["nprobe"])
-    assert state.words is not None
-    live = state.rows if exclude is None else state.rows - int(exclude.sum())
-    if exclude is not None and live <= max(n, state.rows * min(probe, ann.nlist) // max(ann.nlist, 1)):
-        return _exact_allowed(qwords, state.words, n, exclude)
-    rows, dist = ann.search(qwords, n, nprobe=probe, exclude=exclude)
-    if state.rows > indexed:
-        ex_tail = None if exclude is None else exclude[indexed:]
-        if ex_tail is None or not ex_tail.all():
-            r2, d2 = hamming_topk(qwords, state.words[indexed:], n, exclude=ex_tail)
-            rows = np.concatenate([rows, r2 + indexed], axis=1)
-            dist = np.concatenate([dist, d2], axis=1)
-    want = min(n, live)
-    out_r = np.empty((rows.shape[0], want), np.int64)
-    out_d = np.empty((rows.shape[0], want), np.int32)
-    for i in range(rows.shape[0]):
-        ok = rows[i] >= 0
-        r, d = rows[i][ok], dist[i][ok]
-        order = np.lexsort((r, d))[:want]
-        if order.size < want:  # the probed lists held too few of the rows left: scan them exactly
-            r_ex, d_ex = hamming_topk(qwords[i : i + 1], state.words, want, exclude=exclude)
-            out_r[i], out_d[i] = r_ex[0], d_ex[0]
-        else:
-            out_r[i], out_d[i] = r[order], d[order]
-    return out_r, out_d
-
-
-def _exact_allowed(qwords: np.ndarray, words: np.ndarray, n: int, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Hamming top-n over the rows ``exclude`` leaves, gathered first (a few of many rows)."""
-    keep = np.flatnonzero(~exclude)
-    if keep.size == 0:
-        return np.empty((qwords.shape[0], 0), np.int64), np.empty((qwords.shape[0], 0), np.int32)
-    r, d = hamming_topk(qwords, words[keep], n)
-    return keep[r], d  # ``keep`` ascends: ties still go to the lower row
 
 
 def _check_positive(name: str, value: object) -> None:
@@ -744,41 +685,3 @@ def _split_queries(
                 raise InvalidInputError(f"query text {i} is empty")
             check_unicode(t, f"query text {i}")
     return vectors, texts
-
-
-def _int8_block(q: np.ndarray, block: np.ndarray, ranges: np.ndarray | None) -> np.ndarray:
-    """Scores of many queries against a block of int8 rows, dequantized (scale folded into queries)."""
-    assert ranges is not None
-    w, const = int8_query_weights(q, ranges)
-    return w @ block.astype(np.float32).T + const[:, None]
-
-
-def _topk_by_row(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, the k highest scores, ties broken by the lower row number (deterministic)."""
-    k = min(k, scores.shape[1])
-    if scores.shape[0] == 1 and scores.shape[1] <= 4 * k:  # one query, few candidates: one compiled sort
-        r, s = top_scored(scores[0], rows[0].astype(np.int64, copy=False), k)
-        return r[None], s[None]
-    out_rows = np.empty((scores.shape[0], k), dtype=np.int64)
-    out_scores = np.empty((scores.shape[0], k), dtype=np.float32)
-    for i in range(scores.shape[0]):
-        s, r = scores[i], rows[i]
-        finite = np.isfinite(s)
-        if not finite.all():
-            s, r = s[finite], r[finite]
-        if s.size > 4 * k:
-            part = np.argpartition(-s, k - 1)[:k]
-            kth = s[part].min()
-            sel = np.flatnonzero(s >= kth)
-            s, r = s[sel], r[sel]
-        order = np.lexsort((r, -s))[:k]
-        kk = order.size
-        out_rows[i, :kk] = r[order]
-        out_scores[i, :kk] = s[order]
-        if kk < k:  # fewer live rows than k (only when deleted rows were masked out)
-            out_rows[i, kk:] = -1
-            out_scores[i, kk:] = -np.inf
-    if (out_rows < 0).any():
-        kk = int((out_rows >= 0).sum(axis=1).min())
-        out_rows, out_scores = out_rows[:, :kk], out_scores[:, :kk]
-    return out_rows, out_scores

@@ -39,7 +39,7 @@ def early_encoder(path: Path, **kw: Any) -> Future[tuple[Any, Encoder]] | None:
     def load() -> tuple[Any, Encoder]:
         from bitsearch.encode import Encoder
 
-        return info, Encoder.from_manifest_info(info, **kw)
+        return info, Encoder.for_manifest(info, **kw)
 
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder").submit(load)
 
@@ -62,7 +62,7 @@ def encoder_for(col: Collection, early: Future[tuple[Any, Encoder]] | None = Non
             loaded_info, loaded = early.result()
             encoder = loaded if loaded_info == info else None
     if encoder is None:
-        encoder = Encoder.from_manifest_info(info, **kw)
+        encoder = Encoder.for_manifest(info, **kw)
     if encoder.dim != col.dim:
         raise CliError(f"model {encoder.name!r} gives {encoder.dim}-dim embeddings but {col.path} holds {col.dim}")
     return encoder

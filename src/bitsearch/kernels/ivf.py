@@ -13,43 +13,89 @@ benchmarks/bench_scale.py).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from .errors import InvalidInputError
-from .kernels import _RB, _block_dist, _kth_distance, _width_tuple, as_words, hamming_topk
+from ..errors import InvalidInputError
+from ..files import write_atomic
+from .bits import ROW_BLOCK, as_words, block_distances, width_tuple
+from .hamming import hamming_topk, hamming_topk_allowed
+from .select import NO_ROW, compact_by_row, topk_by_row
+from .threads import ensure_threads
 
-__all__ = ["BinaryIVF"]
+__all__ = ["BinaryIVF", "ivf_topk"]
 
 _FILES = ("centroids", "offsets", "rows", "codes", "means")
 
 
 @njit(cache=True, nogil=True)
-def _compact_rows(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
-    """Keep the best k of c candidates by (distance, row id) in place. Returns (kept, t, rmax): a
-    later candidate can only enter with distance < t, or distance == t and row < rmax."""
-    if c <= k:
-        return c, maxd, np.int64(1) << 62
-    t, need = _kth_distance(cd, c, k, maxd, hist)
-    tied = np.empty(hist[t], dtype=np.int64)
-    j = 0
-    for m in range(c):
-        if cd[m] == t:
-            tied[j] = ci[m]
-            j += 1
-    tied.sort()
-    rmax = tied[need - 1]
-    w = 0
-    for m in range(c):
-        d = cd[m]
-        if d < t or (d == t and ci[m] <= rmax):
-            ci[w] = ci[m]
-            cd[w] = d
-            w += 1
-    return w, t, rmax
+def _probe_task(qrow, lists, first, step, offsets, codes, rows, wt, excluded, k, maxd, ci, cd):  # pragma: no cover
+    """The rows of lists ``lists[first::step]`` against one query: those at or under the running
+    threshold (by distance, then row id) kept in (ci, cd), compacted when full. Returns the count.
+
+    The exact scan's loop (``hamming._scan_single``) but for the tie rule: rows come in list order,
+    not ascending, so a tie at the threshold needs the row id bound ``rmax`` (``compact_by_row``)."""
+    has_ex = excluded.shape[0] > 0
+    cap = ci.shape[0]
+    buf = np.empty(ROW_BLOCK, dtype=np.int32)
+    hist = np.empty(maxd + 1, dtype=np.int64)
+    c = 0
+    t = maxd
+    rmax = NO_ROW
+    for pj in range(first, lists.shape[0], step):
+        lst = lists[pj]
+        lo = offsets[lst]
+        hi = offsets[lst + 1]
+        for b0 in range(lo, hi, ROW_BLOCK):
+            b1 = min(hi, b0 + ROW_BLOCK)
+            block_distances(qrow, codes, b0, b1, wt, buf)
+            for i in range(b1 - b0):
+                d = buf[i]
+                if d <= t:
+                    r = rows[b0 + i]
+                    if (d == t and r >= rmax) or (has_ex and excluded[r]):
+                        continue
+                    ci[c] = r
+                    cd[c] = d
+                    c += 1
+                    if c == cap:
+                        c, t, rmax = compact_by_row(ci, cd, c, k, maxd, hist)
+    return c
+
+
+@njit(cache=True, nogil=True)
+def _merge_splits(qi, splits, cidx, cdist, cnt, k, maxd, out_rows, out_dist):  # pragma: no cover - compiled
+    """One query: its splits' candidates, the best k by (distance, row id), sorted; empty slots hold
+    row -1 and distance maxd + 1."""
+    m = 0
+    for s in range(splits):
+        m += cnt[qi * splits + s]
+    ci = np.empty(m, dtype=np.int64)
+    cd = np.empty(m, dtype=np.int32)
+    m = 0
+    for s in range(splits):
+        task = qi * splits + s
+        for j in range(cnt[task]):
+            ci[m] = cidx[task, j]
+            cd[m] = cdist[task, j]
+            m += 1
+    hist = np.empty(maxd + 1, dtype=np.int64)
+    m, _, _ = compact_by_row(ci, cd, m, k, maxd, hist)
+    key = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        key[j] = (np.int64(cd[j]) << 40) + ci[j]  # row ids < 2**40
+    order = np.argsort(key)
+    for j in range(out_rows.shape[1]):
+        if j < m:
+            out_rows[qi, j] = ci[order[j]]
+            out_dist[qi, j] = cd[order[j]]
+        else:
+            out_rows[qi, j] = -1
+            out_dist[qi, j] = maxd + 1
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -60,65 +106,18 @@ def _probe_kernel(
     exact scan returns whenever their lists are probed. Each query's probes are dealt round-robin to
     ``splits`` parallel tasks (so one query uses every thread), whose candidates are then merged."""
     nq = q.shape[0]
-    has_ex = excluded.shape[0] > 0
     ntask = nq * splits
     cidx = np.empty((ntask, cap), dtype=np.int64)
     cdist = np.empty((ntask, cap), dtype=np.int32)
     cnt = np.zeros(ntask, dtype=np.int64)
     for task in prange(ntask):
         qi = task // splits
-        buf = np.empty(_RB, dtype=np.int32)
-        hist = np.empty(maxd + 1, dtype=np.int64)
-        ci = cidx[task]
-        cd = cdist[task]
-        c = 0
-        t = maxd
-        rmax = np.int64(1) << 62
-        for pj in range(task % splits, probes.shape[1], splits):
-            lst = probes[qi, pj]
-            lo = offsets[lst]
-            hi = offsets[lst + 1]
-            for b0 in range(lo, hi, _RB):
-                b1 = min(hi, b0 + _RB)
-                _block_dist(q[qi], codes, b0, b1, wt, buf)
-                for i in range(b1 - b0):
-                    d = buf[i]
-                    if d <= t:
-                        r = rows[b0 + i]
-                        if (d == t and r >= rmax) or (has_ex and excluded[r]):
-                            continue
-                        ci[c] = r
-                        cd[c] = d
-                        c += 1
-                        if c == cap:
-                            c, t, rmax = _compact_rows(ci, cd, c, k, maxd, hist)
-        cnt[task] = c
+        ci, cd = cidx[task], cdist[task]
+        cnt[task] = _probe_task(
+            q[qi], probes[qi], task % splits, splits, offsets, codes, rows, wt, excluded, k, maxd, ci, cd
+        )
     for qi in prange(nq):
-        m = 0
-        for s in range(splits):
-            m += cnt[qi * splits + s]
-        ci = np.empty(m, dtype=np.int64)
-        cd = np.empty(m, dtype=np.int32)
-        m = 0
-        for s in range(splits):
-            task = qi * splits + s
-            for j in range(cnt[task]):
-                ci[m] = cidx[task, j]
-                cd[m] = cdist[task, j]
-                m += 1
-        hist = np.empty(maxd + 1, dtype=np.int64)
-        m, _, _ = _compact_rows(ci, cd, m, k, maxd, hist)
-        key = np.empty(m, dtype=np.int64)
-        for j in range(m):
-            key[j] = (np.int64(cd[j]) << 40) + ci[j]  # row ids < 2**40
-        order = np.argsort(key)
-        for j in range(out_rows.shape[1]):
-            if j < m:
-                out_rows[qi, j] = ci[order[j]]
-                out_dist[qi, j] = cd[order[j]]
-            else:
-                out_rows[qi, j] = -1
-                out_dist[qi, j] = maxd + 1
+        _merge_splits(qi, splits, cidx, cdist, cnt, k, maxd, out_rows, out_dist)
 
 
 @njit(cache=True, nogil=True)
@@ -315,12 +314,13 @@ class BinaryIVF:
             if len(self.rows) and ex.shape[0] <= int(self.rows.max()):
                 raise InvalidInputError(f"exclude mask has {ex.shape[0]} entries, rows go up to {self.rows.max()}")
         maxd = q.shape[1] * 64
+        ensure_threads()
         # few queries: split each query's probes over the threads; many: one task per query
         splits = max(1, min(numba.get_num_threads(), nprobe)) if q.shape[0] < 4 * numba.get_num_threads() else 1
         out_rows = np.empty((q.shape[0], int(k)), np.int64)
         out_dist = np.empty((q.shape[0], int(k)), np.int32)
         _probe_kernel(
-            q, probes, self.offsets, self.codes, self.rows, _width_tuple(q.shape[1]), ex, int(k), maxd,
+            q, probes, self.offsets, self.codes, self.rows, width_tuple(q.shape[1]), ex, int(k), maxd,
             2 * int(k) + 64, splits, out_rows, out_dist,
         )  # fmt: skip
         return out_rows, out_dist
@@ -350,13 +350,14 @@ class BinaryIVF:
         return cls(*(arrays[f] for f in _FILES[:4]), arrays.get("means"))
 
     def save(self, directory: str | Path) -> None:
-        """Write centroids.npy, offsets.npy, rows.npy, codes.npy into ``directory`` (no pickle)."""
+        """Write centroids.npy, offsets.npy, rows.npy, codes.npy and means.npy into ``directory`` (no
+        pickle), each atomically and fsynced (``files.write_atomic``)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         for name, arr in self.to_arrays().items():
-            tmp = d / f"{name}.tmp.npy"
-            np.save(tmp, arr, allow_pickle=False)
-            tmp.replace(d / f"{name}.npy")
+            buf = io.BytesIO()
+            np.save(buf, arr, allow_pickle=False)
+            write_atomic(d / f"{name}.npy", buf.getbuffer())
 
     @classmethod
     def load(cls, directory: str | Path, mmap: bool = False) -> BinaryIVF:
@@ -367,3 +368,43 @@ class BinaryIVF:
             mode = "r" if mmap and f == "codes" else None
             arrays[f] = np.load(d / f"{f}.npy", allow_pickle=False, mmap_mode=mode)
         return cls.from_arrays(arrays)
+
+
+def ivf_topk(
+    ivf: BinaryIVF,
+    words: np.ndarray,
+    indexed: int,
+    qwords: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None,
+    nprobe: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate Hamming top-k over ``words`` (n, w): the IVF over its first ``indexed`` rows, an
+    exact scan of the rows added since. Returns (rows, distances), each (nq, min(k, rows left)).
+
+    The probed lists hold only some of the rows a filter (or deletions) leaves: when those rows are
+    no more than the probed lists hold on average, they are scanned exactly instead (as cheap, and
+    exact); and a query for which the probed lists held fewer than ``k`` of them is answered by an
+    exact scan, so a filtered search still returns k hits whenever k rows match.
+    """
+    total = words.shape[0]
+    live = total if exclude is None else total - int(exclude.sum())
+    if exclude is not None and live <= max(k, total * min(nprobe, ivf.nlist) // max(ivf.nlist, 1)):
+        return hamming_topk_allowed(qwords, words, k, exclude)
+    rows, dist = ivf.search(qwords, k, nprobe=nprobe, exclude=exclude)
+    if total > indexed:
+        ex_tail = None if exclude is None else exclude[indexed:]
+        if ex_tail is None or not ex_tail.all():
+            r2, d2 = hamming_topk(qwords, words[indexed:], k, exclude=ex_tail)
+            rows = np.concatenate([rows, r2 + indexed], axis=1)
+            dist = np.concatenate([dist, d2], axis=1)
+    want = min(k, live)
+    # distances as scores (exact in float32), empty slots (row -1) as -inf: dropped by the merge
+    scores = np.where(rows >= 0, -dist.astype(np.float32), np.float32(-np.inf))
+    out_r, out_s = topk_by_row(scores, rows, want, trim=False)
+    out_d = np.where(out_r >= 0, -out_s, 0).astype(np.int32)
+    for i in np.flatnonzero(out_r[:, -1] < 0) if want else ():
+        # the probed lists held too few of the rows left: scan them exactly
+        r_ex, d_ex = hamming_topk(qwords[i : i + 1], words, want, exclude=exclude)
+        out_r[i], out_d[i] = r_ex[0], d_ex[0]
+    return out_r, out_d
