@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ __all__ = [
     "Bad",
     "Doc",
     "Fields",
-    "InputFormat",
     "beir_corpus",
     "detect_format",
     "is_json_array",
@@ -38,9 +36,8 @@ __all__ = [
     "row_to_doc",
 ]
 
+# an input's format: auto (from the path), JSON lines (or a .json array), CSV/TSV, Parquet, a folder of text files
 INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet", "folder")
-InputFormat = Enum("InputFormat", [(name, name) for name in INPUT_FORMATS], type=str)  # type: ignore[misc]
-InputFormat.__doc__ = "An input's format: auto (from the path), jsonl, csv, parquet or folder (of text files)."
 
 TEXT_SUFFIXES = {".txt", ".md"}
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq", ".jsonl.gz", ".json.gz", ".csv.gz")
@@ -359,7 +356,8 @@ def read_input(
     ``fmt`` is one of ``INPUT_FORMATS``; ``note`` is told what "auto" chose for a BEIR folder, ``warn`` of data
     files a folder of text files also holds (not indexed).
     """
-    fmt = InputFormat(fmt).value
+    if fmt not in INPUT_FORMATS:
+        raise InvalidInputError(f"unknown input format {fmt!r}; expected one of {', '.join(INPUT_FORMATS)}")
     if not path.exists():
         raise InvalidInputError(f"input {path} does not exist")
     if fmt == "auto":

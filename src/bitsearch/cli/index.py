@@ -11,7 +11,7 @@ import typer
 
 from bitsearch.cli import models
 from bitsearch.cli.common import CliError, app, is_collection, reported
-from bitsearch.cli.options import BatchSize, Device, EncoderBackend, Precision, Stage1, value
+from bitsearch.cli.options import BatchSize, Device, EncoderBackend, InputFormat, Precision, Stage1, value
 from bitsearch.cli.output import index_progress, plural
 from bitsearch.indexing import (
     IndexOptions,
@@ -21,7 +21,7 @@ from bitsearch.indexing import (
     index_records,
     precomputed_model,
 )
-from bitsearch.readers import Fields, InputFormat, beir_corpus, detect_format, read_input
+from bitsearch.readers import Fields, beir_corpus, detect_format, read_input
 from bitsearch.search import Collection
 
 if TYPE_CHECKING:

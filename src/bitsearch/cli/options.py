@@ -12,6 +12,7 @@ import typer
 
 from bitsearch.collection import STAGE1_MODES, STAGE1_PRECISIONS
 from bitsearch.encode import BACKENDS
+from bitsearch.readers import INPUT_FORMATS
 from bitsearch.search import MODES, RESCORE_STAGES
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "CollectionArg",
     "Device",
     "EncoderBackend",
+    "InputFormat",
     "Mode",
     "Precision",
     "Rescore",
@@ -47,6 +49,7 @@ Stage1 = choices("Stage1", STAGE1_MODES)
 Mode = choices("Mode", MODES)
 EncoderBackend = choices("EncoderBackend", BACKENDS)
 Rescore = choices("Rescore", (*RESCORE_STAGES, NO_RESCORE))
+InputFormat = choices("InputFormat", INPUT_FORMATS)
 
 
 # ----------------------------------------------------------------------------- options several commands take
