@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from bitsearch import Collection
 from bitsearch.collection import interrupted_create
 from bitsearch.errors import CollectionError, InvalidInputError
 from bitsearch.readers import Bad, Doc
-from bitsearch.search import Collection
 
 if TYPE_CHECKING:  # imported lazily: loading the encoder module is the caller's choice
     from bitsearch.encode import Encoder

@@ -18,13 +18,13 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from bitsearch import Collection
 from bitsearch.cli import models
 from bitsearch.cli.common import CliError, app, reported
 from bitsearch.cli.options import BatchSize, ResultsK
 from bitsearch.cli.output import format_bytes, format_ms, snippet
 from bitsearch.indexing import encode_in_steps
 from bitsearch.readers import Doc
-from bitsearch.search import Collection
 
 __all__ = ["DEMO_QUERIES", "chunk_text", "demo", "python_doc_passages"]
 

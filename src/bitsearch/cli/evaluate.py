@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from bitsearch import Collection
 from bitsearch.cli import models
 from bitsearch.cli.common import CliError, app, reported, require_collection
 from bitsearch.cli.options import BatchSize
-from bitsearch.search import Collection
 
 __all__ = ["eval_"]
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bitsearch import Collection
 from bitsearch.cli import models
 from bitsearch.cli.common import CliError, app, is_collection, reported
 from bitsearch.cli.options import BatchSize, Device, EncoderBackend, InputFormat, Precision, Stage1, value
@@ -22,7 +23,6 @@ from bitsearch.indexing import (
     precomputed_model,
 )
 from bitsearch.readers import Fields, beir_corpus, detect_format, read_input
-from bitsearch.search import Collection
 
 if TYPE_CHECKING:
     from bitsearch.encode import Encoder

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
+from bitsearch import Collection
 from bitsearch.cli.common import app, reported, require_collection
 from bitsearch.cli.options import CollectionArg
 from bitsearch.cli.output import format_bytes
-from bitsearch.search import Collection
 
 __all__ = ["describe", "info"]
 

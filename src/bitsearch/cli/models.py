@@ -10,8 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bitsearch import Collection
 from bitsearch.cli.common import MANIFEST, CliError
-from bitsearch.search import Collection
 
 if TYPE_CHECKING:
     from bitsearch.encode import Encoder

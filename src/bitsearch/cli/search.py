@@ -12,12 +12,12 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from bitsearch import Collection
 from bitsearch.cli import models
 from bitsearch.cli.common import CliError, app, reported, require_collection
 from bitsearch.cli.options import NO_RESCORE, CollectionArg, Device, EncoderBackend, Mode, Rescore, ResultsK, value
 from bitsearch.cli.output import format_ms, hits_table
 from bitsearch.readers import read_queries, read_query_vectors
-from bitsearch.search import Collection
 
 __all__ = ["search"]
 
