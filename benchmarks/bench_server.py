@@ -553,9 +553,10 @@ def main() -> None:
         ]
         for name, kind, r in rows:
             b = before.get((kind, r["clients"]))
-            if name == "after" and b is not None and b["requests"]:  # none answered: the scenario says so above
+            if name in ("after", "after, int8 queries") and b is not None and b["requests"]:  # else: see above
+                label = kind if name == "after" else f"{kind}, int8 queries"
                 lines.append(
-                    f"| {kind} | {r['clients']} | {r['qps'] / b['qps']:.2f}x | {r['p99'] / b['p99']:.2f}x | "
+                    f"| {label} | {r['clients']} | {r['qps'] / b['qps']:.2f}x | {r['p99'] / b['p99']:.2f}x | "
                     f"{r['cpu_per_request_ms'] / b['cpu_per_request_ms']:.2f}x |"
                 )
     vec1 = {name: r for name, kind, r in rows if kind == "vector" and r["clients"] == 1}
