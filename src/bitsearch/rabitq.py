@@ -46,16 +46,20 @@ __all__ = [
     "BITS",
     "FORMAT_VERSION",
     "QUERY_BITS",
+    "PreparedQueries",
     "RabitqParams",
     "bytes_per_vector",
     "encode",
     "estimate",
     "fit",
     "load_params",
+    "prepare_queries",
     "quantize_query",
+    "random_rotation",
     "save_params",
     "search",
     "transform",
+    "unpack_codes",
 ]
 
 BITS: tuple[int, ...] = (1, 2, 4)  # bits per dimension of the data code
