@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+RESULTS = DOC.with_name("results.md")  # retrieval quality: what each precision and default keeps
 HEADER = "# Benchmarks\n\nEach section is written by the benchmark named in it; rerun the command to reproduce.\n"
 
 
@@ -46,16 +47,16 @@ def median_time(fn: Callable[[], object], repeat: int = 7, warmup: int = 1) -> f
     return statistics.median(times)
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section ``name`` of docs/benchmarks.md with ``body``."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else HEADER
+def write_section(name: str, body: str, doc: Path = DOC) -> None:
+    """Replace (or append) the section ``name`` of ``doc`` (docs/benchmarks.md) with ``body``."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else HEADER
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{body.rstrip()}\n{end}"
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = DOC.with_suffix(".tmp")
+    tmp = doc.with_suffix(".tmp")
     tmp.write_text(text)
-    tmp.replace(DOC)
+    tmp.replace(doc)

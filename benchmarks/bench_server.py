@@ -377,7 +377,7 @@ def encode_cpu(path: Path, texts: list[str], backend: str | None = None) -> dict
     from bitsearch.encode import Encoder
 
     col = Collection.open(path)
-    enc = Encoder.from_manifest_info(col.manifest["model"], backend=backend)
+    enc = Encoder.for_manifest(col.manifest["model"], backend=backend)
     col.close()
     out: dict[int, float] = {}
     for size in (1, 8, 32):
@@ -553,9 +553,10 @@ def main() -> None:
         ]
         for name, kind, r in rows:
             b = before.get((kind, r["clients"]))
-            if name == "after" and b is not None:
+            if name in ("after", "after, int8 queries") and b is not None and b["requests"]:  # else: see above
+                label = kind if name == "after" else f"{kind}, int8 queries"
                 lines.append(
-                    f"| {kind} | {r['clients']} | {r['qps'] / b['qps']:.2f}x | {r['p99'] / b['p99']:.2f}x | "
+                    f"| {label} | {r['clients']} | {r['qps'] / b['qps']:.2f}x | {r['p99'] / b['p99']:.2f}x | "
                     f"{r['cpu_per_request_ms'] / b['cpu_per_request_ms']:.2f}x |"
                 )
     vec1 = {name: r for name, kind, r in rows if kind == "vector" and r["clients"] == 1}

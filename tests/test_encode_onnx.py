@@ -166,16 +166,16 @@ def test_prompts_are_applied_identically(onnx_encoder: Encoder, torch_encoder: E
     )
     info = onnx.manifest_info()
     assert info["encoder"] == "onnx" and info["query_prompt"] == "query: "
-    rebuilt = Encoder.from_manifest_info(info)
+    rebuilt = Encoder.for_manifest(info)
     assert rebuilt.backend == "onnx" and rebuilt.document_prompt == "passage: "
 
 
 def test_manifest_records_the_encoder_and_old_manifests_load(onnx_encoder: Encoder) -> None:
     old = {k: v for k, v in onnx_encoder.manifest_info().items() if k != "encoder"}
-    assert Encoder.from_manifest_info(old).backend == "onnx"  # manifests from before the field: auto
-    assert Encoder.from_manifest_info({**old, "encoder": "torch"}, backend="onnx").backend == "onnx"
+    assert Encoder.for_manifest(old).backend == "onnx"  # manifests from before the field: auto
+    assert Encoder.for_manifest({**old, "encoder": "torch"}, backend="onnx").backend == "onnx"
     with pytest.raises(ModelLoadError, match="unknown encoder"):
-        Encoder.from_manifest_info({**old, "encoder": "tensorflow"})
+        Encoder.for_manifest({**old, "encoder": "tensorflow"})
 
 
 def test_int8_model_is_cached_close_and_recorded(onnx_encoder: Encoder, torch_encoder: Encoder) -> None:
@@ -183,7 +183,7 @@ def test_int8_model_is_cached_close_and_recorded(onnx_encoder: Encoder, torch_en
     assert int8.backend == "onnx-int8" and int8.manifest_info()["encoder"] == "onnx-int8"
     assert _min_cosine(int8.encode_documents(TEXTS), torch_encoder.encode_documents(TEXTS)) >= 0.95
     assert (_entry() / "model-int8.onnx.sha256").is_file()
-    assert Encoder.from_manifest_info(int8.manifest_info()).backend == "onnx-int8"
+    assert Encoder.for_manifest(int8.manifest_info()).backend == "onnx-int8"
 
 
 def test_int8_is_for_queries_only(tmp_path: Path, onnx_encoder: Encoder) -> None:

@@ -14,14 +14,12 @@ from typing import IO
 
 import numpy as np
 import pytest
+from helpers import shared_data
 
 from bitsearch import evaluate as ev
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():  # the shared folder sits next to the checkout: /work/shared, /work/main
-    DATA = Path("/work/shared/data")
-CRANFIELD = DATA / "cranfield"
-SCIFACT = DATA / "scifact"
+CRANFIELD = shared_data("cranfield")
+SCIFACT = shared_data("scifact")
 needs_cranfield = pytest.mark.skipif(not CRANFIELD.is_dir(), reason="shared/data/cranfield not present")
 
 
@@ -144,6 +142,7 @@ def test_real_dataset_shape() -> None:
 # ------------------------------------------------------------------------------------ metrics
 
 
+@pytest.mark.usefixtures("ranx_warm")
 def test_metrics_hand_computed() -> None:
     qrels = {
         "q1": {"d1": 1, "d3": 1},
@@ -169,6 +168,7 @@ def test_metrics_hand_computed() -> None:
     assert m["recall@1"] == pytest.approx(1 / 6)
 
 
+@pytest.mark.usefixtures("ranx_warm")
 def test_metrics_graded_and_cutoff() -> None:
     # graded judgments use the relevance as gain (trec_eval / pytrec_eval, as MTEB reports):
     # run b, a with rel(a)=3, rel(b)=1: DCG = 1 + 3/log2(3) = 2.89279; IDCG = 3 + 1/log2(3) = 3.63093
@@ -181,6 +181,7 @@ def test_metrics_graded_and_cutoff() -> None:
     assert m == pytest.approx({"ndcg@10": 0.0, "mrr@10": 0.0, "recall@100": 1.0})
 
 
+@pytest.mark.usefixtures("ranx_warm")
 def test_metrics_unanswered_query_counts_zero() -> None:
     qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
     m = ev.compute_metrics(qrels, {"q1": {"d1": 1.0}}, ("ndcg@10", "mrr@10"))
@@ -345,6 +346,25 @@ def test_cache_second_call_does_not_encode(tmp_path: Path, monkeypatch: pytest.M
     assert other.calls == 2
 
 
+def test_cache_key_separates_int8_backend(tmp_path: Path) -> None:
+    # torch and ONNX fp32 agree to 1e-6 and share entries, including those written before the backend
+    # counted; the int8 ONNX export changes the vectors and gets its own entries
+    ds = ev.Dataset("tiny", ["a", "b"], ["lift", "drag"], ["q"], ["lift"], {"q": {"a": 1}})
+    enc = HashingEncoder(dim=8)
+    ev.embed_dataset(ds, enc, cache=tmp_path)
+    assert enc.calls == 2
+    for backend in ("torch", "onnx"):
+        enc.backend = backend  # type: ignore[attr-defined]
+        ev.embed_dataset(ds, enc, cache=tmp_path)
+        assert enc.calls == 2, backend
+    enc.backend = "onnx-int8"  # type: ignore[attr-defined]
+    ev.embed_dataset(ds, enc, cache=tmp_path)
+    assert enc.calls == 4
+    ev.embed_dataset(ds, enc, cache=tmp_path)
+    assert enc.calls == 4
+    assert len(list(tmp_path.rglob("*.npy"))) == 4
+
+
 def test_empty_texts_get_zero_vectors(tmp_path: Path) -> None:
     # Cranfield has two documents with neither title nor text; the encoder refuses empty strings
     ds = ev.Dataset("tiny", ["a", "b", "c"], ["lift", "", "drag"], ["q"], ["lift"], {"q": {"a": 1}})
@@ -494,7 +514,7 @@ def test_keyword_config_stores_empty_texts_as_none(tmp_path: Path) -> None:
 
 def test_pareto_front() -> None:
     pts = [(1536.0, 100.0), (384.0, 99.9), (48.0, 91.0), (48.0, 99.0), (16.0, 85.0), (100.0, 95.0)]
-    assert ev._pareto(pts) == [4, 3, 1, 0]
+    assert ev.pareto_front(pts) == [4, 3, 1, 0]
 
 
 # ------------------------------------------------------------------------- real model (slow)
@@ -524,9 +544,10 @@ def test_cli_eval(tmp_path: Path, cranfield_slice: ev.Dataset, monkeypatch: pyte
     from typer.testing import CliRunner
 
     from bitsearch import cli
+    from bitsearch.cli import models
 
     monkeypatch.setenv(ev.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "_load_encoder", lambda model, **kw: HashingEncoder(dim=128, name=model or "hash"))
+    monkeypatch.setattr(models, "load_encoder", lambda model, **kw: HashingEncoder(dim=128, name=model or "hash"))
     data = tmp_path / "tiny"
     _write_beir(data, cranfield_slice.subset(120, 10), gz=True)
     out = tmp_path / "out"

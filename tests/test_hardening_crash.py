@@ -303,16 +303,16 @@ class _FakeEncoder:
 
 def _op_cli(corpus: Path, path: Path) -> None:
     """`bitsearch index corpus --out path --chunk-size 4`, with the fake model."""
-    import bitsearch.cli as cli
+    from bitsearch.cli import app, models
 
-    real = cli._load_encoder, cli._encoder_for
-    cli._load_encoder = cli._encoder_for = lambda *a, **k: _FakeEncoder()  # type: ignore[assignment]
+    real = models.load_encoder, models.encoder_for
+    models.load_encoder = models.encoder_for = lambda *a, **k: _FakeEncoder()  # type: ignore[assignment]
     try:
-        cli.app(["index", str(corpus), "--out", str(path), "--chunk-size", "4", "--quiet"], standalone_mode=False)
+        app(["index", str(corpus), "--out", str(path), "--chunk-size", "4", "--quiet"], standalone_mode=False)
     except SystemExit as exc:
         assert not exc.code, exc.code
     finally:
-        cli._load_encoder, cli._encoder_for = real
+        models.load_encoder, models.encoder_for = real
 
 
 def _cli(corpus: Path) -> Callable[[Path], None]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import unit_vectors
 
 from bitsearch import Collection
 from bitsearch.errors import CollectionError, CorruptCollectionError
@@ -23,16 +24,11 @@ DIM = 32
 N = 200
 
 
-def _emb(n: int, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two segments, a rotation matrix, an IVF index and a tombstone file, built once and closed."""
     path = tmp_path_factory.mktemp("base") / "c"
-    x = _emb(N)
+    x = unit_vectors(N, DIM)
     col = Collection.create(path, DIM, calibration_embeddings=x, rotation=True)
     col.add(x[:120], ids=[f"d{i}" for i in range(120)], texts=[f"text {i}" for i in range(120)])
     col.add(x[120:], ids=[f"d{i}" for i in range(120, N)], texts=[f"text {i}" for i in range(120, N)])
@@ -158,7 +154,7 @@ def test_symlinked_segments_folder_is_refused_and_nothing_is_deleted_through_it(
     shutil.move(copy / "segments", elsewhere)
     (copy / "segments").symlink_to(elsewhere)
     with pytest.raises(CorruptCollectionError, match="symbolic link"):
-        col.add(_emb(3, seed=9), ids=["x1", "x2", "x3"])
+        col.add(unit_vectors(3, DIM, 9), ids=["x1", "x2", "x3"])
     assert (unrelated / "precious.txt").read_text() == "keep me"
     assert len(list(elsewhere.iterdir())) == 3  # both segments and the unrelated folder
 
@@ -201,20 +197,20 @@ def test_remove_inside_refuses_outside_paths_and_symlinks(tmp_path: Path):
 def test_unknown_precision_is_refused_at_open(copy: Path):
     _write_manifest(copy, {**_manifest(copy), "precision": "int4"})
     with pytest.raises(CorruptCollectionError, match="unknown precision 'int4'"):
-        Collection.open(copy).search(_emb(1), k=3)
+        Collection.open(copy).search(unit_vectors(1, DIM), k=3)
 
 
 def test_tampered_counters_are_refused_and_no_document_is_purged(copy: Path):
     pristine = _manifest(copy)
     _write_manifest(copy, {**pristine, "next_seq": 50})  # the next add would purge seq >= 50
     with pytest.raises(CorruptCollectionError, match="next_seq"):
-        Collection.open(copy).add(_emb(2, seed=5), ids=["n1", "n2"])
+        Collection.open(copy).add(unit_vectors(2, DIM, 5), ids=["n1", "n2"])
     with sqlite3.connect(copy / "docs.sqlite") as con:
         assert con.execute("SELECT COUNT(*) FROM docs").fetchone()[0] == N - 1
     # the next add would overwrite (first delete) a listed segment
     _write_manifest(copy, {**pristine, "next_segment": 1})
     with pytest.raises(CorruptCollectionError, match="next_segment"):
-        Collection.open(copy).add(_emb(2, seed=5), ids=["n1", "n2"])
+        Collection.open(copy).add(unit_vectors(2, DIM, 5), ids=["n1", "n2"])
     _write_manifest(copy, pristine)
     assert len(Collection.open(copy)) == N - 1
 
@@ -261,7 +257,7 @@ def test_manifest_schema_violations_are_refused_at_open(copy: Path, edit: Callab
     edit(m)
     _write_manifest(copy, m)
     with pytest.raises(CorruptCollectionError, match=r"manifest\.json: "):
-        Collection.open(copy).search(_emb(2), k=5)
+        Collection.open(copy).search(unit_vectors(2, DIM), k=5)
 
 
 # ----------------------------------------------------------------------------- the document store
@@ -272,7 +268,7 @@ def test_copy_without_the_wal_file_is_complete_or_refused(base: Path, tmp_path: 
     path = tmp_path / "c"
     shutil.copytree(base, path)
     col = Collection.open(path)  # stays open: nothing checkpoints on close before the copy
-    col.add(_emb(50, seed=3), ids=[f"w{i}" for i in range(50)], texts=["late"] * 50)
+    col.add(unit_vectors(50, DIM, 3), ids=[f"w{i}" for i in range(50)], texts=["late"] * 50)
     copied = tmp_path / "copied"
     shutil.copytree(path, copied, ignore=shutil.ignore_patterns("docs.sqlite-wal", "docs.sqlite-shm"))
     try:
@@ -308,13 +304,13 @@ def test_read_only_collection_opens_and_searches(copy: Path, monkeypatch: pytest
     monkeypatch.setattr(os, "access", access)
     before = _files(copy)
     col = Collection.open(copy)
-    hits = col.search(_emb(3, seed=2), k=5)
+    hits = col.search(unit_vectors(3, DIM, 2), k=5)
     assert all(len(h) == 5 and h[0].text for h in hits)
     assert col.search(query_texts="text 7", mode="keyword", k=3)[0][0].id == "d7"
     assert len(col) == N - 1
     assert _files(copy) == before  # no -wal, no -shm, no lock file: nothing written
     with pytest.raises(CollectionError, match="read-only"):
-        col.add(_emb(1, seed=4), ids=["new"])
+        col.add(unit_vectors(1, DIM, 4), ids=["new"])
     with pytest.raises(CollectionError, match="read-only"):
         col.delete(["d1"])
     col.close()
@@ -327,9 +323,9 @@ def test_read_only_permissions_open_and_search(copy: Path):
         p.chmod(p.stat().st_mode & ~0o222)
     try:
         col = Collection.open(copy)
-        assert len(col.search(_emb(2, seed=2), k=4)[0]) == 4
+        assert len(col.search(unit_vectors(2, DIM, 2), k=4)[0]) == 4
         with pytest.raises(CollectionError, match="read-only"):
-            col.add(_emb(1, seed=4), ids=["new"])
+            col.add(unit_vectors(1, DIM, 4), ids=["new"])
     finally:
         for p in [copy, *copy.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
@@ -391,7 +387,7 @@ def test_any_junk_value_is_refused_or_harmless(copy: Path):
     and searches (never another error)."""
     pristine = _manifest(copy)
     junk: list[Any] = [None, -1, "../x", [], {}, True, 2**70]
-    q = _emb(2, seed=7)
+    q = unit_vectors(2, DIM, 7)
     for path in _paths(pristine):
         for value in junk:
             m = json.loads(json.dumps(pristine))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import unit_vectors
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -23,11 +24,6 @@ DIM = 64
 N = 5000  # rows of the filtered-search collections
 GROUPS = 500  # metadata "g" = row % GROUPS: {"g": x} matches N / GROUPS = 10 rows
 HGROUPS = 200  # metadata "h" = row % HGROUPS: {"h": x} matches 25 rows
-
-
-def _emb(n: int, seed: int) -> np.ndarray:
-    e = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
 def _nested(depth: int, leaf: object = 1) -> dict[str, Any]:
@@ -54,7 +50,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Collection:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # int8 ranges calibrated on few rows
         col.add(
-            _emb(60, 1),
+            unit_vectors(60, DIM, 1),
             ids=[f"d{i}" for i in range(60)],
             texts=[f"document number {i} about topic{i % 3}" for i in range(60)],
             metadata=[{"g": i % 6, "tags": ["x", i]} for i in range(60)],
@@ -64,7 +60,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Collection:
 
 def _state(col: Collection) -> tuple[Any, ...]:
     """What a failed call must leave as it was: documents, commit point, segments, one search's answer."""
-    hits = col.search(_emb(1, 99)[0], k=5, filter={"g": {"$gte": 0}})[0]
+    hits = col.search(unit_vectors(1, DIM, 99)[0], k=5, filter={"g": {"$gte": 0}})[0]
     segs = sorted(p.name for p in (col.path / "segments").iterdir())
     return len(col), col.manifest["next_seq"], segs, [(h.id, h.score, h.text, h.metadata) for h in hits]
 
@@ -78,7 +74,7 @@ def _assert_refused(col: Collection, call: Callable[[], object], *words: str) ->
     assert _state(col) == before
 
 
-ONE = _emb(1, 7)
+ONE = unit_vectors(1, DIM, 7)
 
 
 # item 4: lone surrogates are refused at add time, naming where, before anything is written
@@ -107,9 +103,9 @@ def test_lone_surrogate_in_query_string(small: Collection, mode: str):
 
 def test_surrogate_free_unicode_round_trips(small: Collection):
     meta = {"k": "\U0001f600 caf\u00e9", "\u00fc": [None, True, 1.5, {"x": "\u4e2d"}]}
-    small.add(_emb(1, 8), ids=["\u00e9t\u00e9"], texts=["caf\u00e9 \U0001f600"], metadata=[meta])
+    small.add(unit_vectors(1, DIM, 8), ids=["\u00e9t\u00e9"], texts=["caf\u00e9 \U0001f600"], metadata=[meta])
     try:
-        hit = small.search(_emb(1, 8)[0], k=1, rescore="float32")[0][0]
+        hit = small.search(unit_vectors(1, DIM, 8)[0], k=1, rescore="float32")[0][0]
         assert (hit.id, hit.text, hit.metadata) == ("\u00e9t\u00e9", "caf\u00e9 \U0001f600", meta)
     finally:
         small.delete(["\u00e9t\u00e9"])
@@ -189,9 +185,9 @@ def test_argument_guards(small: Collection, call: Callable[[Collection], object]
 
 def test_limits_are_inclusive(small: Collection):
     """The documented limits themselves are accepted."""
-    small.add(_emb(1, 9), ids=["deep"], metadata=[_nested(MAX_METADATA_DEPTH)])
+    small.add(unit_vectors(1, DIM, 9), ids=["deep"], metadata=[_nested(MAX_METADATA_DEPTH)])
     try:
-        hit = small.search(_emb(1, 9)[0], k=1, rescore="float32")[0][0]
+        hit = small.search(unit_vectors(1, DIM, 9)[0], k=1, rescore="float32")[0][0]
         assert hit.id == "deep" and hit.metadata == _nested(MAX_METADATA_DEPTH)
     finally:
         small.delete("deep")
@@ -205,7 +201,7 @@ def test_limits_are_inclusive(small: Collection):
     ):
         assert len(small.search(ONE, k=60, filter=flt)[0]) > 0
         assert len(small.search(None, k=60, mode="keyword", query_texts="topic1", filter=flt)[0]) > 0
-    assert len(small.add(_emb(1, 10), ids=[2**63 - 1])) == 1
+    assert len(small.add(unit_vectors(1, DIM, 10), ids=[2**63 - 1])) == 1
     small.delete([np.int64(2**63 - 1)])
     hits = small.search(ONE, k=MAX_SEARCH_INT, rescore_multiplier=MAX_SEARCH_INT, nprobe=MAX_SEARCH_INT)[0]
     assert len(hits) == len(small)
@@ -258,7 +254,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Collection:
 @given(meta=_meta, text=st.one_of(st.none(), st.text(max_size=12), st.text(max_size=12), _text(12)), doc_id=_ids)
 def test_add_stores_exactly_or_refuses(plain: Collection, meta: dict[str, Any], text: str | None, doc_id: object):
     """Any id, text and JSON-like metadata: stored and returned exactly, or InvalidInputError and nothing stored."""
-    vec = _emb(1, plain.manifest["next_seq"] + 1000)
+    vec = unit_vectors(1, DIM, plain.manifest["next_seq"] + 1000)
     with contextlib.suppress(InvalidInputError):  # an invalid id: add must refuse it too
         plain.delete(plain.existing_ids([doc_id]))  # an id from an earlier example: not a duplicate here
     before = len(plain)
@@ -338,7 +334,7 @@ CONFIGS = {
 
 @pytest.fixture(scope="module")
 def filtered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Collection]:
-    emb = _emb(N, 3)
+    emb = unit_vectors(N, DIM, 3)
     meta = [{"g": i % GROUPS, "h": i % HGROUPS} for i in range(N)]
     texts = [f"item {i} word{i % 7} colour{i % 11}" for i in range(N)]
     cols = {}
@@ -376,10 +372,10 @@ def test_filtered_search_is_the_best_of_the_matches(
 ):
     """k=10 with a filter matching 10-35 of 5,000 rows: exactly the matches' best, as brute force ranks them."""
     col = filtered[name]
-    emb = _emb(N, 3)
+    emb = unit_vectors(N, DIM, 3)
     rows = np.flatnonzero(matching(np.arange(N)))
     assert rows.size == matches
-    queries = _emb(4, 4)
+    queries = unit_vectors(4, DIM, 4)
     got = col.search(queries, k=10, rescore=rescore, filter=flt)
     assert [len(r) for r in got] == [10] * len(queries)
     if (name, rescore) not in _FULL:  # every row scored by the same stages (exact=True)
@@ -398,7 +394,7 @@ def test_filtered_search_is_the_best_of_the_matches(
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_hybrid_filtered_returns_k_matches(filtered: dict[str, Collection], name: str):
     col = filtered[name]
-    got = col.search(_emb(4, 5), k=10, mode="hybrid", query_texts=["word3 colour2"] * 4, filter={"g": 42})
+    got = col.search(unit_vectors(4, DIM, 5), k=10, mode="hybrid", query_texts=["word3 colour2"] * 4, filter={"g": 42})
     for hits in got:
         assert sorted(h.id for h in hits) == [42 + GROUPS * j for j in range(10)]
 
@@ -409,7 +405,7 @@ def test_ivf_tops_up_when_probed_lists_hold_too_few(filtered: dict[str, Collecti
     """A filter too broad for the exact fallback (100 rows) but thin in the few probed lists: still k hits."""
     col = filtered["ivf"]
     flt = {"h": {"$lt": 4}}
-    got = col.search(_emb(16, 6), k=10, rescore=rescore, filter=flt, nprobe=nprobe)
+    got = col.search(unit_vectors(16, DIM, 6), k=10, rescore=rescore, filter=flt, nprobe=nprobe)
     for hits in got:
         assert len(hits) == 10
         assert all(h.metadata["h"] < 4 for h in hits)
@@ -418,13 +414,13 @@ def test_ivf_tops_up_when_probed_lists_hold_too_few(filtered: dict[str, Collecti
 def test_ivf_filter_after_deletes_and_new_rows(tmp_path: Path):
     """Rows deleted from, and added after, the index: a filter matching exactly k live rows returns them."""
     col = Collection.create(tmp_path / "c", DIM)
-    emb = _emb(3000, 11)
+    emb = unit_vectors(3000, DIM, 11)
     col.add(emb[:2500], metadata=[{"g": i % 100} for i in range(2500)])
     col.build_index(nprobe=2)
     col.add(emb[2500:], ids=list(range(2500, 3000)), metadata=[{"g": i % 100} for i in range(2500, 3000)])
     col.delete([5, 105, 205])  # g == 5: 30 rows, 27 live
     for rescore in (None, "int8"):
-        got = col.search(_emb(5, 12), k=27, rescore=rescore, filter={"g": 5})
+        got = col.search(unit_vectors(5, DIM, 12), k=27, rescore=rescore, filter={"g": 5})
         for hits in got:
             assert sorted(h.id for h in hits) == [5 + 100 * j for j in range(3, 30)]
 

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import shared_data, unit_vectors
 
 from bitsearch import Collection, InvalidInputError
 from bitsearch.hybrid import reciprocal_rank_fusion
 from bitsearch.store import filter_sql, keyword_query
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SCIFACT = shared_data("scifact")
 DIM = 32
-
-
-def _emb(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
-    e = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
 # ------------------------------------------------------------------------------------------- RRF
@@ -130,7 +126,7 @@ WORDS = [
 def meta_col(tmp_path_factory: pytest.TempPathFactory):
     rng = np.random.default_rng(0)
     n = 600
-    emb = _emb(n)
+    emb = unit_vectors(n, DIM)
     metas = []
     texts = []
     for i in range(n):
@@ -190,7 +186,7 @@ def test_dense_filter_matches_brute_force(meta_col):
     col, emb, metas, _, deleted = meta_col
     flt = {"source": "blog", "year": {"$gte": 2010}}
     allowed = [i for i, m in enumerate(metas) if _matches(m, flt) and f"d{i}" not in deleted]
-    q = _emb(1, seed=5)[0]
+    q = unit_vectors(1, DIM, 5)[0]
     res = col.search(q, k=5, rescore="float32", rescore_multiplier=1000, filter=flt)
     ref = sorted(allowed, key=lambda i: -float(emb[i] @ q))[:5]
     assert [h.id for h in res[0]] == [f"d{i}" for i in ref]
@@ -235,19 +231,19 @@ def test_mode_errors(meta_col):
 
 def test_no_keyword_index(tmp_path: Path):
     col = Collection.create(tmp_path / "c", DIM, keyword_index=False)
-    col.add(_emb(5), texts=[f"text {i}" for i in range(5)])
+    col.add(unit_vectors(5, DIM), texts=[f"text {i}" for i in range(5)])
     with pytest.raises(InvalidInputError, match="no keyword index"):
         col.search("text", mode="keyword")
-    assert col.search(_emb(1)[0], k=2)[0]
+    assert col.search(unit_vectors(1, DIM)[0], k=2)[0]
 
 
 def test_keyword_index_follows_compaction_and_readd(tmp_path: Path):
     col = Collection.create(tmp_path / "c", DIM)
-    col.add(_emb(4), ids=["a", "b", "c", "d"], texts=["red apple", "green apple", "red car", "blue sky"])
+    col.add(unit_vectors(4, DIM), ids=["a", "b", "c", "d"], texts=["red apple", "green apple", "red car", "blue sky"])
     col.delete(["a"])
     assert [h.id for h in col.search("red", mode="keyword")[0]] == ["c"]
     col.compact()
-    col.add(_emb(1, seed=3), ids=["a"], texts=["red red red balloon"])
+    col.add(unit_vectors(1, DIM, 3), ids=["a"], texts=["red red red balloon"])
     reopened = Collection.open(tmp_path / "c")
     assert [h.id for h in reopened.search("red", mode="keyword")[0]] == ["a", "c"]
 
@@ -257,11 +253,11 @@ def test_keyword_index_follows_compaction_and_readd(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def scifact():
-    if not (DATA / "scifact" / "corpus.jsonl").exists():
+    if not (SCIFACT / "corpus.jsonl").exists():
         pytest.skip("shared SciFact data not found")
     from bitsearch.evaluate import load_dataset
 
-    return load_dataset(DATA / "scifact")
+    return load_dataset(SCIFACT)
 
 
 def test_bm25_reaches_beir_figure_on_scifact(scifact, tmp_path: Path):
@@ -269,7 +265,7 @@ def test_bm25_reaches_beir_figure_on_scifact(scifact, tmp_path: Path):
     from bitsearch.evaluate import compute_metrics
 
     col = Collection.create(tmp_path / "c", 8, precision="float32")
-    col.add(_emb(len(scifact.doc_ids), dim=8), ids=list(scifact.doc_ids), texts=list(scifact.doc_texts))
+    col.add(unit_vectors(len(scifact.doc_ids), 8), ids=list(scifact.doc_ids), texts=list(scifact.doc_texts))
     res = col.search(query_texts=list(scifact.query_texts), k=10, mode="keyword")
     run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(scifact.query_ids, res, strict=True)}
     ndcg = compute_metrics(scifact.qrels, run, ("ndcg@10",))["ndcg@10"]

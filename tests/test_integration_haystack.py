@@ -32,6 +32,7 @@ from haystack.utils.filters import document_matches_filter
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bitsearch import Collection
 from bitsearch.integrations.haystack import (
     BitsearchBM25Retriever,
     BitsearchDocumentStore,
@@ -431,3 +432,23 @@ def test_import_bitsearch_does_not_import_haystack() -> None:
         "assert not any(m == 'haystack' or m.startswith('haystack.') for m in sys.modules), 'haystack imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_int_ids_of_a_collection_round_trip_as_strings(tmp_path: Path) -> None:
+    path = tmp_path / "ints.bits"
+    col = Collection.create(path, 4, keep_int8=False, keep_float32=True)
+    col.add(np.eye(4, dtype=np.float32)[:3], ids=[7, 8, 9], texts=["seven", "eight", "nine"], metadata=[{"n": 7}] * 3)
+    col.close()
+    store = BitsearchDocumentStore(str(path))
+    assert [d.id for d in store.filter_documents()] == ["7", "8", "9"]
+    hits = BitsearchEmbeddingRetriever(store, top_k=1).run(query_embedding=[0.0, 1.0, 0.0, 0.0])["documents"]
+    assert [d.id for d in hits] == ["8"]
+    with pytest.raises(DuplicateDocumentError):
+        store.write_documents([Document(id="9", content="again")])
+    assert store.write_documents([Document(id="8", content="eight again")], policy=DuplicatePolicy.OVERWRITE) == 1
+    assert store.count_documents() == 3 and store.collection.get([8])[0].text == "eight again"
+    assert store.update_by_filter({"field": "meta.n", "operator": "==", "value": 7}, {"seen": True}) == 2
+    store.delete_documents(["7"])
+    assert sorted(store.collection.ids()) == [8, 9]
+    assert store.collection.get([9])[0].metadata == {"n": 7, "seen": True}
+    store.close()

@@ -14,7 +14,7 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
 from word_vectors import DIM, word_vector
 
-from bitsearch import InvalidInputError
+from bitsearch import Collection, InvalidInputError
 from bitsearch.integrations.langchain import BitsearchVectorStore
 
 
@@ -254,3 +254,39 @@ def test_import_bitsearch_does_not_import_frameworks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def unit_rows(texts: list[str]) -> np.ndarray:
+    rows = np.asarray([word_vector(t) for t in texts], dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_int_ids_of_a_collection_round_trip_as_strings(tmp_path) -> None:
+    path = tmp_path / "ints.bits"
+    col = Collection.create(path, DIM, keep_int8=False, keep_float32=True)
+    col.add(unit_rows(TEXTS[:3]), ids=[7, 8, 9], texts=TEXTS[:3])
+    col.close()
+    store = BitsearchVectorStore(WordEmbeddings(), path)
+    assert store.similarity_search(TEXTS[1], k=1)[0].id == "8"
+    assert [d.id for d in store.get_by_ids(["9", "8", "08", "+7", "x"])] == ["9", "8"]
+    store.add_texts(["wind farms at sea"], ids=["8"])  # replaces int 8
+    assert len(store.collection) == 3 and store.collection.get([8])[0].text == "wind farms at sea"
+    store.delete(["7"])
+    assert sorted(store.collection.ids()) == [8, 9]
+    # a collection holding both "9" and 9 reports both as "9": the string id is the one found
+    store.collection.add(unit_rows(["nine"]), ids=["9"], texts=["the string nine"])
+    assert [d.page_content for d in store.get_by_ids(["9"])] == ["the string nine"]
+    store.close()
+
+
+def test_a_failed_first_write_leaves_the_dimension_unset(tmp_path) -> None:
+    path = tmp_path / "new.bits"
+    first = BitsearchVectorStore(WordEmbeddings(dim=32), path)
+    assert (path / "manifest.json").is_file() and first.collection.dim is None
+    with pytest.raises(ValueError):
+        first.add_texts(["x"], [{"when": object()}])
+    first.close()
+    again = BitsearchVectorStore(WordEmbeddings(), path)  # another model: the failed write fixed nothing
+    assert again.add_texts(TEXTS, METAS, ids=IDS) == IDS
+    assert again.collection.dim == DIM and again.similarity_search("solar panels", k=1)[0].id == "doc-2"
+    again.close()

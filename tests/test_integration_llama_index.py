@@ -21,7 +21,8 @@ from llama_index.core.vector_stores.types import (
 )
 from word_vectors import DIM, word_vector
 
-from bitsearch import InvalidInputError
+from bitsearch import Collection, InvalidInputError
+from bitsearch.hybrid import reciprocal_rank_fusion
 from bitsearch.integrations.llama_index import BitsearchVectorStore, to_bitsearch_filter
 
 
@@ -287,7 +288,6 @@ def emb_node(node_id: str, embedding: Any) -> TextNode:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda s: s.add([TextNode(id_="new", text="no embedding")]),
         lambda s: s.add([emb_node("new", [float("nan")] * DIM)]),
         lambda s: s.add([emb_node("new", [0.0] * DIM)]),
         lambda s: s.add([emb_node("new", [1.0] * (DIM - 1))]),
@@ -295,9 +295,6 @@ def emb_node(node_id: str, embedding: Any) -> TextNode:
         lambda s: s.add([TextNode(id_="new", text="x", embedding=word_vector("x"), metadata={"bad": object()})]),
         lambda s: s.add([TextNode(id_="new", text="x", embedding=word_vector("x"), metadata={"bad": "\ud800"})]),
         lambda s: s.query(VectorStoreQuery(query_embedding=word_vector("x"), mode=VectorStoreQueryMode.SVM)),
-        lambda s: s.query(
-            VectorStoreQuery(query_embedding=word_vector("x"), query_str="x", mode="hybrid", node_ids=["node-1"])
-        ),
         lambda s: s.query(VectorStoreQuery(query_embedding=word_vector("x"), similarity_top_k=0)),
         lambda s: s.query(VectorStoreQuery(query_embedding=None)),
         lambda s: s.query(VectorStoreQuery(query_embedding=word_vector("x"), mode=VectorStoreQueryMode.HYBRID)),
@@ -341,3 +338,91 @@ def test_node_ids_restrict_dense_queries_exactly(built) -> None:
     got = listed.as_retriever(similarity_top_k=3).retrieve(query)
     assert ids_of(got) == ids_of(expected)
     assert [r.score for r in got] == pytest.approx([r.score for r in expected], abs=1e-5)
+
+
+def test_nodes_without_embedding_are_found_by_keyword_only(built) -> None:
+    store, index = built
+    plain = TextNode(id_="plain", text="batteries without any embedding", metadata={"topic": "energy"})
+    assert store.add([plain, emb_node("with", word_vector("x"))]) == ["plain", "with"]
+    assert len(store.client) == len(TEXTS) + 2
+    [got] = store.get_nodes(["plain"])
+    assert (got.get_content(), got.metadata) == ("batteries without any embedding", {"topic": "energy"})
+    query = "batteries without embedding"
+    keyword = store.query(VectorStoreQuery(query_str=query, similarity_top_k=3, mode=VectorStoreQueryMode.TEXT_SEARCH))
+    assert keyword.ids[0] == "plain"
+    hybrid = index.as_retriever(similarity_top_k=len(TEXTS) + 2, vector_store_query_mode="hybrid").retrieve(query)
+    assert "plain" in ids_of(hybrid)
+    dense = index.as_retriever(similarity_top_k=len(TEXTS) + 2).retrieve(query)
+    assert "plain" not in ids_of(dense) and len(dense) == len(TEXTS) + 1
+    energy = flt(MetadataFilter(key="topic", value="energy"))
+    assert "plain" in {n.node_id for n in store.get_nodes(filters=energy)}
+    store.clear()  # documents without vectors are listed, so deleted too
+    assert len(store.client) == 0
+
+
+def test_a_new_store_takes_nodes_without_embedding_first() -> None:
+    store = BitsearchVectorStore()
+    store.add([TextNode(id_="a", text="first words")])
+    assert store.client.dim is None
+    store.add([emb_node("b", word_vector("later"))])
+    assert store.client.dim == DIM
+    dense = store.query(VectorStoreQuery(query_embedding=word_vector("later"), similarity_top_k=5))
+    assert dense.ids == ["b"]
+    with pytest.raises(ValueError, match="dim"):
+        store.add([emb_node("c", [1.0] * (DIM + 1))])
+    assert len(store.client) == 2
+    store.close()
+
+
+def test_node_ids_restrict_hybrid_and_text_search(built) -> None:
+    store, index = built
+    query = "solar energy for the grid and bones"
+    subset = ["node-0", "node-3", "node-4", "node-5", "not-stored"]
+    kept = subset[:4]
+    keyword_all = store.client.search([query], k=len(TEXTS), mode="keyword")[0]
+    keyword_kept = [h.id for h in keyword_all if h.id in kept]
+    text = store.query(
+        VectorStoreQuery(query_str=query, similarity_top_k=2, mode=VectorStoreQueryMode.TEXT_SEARCH, node_ids=subset)
+    )
+    assert text.ids == keyword_kept[:2]
+    assert text.similarities == pytest.approx([h.score for h in keyword_all if h.id in kept][:2])
+    sims = cosines(query)
+    dense_kept = [i for _, i in sorted(((sims[IDS.index(i)], i) for i in kept), reverse=True)]
+    expected = reciprocal_rank_fusion([dense_kept, keyword_kept], 3)
+    hybrid = store.query(
+        VectorStoreQuery(
+            query_embedding=word_vector(query), query_str=query, similarity_top_k=3, mode="hybrid", node_ids=subset
+        )
+    )
+    assert hybrid.ids == [i for i, _ in expected]
+    assert hybrid.similarities == pytest.approx([s for _, s in expected])
+    assert {n.node_id for n in hybrid.nodes} <= set(kept)
+    # an index that lists its nodes passes every id: its hybrid answer is the unrestricted one
+    listed = VectorStoreIndex(
+        make_nodes(),
+        storage_context=StorageContext.from_defaults(vector_store=BitsearchVectorStore()),
+        embed_model=WordEmbedding(),
+        store_nodes_override=True,
+    )
+    for mode in ("hybrid", "text_search"):
+        got = listed.as_retriever(similarity_top_k=4, vector_store_query_mode=mode).retrieve(query)
+        expected_nodes = index.as_retriever(similarity_top_k=4, vector_store_query_mode=mode).retrieve(query)
+        assert ids_of(got) == ids_of(expected_nodes)
+        assert [r.score for r in got] == pytest.approx([r.score for r in expected_nodes], abs=1e-5)
+
+
+def test_int_ids_of_a_collection_round_trip_as_strings(tmp_path) -> None:
+    path = tmp_path / "ints.bits"
+    col = Collection.create(path, DIM, keep_int8=False, keep_float32=True)
+    rows = np.asarray([word_vector(t) for t in TEXTS[:3]], dtype=np.float32)
+    col.add(rows / np.linalg.norm(rows, axis=1, keepdims=True), ids=[7, 8, 9], texts=TEXTS[:3])
+    col.close()
+    store = BitsearchVectorStore(path)
+    result = store.query(VectorStoreQuery(query_embedding=word_vector(TEXTS[1]), similarity_top_k=1))
+    assert result.ids == ["8"] and result.nodes[0].node_id == "8"
+    assert [n.node_id for n in store.get_nodes(["9", "8", "08", "10"])] == ["9", "8"]
+    store.add([TextNode(id_="8", text="replaced", embedding=word_vector("replaced"))])  # replaces int 8
+    assert len(store.client) == 3 and store.client.get([8])[0].text == "replaced"
+    store.delete_nodes(["7"])
+    assert sorted(store.client.ids()) == [8, 9]
+    store.close()

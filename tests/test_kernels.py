@@ -314,3 +314,24 @@ def test_top_scored_orders_by_score_then_row():
         assert got_s.dtype == np.float32 and got_r.dtype == np.int64
         np.testing.assert_array_equal(got_r, r[order])
         np.testing.assert_array_equal(got_s, s[order])
+
+
+@pytest.mark.parametrize(("explicit", "expected"), [(None, "2 1"), (2, "2 2")])
+def test_thread_count_from_the_environment_is_set_by_the_first_scan_not_at_import(explicit, expected):
+    """BITSEARCH_NUM_THREADS takes effect when the first scan runs; a count set before that wins."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numba, numpy as np\n"
+        "import bitsearch.kernels as k\n"
+        "before = numba.get_num_threads()\n"
+        + (f"k.set_num_threads({explicit})\n" if explicit else "")
+        + "k.hamming_topk(np.zeros((1, 8), np.uint8), np.zeros((4, 8), np.uint8), 2)\n"
+        "print(before, numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "BITSEARCH_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == expected.split()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import unit_vectors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -20,12 +21,6 @@ from bitsearch import (
 PRECISIONS = ["float32", "int8", "uint8", "binary", "ubinary"]
 
 
-def _emb(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    e = rng.normal(size=(n, dim)).astype(np.float32)
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
-
-
 @pytest.fixture(scope="module")
 def st_quantize():
     util = pytest.importorskip("sentence_transformers.util")
@@ -35,7 +30,7 @@ def st_quantize():
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("dim", [384, 64, 20])
 def test_byte_identical_to_sentence_transformers(st_quantize, precision, dim):
-    emb = _emb(300, dim)
+    emb = unit_vectors(300, dim)
     ours = quantize_embeddings(emb, precision)
     theirs = st_quantize(emb, precision)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
@@ -44,7 +39,7 @@ def test_byte_identical_to_sentence_transformers(st_quantize, precision, dim):
 
 @pytest.mark.parametrize("precision", ["int8", "uint8"])
 def test_byte_identical_with_ranges_and_calibration(st_quantize, precision):
-    emb, cal = _emb(50, 128, 1), _emb(500, 128, 2)
+    emb, cal = unit_vectors(50, 128, 1), unit_vectors(500, 128, 2)
     ranges = np.vstack([cal.min(0), cal.max(0)])
     for kwargs in ({"ranges": ranges}, {"calibration_embeddings": cal}):
         ours = quantize_embeddings(emb, precision, **kwargs)
@@ -97,13 +92,13 @@ def test_calibrated_ranges_never_zero_width(data):
 
 
 def test_calibrated_ranges_equal_min_max_when_wide():
-    emb = _emb(200, 32)
+    emb = unit_vectors(200, 32)
     r = calibrate_ranges(emb)
     assert np.array_equal(r, np.vstack([emb.min(0), emb.max(0)]))
 
 
 def test_dequantize_is_within_half_a_bucket():
-    emb = _emb(400, 48, 3)
+    emb = unit_vectors(400, 48, 3)
     r = calibrate_ranges(emb)
     back = dequantize_int8(quantize_embeddings(emb, "int8", ranges=r), r)
     step = (r[1] - r[0]) / 255
@@ -111,7 +106,7 @@ def test_dequantize_is_within_half_a_bucket():
 
 
 def test_truncate_keeps_prefix_and_renormalizes():
-    emb = _emb(10, 64)
+    emb = unit_vectors(10, 64)
     t = truncate_embeddings(emb, 16)
     assert t.shape == (10, 16)
     np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, rtol=1e-6)
@@ -139,10 +134,10 @@ def test_bad_embeddings_rejected(bad, match):
 
 def test_unknown_precision_and_single_vector_int8():
     with pytest.raises(InvalidInputError, match="unknown precision 'int4'"):
-        quantize_embeddings(_emb(3, 8), "int4")  # type: ignore[arg-type]
+        quantize_embeddings(unit_vectors(3, 8), "int4")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="single embedding"):
-        quantize_embeddings(_emb(1, 8), "int8")
+        quantize_embeddings(unit_vectors(1, 8), "int8")
     with pytest.raises(InvalidInputError, match=r"shape \(2, 8\)"):
-        quantize_embeddings(_emb(3, 8), "int8", ranges=np.zeros((2, 7)))
+        quantize_embeddings(unit_vectors(3, 8), "int8", ranges=np.zeros((2, 7)))
     with pytest.raises(InvalidInputError, match="must be float"):
         quantize_embeddings(np.zeros((2, 8), dtype=np.int8), "binary")

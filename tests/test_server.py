@@ -489,33 +489,21 @@ def test_sees_documents_added_by_another_process(tmp_path: Path) -> None:
         other.close()
 
 
-def test_search_retried_when_a_delete_races_it(tmp_path: Path) -> None:
-    """A search whose snapshot names a row that a concurrent delete just purged is rerun on the new state."""
-    from bitsearch.server import ServerState
-
+def test_search_answers_from_the_new_state_when_another_handle_deleted_its_hit(tmp_path: Path) -> None:
+    """A search whose snapshot names a row that another writer's delete purged is answered from the new state
+    (Collection.search reloads and goes again): no error, and not the deleted document."""
     vecs = unit_vectors(20, seed=6)
     col = Collection.create(tmp_path / "col", DIM, calibration_embeddings=vecs)
     col.add(vecs)
-    state = ServerState(col, threads=2)
-    real = col.search
-    calls = []
-
-    def flaky(*args: Any, **kw: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyError(7)  # what Collection._hits raises for a purged row
-        return real(*args, **kw)
-
-    col.search = flaky  # type: ignore[method-assign]
-    assert state.search(vecs[3], k=1)[0][0].id == 3 and len(calls) == 2
-    from bitsearch.errors import UnknownIdError
-
-    def unknown(*args: Any, **kw: Any) -> Any:
-        raise UnknownIdError("no such id")
-
-    col.search = unknown  # type: ignore[method-assign]
-    with pytest.raises(UnknownIdError):
-        state.search(vecs[3], k=1)
+    with ServerThread(create_app(col, refresh_seconds=None)) as srv:
+        other = Collection.open(tmp_path / "col")
+        other.delete([3])  # the server's snapshot still holds row 3, the nearest to vecs[3]
+        r = httpx.post(srv.url + "/search", json={"vector": vecs[3].tolist(), "k": 2}, timeout=10)
+        assert r.status_code == 200, r.text
+        ids = [h["id"] for h in r.json()["results"][0]]
+        assert len(ids) == 2 and 3 not in ids
+        assert httpx.get(srv.url + "/info", timeout=10).json()["documents"] == 19
+        other.close()
 
 
 def test_empty_collection(tmp_path: Path) -> None:

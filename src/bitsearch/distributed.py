@@ -857,7 +857,7 @@ class ShardedCollection:
                 raise NoModelError("this collection records no embedding model: search it with vectors")
             from .encode import Encoder
 
-            self._encoder = Encoder.from_manifest_info(info)
+            self._encoder = Encoder.for_manifest(info)
         return self._encoder
 
     @encoder.setter

@@ -868,11 +868,16 @@ class Encoder:
         }
 
     @classmethod
-    def from_manifest_info(cls, info: dict[str, Any], **kw: Any) -> Encoder:
-        """Rebuild the encoder a collection was built with; extra keywords (device, batch_size, backend) pass through.
+    def for_manifest(cls, info: dict[str, Any] | None, *, dim: int | None = None, **kw: Any) -> Encoder:
+        """The encoder a collection was built with, from the model info its manifest records (``"model"``);
+        extra keywords (device, batch_size, backend) pass through. The one place every caller (the
+        collection, the CLI, the server) loads it, so each reports the same errors.
 
         "onnx" and "torch" give the same embeddings (cosine >= 0.9999), so either recorded (or none, in
         manifests older than the field) loads "auto"; "onnx-int8" loads the int8 model its documents used.
+        Raises ModelLoadError when the info names no model or an unknown runtime, when the runtime is not
+        installed, or when the model's embeddings are not of the recorded ``dim`` (or of ``dim``, given:
+        the collection's).
         """
         if not isinstance(info, dict) or not info.get("name"):
             raise ModelLoadError(f"collection manifest has no model name (model info: {info!r})")
@@ -881,19 +886,20 @@ class Encoder:
             raise ModelLoadError(f"collection manifest names an unknown encoder {recorded!r} (known: {BACKENDS})")
         if kw.get("backend") is None:
             kw["backend"] = "onnx-int8" if recorded == "onnx-int8" else "auto"
-        encoder = cls(
-            info["name"],
-            normalize=bool(info.get("normalize", True)),
-            truncate_dim=info.get("truncate_dim"),
-            query_prompt=info.get("query_prompt") or "",
-            document_prompt=info.get("document_prompt") or "",
-            **kw,
-        )
-        expected = info.get("dim")
-        if expected is not None and int(expected) != encoder.dim:
-            raise ModelLoadError(
-                f"model {encoder.name!r} gives {encoder.dim}-dim embeddings but the collection expects {expected}"
+        try:
+            encoder = cls(
+                info["name"],
+                normalize=bool(info.get("normalize", True)),
+                truncate_dim=info.get("truncate_dim"),
+                query_prompt=info.get("query_prompt") or "",
+                document_prompt=info.get("document_prompt") or "",
+                **kw,
             )
+        except ImportError as exc:
+            raise ModelLoadError(f"{exc} (pip install 'bitsearch[embed]')") from None
+        for expected, what in ((info.get("dim"), "the collection expects"), (dim, "the collection holds")):
+            if expected is not None and int(expected) != encoder.dim:
+                raise ModelLoadError(f"model {encoder.name!r} gives {encoder.dim}-dim embeddings but {what} {expected}")
         return encoder
 
     def __repr__(self) -> str:

@@ -84,3 +84,7 @@ class PartialWriteError(BitsearchError):
         self.stored_ids = list(stored_ids)
         self.failed_ids = list(failed_ids)
         self.shards = list(shards)
+
+
+class ClusterUnavailableError(BitsearchError):
+    """The Ray cluster named by an address could not be reached (nothing listens there, or it refused)."""

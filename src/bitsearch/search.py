@@ -211,7 +211,7 @@ class Searcher:
                     )
                 from .encode import Encoder
 
-                self.encoder_value = Encoder.from_manifest_info(info)
+                self.encoder_value = Encoder.for_manifest(info)
             return self.encoder_value
 
     def set_encoder(self, encoder: Any) -> None:

@@ -13,6 +13,7 @@ from .lowbit import OneAndHalfBitCodec, TwoBitCodec
 
 __all__ = [
     "ASYMMETRIC_PRESELECT",
+    "CODEBOOK_PRECISIONS",
     "CODECS",
     "NO_SCORES",
     "ROTATION",
@@ -27,6 +28,8 @@ CODECS: dict[str, type[Codec]] = {
     c.name: c for c in (BinaryCodec, OneAndHalfBitCodec, TwoBitCodec, Int8Codec, Float32Codec)
 }
 STAGE1_PRECISIONS = tuple(CODECS)
+# the families whose codes come from a fitted codebook (centering and rotation apply)
+CODEBOOK_PRECISIONS = tuple(name for name, c in CODECS.items() if c.uses_codebook)
 
 
 def codec_class(precision: str) -> type[Codec]:

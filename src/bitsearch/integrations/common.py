@@ -1,4 +1,4 @@
-"""What the framework adapters share: a collection at a path or in a temporary folder, unit vectors, id listing.
+"""What the framework adapters share: a collection at a path or in a temporary folder, unit vectors, ids.
 
 No framework is imported here.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ import numpy as np
 from ..collection import Collection
 from ..errors import InvalidInputError
 from ..quantize import check_embeddings
+from ..storage.manifest import MANIFEST
+from ..store import INT64_MAX, INT64_MIN, DocId
 
 __all__ = [
     "COLLECTION_DEFAULTS",
@@ -37,6 +39,7 @@ COLLECTION_DEFAULTS: dict[str, Any] = {"keep_int8": False, "keep_float32": True}
 SEARCH_OPTIONS = ("rescore", "rescore_multiplier", "rrf_k", "weights", "nprobe", "exact")
 
 _CREATE_OPTIONS = frozenset(inspect.signature(Collection.create).parameters) - {"cls", "path", "dim", "exist_ok"}
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]{0,18})")  # an int's own decimal form (str(int)), within 19 digits
 
 
 def check_search_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -63,11 +66,27 @@ def unit_vectors(vectors: object, name: str, normalize: bool) -> np.ndarray:
     return (arr / norms[:, None]).astype(np.float32)
 
 
-class CollectionHandle:
-    """The collection behind an adapter: opened at ``path`` if one is there, else created at the first write.
+def optional_unit_vectors(vectors: Sequence[Any], name: str, normalize: bool) -> np.ndarray | list[Any] | None:
+    """``vectors`` (each a vector or None) for ``Collection.upsert``: a (n, dim) array of ``unit_vectors``
+    when none is None, None when all are (documents without vectors), else a list with the None entries
+    kept in place."""
+    given = [i for i, v in enumerate(vectors) if v is not None]
+    if not given:
+        return None
+    rows = unit_vectors([vectors[i] for i in given], name, normalize)
+    if len(given) == len(vectors):
+        return rows
+    out: list[Any] = [None] * len(vectors)
+    for i, row in zip(given, rows, strict=True):
+        out[i] = row
+    return out
 
-    The first write fixes the dimension (that of its embeddings). Without ``path`` the collection lives in
-    a temporary folder removed by ``close`` or when the handle is garbage collected.
+
+class CollectionHandle:
+    """The collection behind an adapter: opened at ``path`` if one is there, else created there now.
+
+    A new collection's dimension is set by its first write of vectors. Without ``path`` the collection
+    lives in a temporary folder removed by ``close`` or when the handle is garbage collected.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None, options: dict[str, Any]) -> None:
@@ -79,33 +98,50 @@ class CollectionHandle:
         self._tmp = tempfile.TemporaryDirectory(prefix="bitsearch-") if path is None else None
         self.path = Path(self._tmp.name) / "collection" if self._tmp is not None else Path(path)  # type: ignore[arg-type]
         self.options = {**COLLECTION_DEFAULTS, **options}
-        self._lock = threading.Lock()
-        self.collection: Collection | None = None
-        if self.path.is_dir() and any(self.path.iterdir()):
-            self.collection = Collection.open(self.path)
+        try:
+            if (self.path / MANIFEST).exists():
+                self.collection: Collection = Collection.open(self.path)
+            else:
+                self.collection = Collection.create(self.path, None, **self.options)
+        except BaseException:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+            raise
 
-    def for_write(self, dim: int) -> Collection:
-        """The collection, created with ``dim`` dimensions if there is none yet."""
-        with self._lock:
-            if self.collection is None:
-                self.collection = Collection.create(self.path, dim, **self.options)
-            return self.collection
-
-    def ids(self, flt: dict[str, Any] | None = None) -> list[Any]:
+    def ids(self, flt: dict[str, Any] | None = None) -> list[DocId]:
         """The ids of the live documents whose metadata match ``flt`` (all of them without one)."""
+        return self.collection.ids(flt)
+
+    def stored(self, ids: Sequence[Any]) -> dict[Any, DocId]:
+        """Which of the frameworks' ``ids`` name a live document, and its stored id.
+
+        Adapters report every id as a string, an int id as its decimal form (5 as "5"), so a string id
+        names the document of that string id if one is stored, else the one whose int id it spells.
+        A collection holding both "5" and 5 reports both as "5": the string one is the one found.
+        """
+        wanted = dedupe(ids)
+        if not wanted:
+            return {}
         col = self.collection
-        if col is None or len(col) == 0:
-            return []
-        # a dense search for every document: the collection's filter runs in SQLite, the zero query ranks
-        # nothing, and k = the number of live documents returns every match. Documents stored without a
-        # vector (never written by these adapters) are not listed: dense search does not see them.
-        hits = col.search(np.zeros(col.dim, np.float32), k=len(col), rescore=None, filter=flt, with_text=False)
-        return [h.id for h in hits[0]]
+        found: dict[Any, DocId] = {i: i for i in col.existing_ids(wanted)}
+        spelled = {
+            i: int(i)
+            for i in wanted
+            if i not in found and isinstance(i, str) and _DECIMAL.fullmatch(i) and INT64_MIN <= int(i) <= INT64_MAX
+        }
+        live = set(col.existing_ids(list(spelled.values()))) if spelled else set()
+        found.update({i: n for i, n in spelled.items() if n in live})
+        return {i: found[i] for i in wanted if i in found}
+
+    def write_ids(self, ids: Sequence[Any]) -> list[Any]:
+        """``ids`` with each that names a stored document (see ``stored``) replaced by its stored id, so
+        that writing a document read back replaces it instead of adding a second one."""
+        known = self.stored(ids)
+        return [known.get(i, i) for i in ids]
 
     def close(self) -> None:
         """Close the collection; a temporary one is removed."""
-        if self.collection is not None:
-            self.collection.close()
+        self.collection.close()
         if self._tmp is not None:
             self._tmp.cleanup()
 

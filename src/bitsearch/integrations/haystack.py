@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,8 +36,10 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "bitsearch.integrations.haystack needs Haystack: pip install 'bitsearch[haystack]' (haystack-ai)"
     ) from exc
 
+from ..collection import Collection
 from ..errors import BitsearchError, DuplicateIdError, InvalidInputError
 from ..store import check_metadata, check_unicode, filter_sql
+from .common import CollectionHandle, optional_unit_vectors
 
 __all__ = ["BitsearchBM25Retriever", "BitsearchDocumentStore", "BitsearchEmbeddingRetriever", "convert_filters"]
 
@@ -198,42 +198,35 @@ class BitsearchDocumentStore:
 
     Without ``path`` the collection lives in a temporary directory removed with the store (and ``to_dict``
     carries no documents). ``collection_options`` go to ``Collection.create`` (``precision``, ``keep_int8``,
-    ...); ``keep_float32`` is always on, so embeddings read back are the float32 values written. The
-    dimension is set by the first document with an embedding.
+    ...; the defaults are the other adapters': binary codes, float32 rows, no int8 rows); ``keep_float32``
+    is always on, so embeddings read back are the float32 values written. The dimension is set by the
+    first document with an embedding. Document ids are strings: a collection's int id comes back as its
+    decimal form, which names it again.
     """
 
     def __init__(self, path: str | None = None, **collection_options: Any) -> None:
-        from .. import Collection
-
         if collection_options.get("keep_float32", True) is not True:
             raise DocumentStoreError("BitsearchDocumentStore keeps float32 rows to return embeddings (keep_float32)")
         self.path = path
         self.collection_options = dict(collection_options)
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="bitsearch-haystack-")
-            where = Path(self._tmp.name) / "collection"
-        else:
-            where = Path(path)
-        # Documents arrive a few at a time: int8 ranges calibrated on the first write would fit later ones
-        # badly, so new collections keep float32 rows (exact rescoring, embeddings returned) and no int8 rows.
-        options = {"keep_int8": False, **collection_options, "keep_float32": True}
         with _haystack_errors():
-            if (where / "manifest.json").exists():
-                self.collection = Collection.open(where)
-                if not self.collection.manifest["keep_float32"]:
-                    raise DocumentStoreError(
-                        f"the collection at {where} keeps no float32 rows, so Haystack documents could not be "
-                        "read back with their embeddings: use a collection created with keep_float32=True"
-                    )
-            else:
-                self.collection = Collection.create(where, None, **options)
+            self._handle = CollectionHandle(path, {**collection_options, "keep_float32": True})
+        if not self.collection.manifest["keep_float32"]:
+            where = self._handle.path
+            self._handle.close()
+            raise DocumentStoreError(
+                f"the collection at {where} keeps no float32 rows, so Haystack documents could not be "
+                "read back with their embeddings: use a collection created with keep_float32=True"
+            )
+
+    @property
+    def collection(self) -> Collection:
+        """The ``bitsearch.Collection``."""
+        return self._handle.collection
 
     def close(self) -> None:
         """Close the collection (and remove a temporary one)."""
-        self.collection.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self._handle.close()
 
     # ------------------------------------------------------------------ serialization
 
@@ -282,19 +275,19 @@ class BitsearchDocumentStore:
                 f"({'set to ' + str(self.collection.dim) if self.collection.dim else 'set by its first embedding'})"
             )
         with _haystack_errors():
+            stored = self._handle.stored(list(by_id))
             if policy != DuplicatePolicy.OVERWRITE:
-                stored = set(self.collection.existing_ids(list(by_id)))
                 if stored and policy == DuplicatePolicy.FAIL:
                     shown = ", ".join(repr(i) for i in sorted(stored)[:5])
                     raise DuplicateDocumentError(f"document id(s) already stored: {shown}")
                 by_id = {i: v for i, v in by_id.items() if i not in stored}
-            self._write(by_id, overwrite=policy == DuplicatePolicy.OVERWRITE)
+            self._write({stored.get(i, i): v for i, v in by_id.items()}, overwrite=policy == DuplicatePolicy.OVERWRITE)
         return len(by_id)
 
     def delete_documents(self, document_ids: list[str]) -> None:
         """Delete the documents with these ids; ids not stored are ignored."""
         with _haystack_errors():
-            stored = self.collection.existing_ids(list(dict.fromkeys(document_ids)))
+            stored = list(self._handle.stored(document_ids).values())
             if stored:
                 self.collection.delete(stored)
 
@@ -323,15 +316,10 @@ class BitsearchDocumentStore:
         flt = convert_filters(filters)
         with _haystack_errors():
             check_metadata(meta, "meta")
-            docs = self._documents(self.collection.ids(flt), with_embeddings=True)
-            updated = {
-                d.id: (
-                    d.content,
-                    {**d.meta, **meta},
-                    None if d.embedding is None else np.asarray(d.embedding, dtype=np.float32),
-                )
-                for d in docs
-            }
+            ids = self.collection.ids(flt)
+            docs = self.collection.get(ids, with_vectors=True) if ids else []
+            # keyed by the stored ids (an int id stays an int), so the upsert replaces each document
+            updated = {d.id: (d.text, {**(d.metadata or {}), **meta}, d.vector) for d in docs if d is not None}
             self._write(updated, overwrite=True)
         return len(updated)
 
@@ -441,7 +429,7 @@ class BitsearchDocumentStore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _write(self, docs: dict[str, tuple[str | None, dict[str, Any], np.ndarray | None]], *, overwrite: bool) -> None:
+    def _write(self, docs: dict[Any, tuple[str | None, dict[str, Any], np.ndarray | None]], *, overwrite: bool) -> None:
         """Store ``docs`` (id -> text, metadata, vector or None) in one commit; ``overwrite`` replaces stored
         documents of the same ids."""
         if not docs:
@@ -449,12 +437,7 @@ class BitsearchDocumentStore:
         ids = list(docs)
         texts = [docs[i][0] for i in ids]
         metas = [docs[i][1] for i in ids]
-        rows = [docs[i][2] for i in ids]
-        vectors: Any = None  # no document has a vector
-        if all(v is not None for v in rows):
-            vectors = np.stack(rows)  # type: ignore[arg-type]
-        elif any(v is not None for v in rows):
-            vectors = rows  # a None row: a document without a vector
+        vectors = optional_unit_vectors([docs[i][2] for i in ids], "embeddings", normalize=False)
         write = self.collection.upsert if overwrite else self.collection.add
         write(vectors, ids=ids, texts=texts, metadata=metas)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..results import Hit
-from .common import CollectionHandle, check_search_options, dedupe, unit_vectors
+from .common import CollectionHandle, check_search_options, unit_vectors
 
 try:
     from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -48,15 +48,17 @@ MODES = ("dense", "hybrid", "keyword")
 class BitsearchVectorStore(VectorStore):
     """A LangChain vector store whose documents live in a bitsearch collection.
 
-    ``path``: the collection's folder, opened if a collection is there and otherwise created at the first
-    write (with the embeddings' dimension); without it the collection lives in a temporary folder removed by
-    ``close``. ``collection_options`` go to ``Collection.create`` (defaults: binary codes in RAM and float32
-    rows on disk for exact rescoring and MMR). ``search_options`` are defaults for ``Collection.search``
+    ``path``: the collection's folder, opened if a collection is there and otherwise created (its dimension
+    set by the first write); without it the collection lives in a temporary folder removed by ``close``.
+    ``collection_options`` go to ``Collection.create`` (defaults: binary codes in RAM and float32 rows on
+    disk for exact rescoring and MMR). ``search_options`` are defaults for ``Collection.search``
     (``rescore``, ``rescore_multiplier``, ``rrf_k``, ``weights``, ``nprobe``, ``exact``); each search may
     override them as keyword arguments. ``normalize`` stores and queries unit vectors, so that scores are
     cosine similarities.
 
-    Adding a document whose id is stored replaces it (text, metadata and vector). Bad input raises
+    Adding a document whose id is stored replaces it (text, metadata and vector). Ids are strings: a
+    collection's int id comes back as its decimal form, which names it again (``get_by_ids(["5"])``,
+    ``delete``, adding it replaces it). Bad input raises
     ``ValueError`` (bitsearch's ``InvalidInputError``) or ``TypeError`` and leaves the collection as it was.
     """
 
@@ -87,7 +89,7 @@ class BitsearchVectorStore(VectorStore):
 
     @property
     def collection(self) -> Any:
-        """The ``bitsearch.Collection`` (None until the first write created it)."""
+        """The ``bitsearch.Collection``."""
         return self._handle.collection
 
     def close(self) -> None:
@@ -120,7 +122,7 @@ class BitsearchVectorStore(VectorStore):
         vec = unit_vectors(vectors, "embeddings", self.normalize)
         if vec.shape[0] != len(ids):
             raise InvalidInputError(f"the embedding model returned {vec.shape[0]} vectors for {len(ids)} texts")
-        self._handle.for_write(vec.shape[1]).upsert(vec, ids=ids, texts=texts, metadata=metadata)
+        self._handle.collection.upsert(vec, ids=self._handle.write_ids(ids), texts=texts, metadata=metadata)
         return list(ids)
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
@@ -166,27 +168,24 @@ class BitsearchVectorStore(VectorStore):
         """Delete the documents with ``ids`` (ids not stored are skipped); ``None`` deletes every document."""
         if kwargs:
             raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, sorted(kwargs)))}")
-        col = self._handle.collection
         if ids is not None:
             if isinstance(ids, str):
                 raise TypeError("ids must be a list of ids, not one string")
-            ids = dedupe(ids)
-            wanted = col.existing_ids(ids) if col is not None and ids else []
+            wanted = list(self._handle.stored(ids).values())
         else:
             wanted = self._handle.ids()
         if wanted:
-            col.delete(wanted)
+            self._handle.collection.delete(wanted)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """The stored documents with ``ids``, in their order; ids not stored (and repeats) are skipped."""
-        col = self._handle.collection
-        ids = dedupe(ids)
-        if col is None or not ids:
+        stored = list(self._handle.stored(ids).values())
+        if not stored:
             return []
         return [
             Document(id=str(d.id), page_content=d.text or "", metadata=d.metadata or {})
-            for d in col.get(ids)
+            for d in self._handle.collection.get(stored)
             if d is not None
         ]
 
@@ -207,10 +206,6 @@ class BitsearchVectorStore(VectorStore):
         opts = {**self.search_options, **check_search_options(options)}
         q = None if vector is None else unit_vectors(vector, "query embedding", self.normalize)
         col = self._handle.collection
-        if col is None:  # nothing stored yet: the arguments are still checked
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-            return []
         if "rescore" not in opts:
             m = col.manifest
             opts["rescore"] = "float32" if m["keep_float32"] else "int8" if m["keep_int8"] else None
@@ -290,10 +285,9 @@ class BitsearchVectorStore(VectorStore):
         if isinstance(lambda_mult, bool) or not isinstance(lambda_mult, (int, float)) or not 0 <= lambda_mult <= 1:
             raise InvalidInputError(f"lambda_mult must be a number from 0 to 1, got {lambda_mult!r}")
         hits = self._hits(embedding, None, max(k, fetch_k), filter, **kwargs)
-        col = self._handle.collection
-        if not hits or col is None:
+        if not hits:
             return []
-        docs = col.get([h.id for h in hits], with_vectors=True)
+        docs = self._handle.collection.get([h.id for h in hits], with_vectors=True)
         # a concurrent delete may have removed some since the search
         kept = [(h, d.vector) for h, d in zip(hits, docs, strict=True) if d is not None]
         if not kept:

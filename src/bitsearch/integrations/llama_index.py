@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..hybrid import reciprocal_rank_fusion
 from ..results import Hit
-from .common import CollectionHandle, check_search_options, dedupe, unit_vectors
+from ..search import HYBRID_DEPTH
+from .common import CollectionHandle, check_search_options, optional_unit_vectors, unit_vectors
 
 try:
     from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -95,16 +97,19 @@ class BitsearchVectorStore(BasePydanticVectorStore):
     """A LlamaIndex vector store whose nodes (vector, text and metadata) live in a bitsearch collection.
 
     ``path``: the collection's folder, opened if a collection is there (reopening an index needs nothing
-    else: ``stores_text`` is true) and otherwise created at the first ``add``; without it the collection
-    lives in a temporary folder removed by ``close``. ``collection_options`` go to ``Collection.create``
-    (defaults: binary codes in RAM, float32 rows on disk for exact rescoring and MMR); ``search_options``
+    else: ``stores_text`` is true) and otherwise created (its dimension set by the first embedding
+    stored); without it the collection lives in a temporary folder removed by ``close``.
+    ``collection_options`` go to ``Collection.create`` (defaults: binary codes in RAM, float32 rows on disk
+    for exact rescoring and MMR); ``search_options``
     are defaults for ``Collection.search`` (``rescore``, ``rescore_multiplier``, ``rrf_k``, ``weights``,
     ``nprobe``, ``exact``). Query modes: DEFAULT, MMR (``mmr_threshold``: 1 relevance only, 0 diversity
     only), HYBRID (dense and BM25 fused by reciprocal rank fusion; ``alpha`` weighs dense against BM25)
     and TEXT_SEARCH (BM25).
 
-    Adding a node whose id is stored replaces it. Bad input raises ``ValueError`` (bitsearch's
-    ``InvalidInputError``) and leaves the collection as it was.
+    Adding a node whose id is stored replaces it. A node without an embedding is stored without a vector:
+    TEXT_SEARCH and the BM25 side of HYBRID find it, DEFAULT and MMR never do. Node ids are strings: a
+    collection's int id comes back as its decimal form, which names it again. Bad input raises
+    ``ValueError`` (bitsearch's ``InvalidInputError``) and leaves the collection as it was.
     """
 
     stores_text: bool = True
@@ -131,7 +136,7 @@ class BitsearchVectorStore(BasePydanticVectorStore):
 
     @property
     def client(self) -> Any:
-        """The ``bitsearch.Collection`` (None until the first ``add`` created it)."""
+        """The ``bitsearch.Collection``."""
         return self._handle.collection
 
     @property
@@ -146,7 +151,8 @@ class BitsearchVectorStore(BasePydanticVectorStore):
     # ------------------------------------------------------------------ writes
 
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Store ``nodes`` (each with its embedding); a stored node id is replaced. Returns the node ids."""
+        """Store ``nodes`` (those without an embedding without a vector); a stored node id is replaced.
+        Returns the node ids."""
         nodes = list(nodes)
         if not nodes:
             return []
@@ -154,8 +160,6 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         for node in nodes:
             if not isinstance(node, BaseNode):
                 raise InvalidInputError(f"expected LlamaIndex nodes, got {type(node).__name__}")
-            if node.embedding is None:
-                raise InvalidInputError(f"node {node.node_id!r} has no embedding: embed nodes before adding them")
             try:
                 meta = node_to_metadata_dict(node, remove_text=True, flat_metadata=self.flat_metadata)
             except ValueError as exc:  # pydantic cannot serialize the node (metadata that is not JSON)
@@ -164,8 +168,8 @@ class BitsearchVectorStore(BasePydanticVectorStore):
             texts.append(node.get_content(metadata_mode=MetadataMode.NONE))
             metadata.append(meta)
             vectors.append(node.embedding)
-        vec = unit_vectors(vectors, "node embeddings", self.normalize)
-        self._handle.for_write(vec.shape[1]).upsert(vec, ids=ids, texts=texts, metadata=metadata)
+        vec = optional_unit_vectors(vectors, "node embeddings", self.normalize)
+        self._handle.collection.upsert(vec, ids=self._handle.write_ids(ids), texts=texts, metadata=metadata)
         return ids
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -174,17 +178,14 @@ class BitsearchVectorStore(BasePydanticVectorStore):
             raise InvalidInputError(f"ref_doc_id must be a string, got {type(ref_doc_id).__name__}")
         ids = self._handle.ids({"ref_doc_id": ref_doc_id})
         if ids:
-            self._handle.collection.delete(ids)  # type: ignore[union-attr]
+            self._handle.collection.delete(ids)
 
     def _matching(self, node_ids: list[str] | None, flt: dict[str, Any] | None) -> list[Any]:
         """Stored ids among ``node_ids`` (all without them) whose metadata pass the bitsearch filter ``flt``."""
-        col = self._handle.collection
-        if col is None:
-            return []
         if node_ids is None:
             return self._handle.ids(flt)
-        stored = col.existing_ids(dedupe(node_ids))
-        if flt is None:
+        stored = list(self._handle.stored(node_ids).values())
+        if flt is None or not stored:
             return stored
         passing = set(self._handle.ids(flt))
         return [i for i in stored if i in passing]
@@ -195,7 +196,7 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         """Delete the stored nodes among ``node_ids`` (all without them) that pass ``filters``."""
         ids = self._matching(node_ids, None if filters is None else to_bitsearch_filter(filters))
         if ids:
-            self._handle.collection.delete(ids)  # type: ignore[union-attr]
+            self._handle.collection.delete(ids)
 
     def clear(self) -> None:
         """Delete every node."""
@@ -206,7 +207,7 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         ids = self._matching(node_ids, None if filters is None else to_bitsearch_filter(filters))
         if not ids:
             return []
-        docs = self._handle.collection.get(ids)  # type: ignore[union-attr]
+        docs = self._handle.collection.get(ids)
         return [_to_node(d.id, d.text, d.metadata) for d in docs if d is not None]
 
     # ------------------------------------------------------------------ query
@@ -221,8 +222,6 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         mode = _MODES.get(qmode)
         if mode is None:
             raise InvalidInputError(f"query mode {qmode.value!r} is not supported; use one of {supported}")
-        if query.node_ids and mode != "dense":
-            raise InvalidInputError(f"node_ids restrict DEFAULT and MMR queries only, not {qmode.value!r}")
         k = query.hybrid_top_k if mode == "hybrid" and query.hybrid_top_k else query.similarity_top_k
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"similarity_top_k must be a positive integer, got {k!r}")
@@ -248,16 +247,17 @@ class BitsearchVectorStore(BasePydanticVectorStore):
             if isinstance(prefetch, bool) or not isinstance(prefetch, (int, float)) or prefetch < 1:
                 raise InvalidInputError(f"mmr_prefetch_factor must be a number >= 1, got {prefetch!r}")
         col = self._handle.collection
-        if col is None:
-            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
         if "rescore" not in options:
             m = col.manifest
             options["rescore"] = "float32" if m["keep_float32"] else "int8" if m["keep_int8"] else None
         fetch = int(k * prefetch) if mmr else k
         queries = q if mode != "keyword" else [query.query_str]
         texts = [query.query_str] if mode == "hybrid" else None
-        if query.node_ids:  # an index that lists its nodes passes them all; score just those, exactly
-            hits = self._score_nodes(col, q[0], self._matching(query.node_ids, flt), fetch)  # type: ignore[index]
+        if query.node_ids:  # an index that lists its nodes passes them all; rank just those
+            nodes = self._matching(query.node_ids, flt)
+            dense = self._score_nodes(col, q[0], nodes) if q is not None else []
+            keyword = self._keyword_among(col, query.query_str, nodes, flt) if mode != "dense" else []
+            hits = self._restricted(col, mode, dense, keyword, fetch, options)
         else:
             hits = list(col.search(queries, k=fetch, mode=mode, query_texts=texts, filter=flt, **options)[0])
         if mmr and hits:
@@ -278,14 +278,50 @@ class BitsearchVectorStore(BasePydanticVectorStore):
         return None if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
 
     @staticmethod
-    def _score_nodes(col: Any, q: Any, ids: list[Any], k: int) -> list[Hit]:
-        """The ``k`` best of the stored documents ``ids`` by the dot product of ``q`` with their float32 rows."""
-        docs = [d for d in col.get(ids, with_vectors=True) if d is not None]
+    def _score_nodes(col: Any, q: Any, ids: list[Any]) -> list[Hit]:
+        """The stored documents ``ids`` that have a vector, ranked exactly by the dot product of ``q`` with
+        their float32 rows."""
+        docs = [d for d in col.get(ids, with_vectors=True) if d is not None and d.vector is not None]
         if not docs:
             return []
         scores = np.stack([d.vector for d in docs]) @ q
-        order = np.argsort(-scores, kind="stable")[:k]
+        order = np.argsort(-scores, kind="stable")
         return [Hit(docs[i].id, float(scores[i]), docs[i].text, docs[i].metadata) for i in order]
+
+    @staticmethod
+    def _keyword_among(col: Any, text: str, ids: list[Any], flt: dict[str, Any] | None) -> list[Hit]:
+        """The BM25 ranking of the stored documents ``ids``: the whole collection's, those kept (BM25
+        statistics are the collection's, as for a query without ``node_ids``)."""
+        if not ids:
+            return []
+        wanted = set(ids)
+        ranked = col.search([text], k=max(len(col), 1), mode="keyword", filter=flt, with_text=False)[0]
+        return [h for h in ranked if h.id in wanted]
+
+    @staticmethod
+    def _restricted(
+        col: Any, mode: str, dense: list[Hit], keyword: list[Hit], k: int, options: dict[str, Any]
+    ) -> list[Hit]:
+        """The ``k`` best hits of ``mode`` from the rankings of the restricted documents: ``dense``,
+        ``keyword``, or both fused as ``Collection.search`` fuses them (each cut at ``HYBRID_DEPTH``)."""
+        if mode == "dense":
+            return dense[:k]
+        if mode == "keyword":
+            ranked = [(h.id, h.score) for h in keyword[:k]]
+        else:
+            depth = max(k, HYBRID_DEPTH)
+            ranked = reciprocal_rank_fusion(
+                [[h.id for h in dense[:depth]], [h.id for h in keyword[:depth]]],
+                k,
+                rrf_k=options.get("rrf_k", 60.0),
+                weights=options.get("weights"),
+            )
+        docs = col.get([i for i, _ in ranked]) if ranked else []
+        return [
+            Hit(d.id, float(score), d.text, d.metadata)
+            for (_, score), d in zip(ranked, docs, strict=True)
+            if d is not None  # deleted meanwhile
+        ]
 
     @staticmethod
     def _mmr(col: Any, q: Any, hits: list[Hit], k: int, threshold: float | None) -> list[Hit]:

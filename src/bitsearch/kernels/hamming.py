@@ -20,7 +20,7 @@ from numba import njit, prange
 from ..errors import InvalidInputError
 from .bits import ROW_BLOCK, as_words, block_distances, exclude_mask, popcount64, width_tuple
 from .select import compact_by_position
-from .threads import ensure_threads
+from .threads import ensure_threads, serial_twin
 
 __all__ = ["hamming_distances", "hamming_topk", "hamming_topk_allowed", "preselected_topk"]
 
@@ -175,15 +175,8 @@ def _topk_parallel(
         _merge_one(qi, cidx, cdist, cnt, k, maxd, out_idx, out_dist)
 
 
-@njit(cache=True, nogil=True)
-def _topk_serial(
-    q, qt, db, wt, excluded, k, maxd, nparts, ntasks_q, per, cidx, cdist, cnt, out_idx, out_dist
-):  # pragma: no cover
-    """As ``_topk_parallel`` without a parallel region: waking threads costs more than small scans."""
-    for task in range(nparts * ntasks_q):
-        _scan_task(task, ntasks_q, q, qt, db, wt, excluded, k, maxd, per, cidx, cdist, cnt)
-    for qi in range(out_idx.shape[0]):
-        _merge_one(qi, cidx, cdist, cnt, k, maxd, out_idx, out_dist)
+# as ``_topk_parallel`` without a parallel region: waking threads costs more than small scans
+_topk_serial = serial_twin(_topk_parallel, 1)
 
 
 @njit(cache=True, nogil=True)

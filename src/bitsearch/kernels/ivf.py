@@ -24,27 +24,28 @@ from ..errors import InvalidInputError
 from ..files import write_atomic
 from .bits import ROW_BLOCK, as_words, block_distances, width_tuple
 from .hamming import hamming_topk, hamming_topk_allowed
-from .select import compact_by_row, topk_by_row
+from .select import NO_ROW, compact_by_row, topk_by_row
 from .threads import ensure_threads
 
 __all__ = ["BinaryIVF", "ivf_topk"]
 
 _FILES = ("centroids", "offsets", "rows", "codes", "means")
-# a row number above every real one (row ids fit 40 bits)
-_NO_ROW = np.int64(1) << 62
 
 
 @njit(cache=True, nogil=True)
 def _probe_task(qrow, lists, first, step, offsets, codes, rows, wt, excluded, k, maxd, ci, cd):  # pragma: no cover
     """The rows of lists ``lists[first::step]`` against one query: those at or under the running
-    threshold (by distance, then row id) kept in (ci, cd), compacted when full. Returns the count."""
+    threshold (by distance, then row id) kept in (ci, cd), compacted when full. Returns the count.
+
+    The exact scan's loop (``hamming._scan_single``) but for the tie rule: rows come in list order,
+    not ascending, so a tie at the threshold needs the row id bound ``rmax`` (``compact_by_row``)."""
     has_ex = excluded.shape[0] > 0
     cap = ci.shape[0]
     buf = np.empty(ROW_BLOCK, dtype=np.int32)
     hist = np.empty(maxd + 1, dtype=np.int64)
     c = 0
     t = maxd
-    rmax = _NO_ROW
+    rmax = NO_ROW
     for pj in range(first, lists.shape[0], step):
         lst = lists[pj]
         lo = offsets[lst]

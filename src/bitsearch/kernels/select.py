@@ -19,6 +19,7 @@ from .bits import exclude_mask
 from .threads import ensure_threads, serial_twin
 
 __all__ = [
+    "NO_ROW",
     "compact_by_position",
     "compact_by_row",
     "kth_distance",
@@ -35,7 +36,7 @@ _AFTER_FINITE = 1.0e300
 # bytes of the (queries x rows) float32 score matrix one step of ``scan_topk`` fills
 _DIST_BUDGET = 64 * 1024 * 1024
 # a row number above every real one (row ids fit 40 bits)
-_NO_ROW = np.int64(1) << 62
+NO_ROW = np.int64(1) << 62
 
 
 # ---------------------------------------------------------------- small integer distances
@@ -85,7 +86,7 @@ def compact_by_row(ci, cd, c, k, maxd, hist):  # pragma: no cover - compiled
     """Keep the best k of c candidates by (distance, row id) in place, rows in any order. Returns
     (kept, t, rmax): a later candidate can only enter with distance < t, or distance == t and row < rmax."""
     if c <= k:
-        return c, maxd, _NO_ROW
+        return c, maxd, NO_ROW
     t, need = kth_distance(cd, c, k, maxd, hist)
     tied = np.empty(hist[t], dtype=np.int64)
     j = 0
