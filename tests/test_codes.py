@@ -123,7 +123,7 @@ def test_lut_topk_matches_brute_force(n, groups, nq, k, seed, with_exclude):
 
 @pytest.mark.parametrize("precision", ["1.5bit", "2bit"])
 @pytest.mark.parametrize("options", [{}, {"centering": True, "rotation": 3}])
-def test_lowbit_collections(tmp_path: Path, precision: str, options: dict, monkeypatch: pytest.MonkeyPatch):
+def test_lowbit_collections(tmp_path: Path, precision: str, options: dict):
     x = unit_vectors(600, DIM, shift=True)
     col = Collection.create(tmp_path / "c", DIM, precision=precision, **options)
     col.add(x[:400], ids=[f"d{i}" for i in range(400)])
@@ -137,18 +137,16 @@ def test_lowbit_collections(tmp_path: Path, precision: str, options: dict, monke
     for qi, hits in zip(q, res, strict=True):
         order = np.argsort(-(rec @ qi.astype(np.float64)), kind="stable")[:7]
         assert [h.id for h in hits] == [f"d{i}" for i in order]
-    # by default only the Hamming top n x ASYMMETRIC_PRESELECT on the median plane are scored (made
-    # small here so that 600 rows are more than it keeps)
-    import bitsearch.codecs.base as codecs_base
-
-    monkeypatch.setattr(codecs_base, "ASYMMETRIC_PRESELECT", 5)
+    # by default only the Hamming top k x preselect_depth on the median plane are scored (preselect=5
+    # here so that 600 rows are more than it keeps)
     hi = book.levels_of(x) >= 2
-    for qi, hits in zip(q, col.search(q, k=7, rescore=None), strict=True):
+    for qi, hits in zip(q, col.search(q, k=7, rescore=None, preselect=5), strict=True):
         ham = (hi != (book.levels_of(qi) >= 2)).sum(1)
         rows = np.sort(np.lexsort((np.arange(600), ham))[: 7 * 5])
         order = rows[np.argsort(-(rec[rows] @ qi.astype(np.float64)), kind="stable")[:7]]
         assert [h.id for h in hits] == [f"d{i}" for i in order]
-    monkeypatch.undo()
+    # a depth that keeps every row scores every row, as exact does
+    assert col.search(q, k=7, rescore=None, preselect=100) == col.search(q, k=7, rescore=None, exact=True)
     # int8 rescoring refines the low-bit candidates
     ranked = col.search(x[10], k=1)
     assert ranked.stages == [precision, "int8"] and ranked[0][0].id == "d10"
@@ -373,3 +371,24 @@ def test_query_bits_collections(tmp_path: Path):
         with pytest.raises(InvalidInputError, match=match):
             Collection.create(tmp_path / "bad", DIM, **bad)
         assert not (tmp_path / "bad").exists()
+
+
+def test_preselect_depth_per_family_and_checked(tmp_path: Path) -> None:
+    """Each family's default pre-selection depth (chosen by the worst shared set, docs/results.md), an
+    explicit depth, and bad depths refused before any work."""
+    from bitsearch.codecs import CODECS
+    from bitsearch.errors import InvalidInputError
+
+    assert {n: CODECS[n].preselect_depth for n in ("binary", "1.5bit", "2bit")} == {
+        "binary": 16, "1.5bit": 128, "2bit": 32,
+    }  # fmt: skip
+    x = unit_vectors(3000, DIM, 5)
+    col = Collection.create(tmp_path / "c", DIM, precision="2bit")
+    col.add(x)
+    q = unit_vectors(4, DIM, 6)
+    shallow = col.search(q, k=5, rescore=None, preselect=1)  # only the Hamming top 5: its own order
+    assert col.search(q, k=5, rescore=None, preselect=600) == col.search(q, k=5, rescore=None, exact=True)
+    assert shallow != col.search(q, k=5, rescore=None, exact=True)
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(InvalidInputError, match="preselect"):
+            col.search(q, k=5, preselect=bad)

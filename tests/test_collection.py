@@ -110,7 +110,7 @@ def test_binary_without_rescore_scores_hamming(tmp_path: Path, emb: np.ndarray):
 def test_asymmetric_stage1_scores_bucket_means(tmp_path: Path, col: Collection, emb: np.ndarray):
     """The float query scores the sign bits' bucket means: exactly over every row with
     stage1="asymmetric", over the Hamming top 16 x k with "auto" (the default) when nothing rescores."""
-    from bitsearch.codecs import ASYMMETRIC_PRESELECT
+    from bitsearch.codecs import BinaryCodec
     from bitsearch.quantize import CodeBook
 
     book = CodeBook.fit(emb[:300], "binary")  # the first add calibrated the codebook
@@ -129,7 +129,7 @@ def test_asymmetric_stage1_scores_bucket_means(tmp_path: Path, col: Collection, 
             rows = np.arange(500)
             if preselect:
                 ham = (bits != np.where(q > 0, 1, -1)).sum(1)
-                rows = np.sort(np.lexsort((np.arange(500), ham))[: 8 * ASYMMETRIC_PRESELECT])
+                rows = np.sort(np.lexsort((np.arange(500), ham))[: 8 * BinaryCodec.preselect_depth])
             order = rows[np.argsort(-ref[rows], kind="stable")[:8]]
             assert [h.id for h in hits] == [ids[i] for i in order]
             np.testing.assert_allclose([h.score for h in hits], ref[order], rtol=1e-4, atol=1e-5)

@@ -91,11 +91,13 @@ class SearchOptions:
     nprobe: int | None = None
     exact: bool = False
     with_text: bool = True
+    preselect: int | None = None  # the Hamming top preselect x k rows scored (None: the codec's depth)
 
     @classmethod
     def from_args(
         cls, *, k: object, rescore_multiplier: object, rescore: object, mode: object, filter: Any,
         rrf_k: object, weights: object, nprobe: object, exact: object, with_text: object,
+        preselect: object = None,
     ) -> SearchOptions:  # fmt: skip
         """Check ``search``'s arguments (types and ranges; queries and filter are checked as they are
         used) and normalize them: InvalidInputError before any work."""
@@ -103,8 +105,9 @@ class SearchOptions:
             raise InvalidInputError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
         check_positive("k", k)
         check_positive("rescore_multiplier", rescore_multiplier)
-        if nprobe is not None:
-            check_positive("nprobe", nprobe)
+        for name, value in (("nprobe", nprobe), ("preselect", preselect)):
+            if value is not None:
+                check_positive(name, value)
         stages = rescore_stages(rescore)
         check_fusion_args(rrf_k, weights, 2)
         for name, flag in (("exact", exact), ("with_text", with_text)):
@@ -121,6 +124,7 @@ class SearchOptions:
             nprobe=None if nprobe is None else int(nprobe),  # type: ignore[call-overload]
             exact=bool(exact),
             with_text=bool(with_text),
+            preselect=None if preselect is None else int(preselect),  # type: ignore[call-overload]
         )
 
 

@@ -250,7 +250,9 @@ class Searcher:
             rescore.append(stage)
             level = _RANK[stage]
         indexed = state.ann is not None
-        stage1 = codec.plan(rescoring=bool(rescore), indexed=indexed, exact=opts.exact, nprobe=opts.nprobe)
+        stage1 = codec.plan(
+            rescoring=bool(rescore), indexed=indexed, exact=opts.exact, nprobe=opts.nprobe, preselect=opts.preselect
+        )
         return Plan(stage1, rescore)
 
     # -------------------------------------------------------------- stages

@@ -6,13 +6,12 @@ A new family: a module with a ``Codec`` subclass (see ``codecs.base``) and a lin
 from __future__ import annotations
 
 from ..errors import InvalidInputError
-from .base import ASYMMETRIC_PRESELECT, NO_SCORES, ROTATION, CodebookCodec, Codec, Stage1Plan
+from .base import NO_SCORES, ROTATION, CodebookCodec, Codec, Stage1Plan
 from .binary import BinaryCodec
 from .exact import Float32Codec, Int8Codec
 from .lowbit import OneAndHalfBitCodec, TwoBitCodec
 
 __all__ = [
-    "ASYMMETRIC_PRESELECT",
     "CODEBOOK_PRECISIONS",
     "CODECS",
     "NO_SCORES",

@@ -22,10 +22,8 @@ if TYPE_CHECKING:
     from ..storage.state import State
     from ..storage.validate import ManifestCheck
 
-__all__ = ["ASYMMETRIC_PRESELECT", "NO_SCORES", "ROTATION", "Codec", "CodebookCodec", "Stage1Plan", "words_of"]
+__all__ = ["NO_SCORES", "ROTATION", "Codec", "CodebookCodec", "Stage1Plan", "words_of"]
 
-# stage1="auto" and low-bit codes: asymmetric scoring of the Hamming top ASYMMETRIC_PRESELECT x k
-ASYMMETRIC_PRESELECT = 16
 ROTATION = "rotation.npy"  # a codebook's rotation matrix, beside the manifest
 NO_SCORES = np.zeros((0, 0), dtype=np.float32)  # stage-1 scores not computed: a rescoring stage follows
 
@@ -35,7 +33,7 @@ class Stage1Plan:
     """How stage 1 runs for one search: its name (as ``SearchResults.stages`` reports it) and options."""
 
     name: str
-    preselect: bool = False  # score only the Hamming-nearest rows (see ASYMMETRIC_PRESELECT)
+    preselect: int = 0  # > 0: score only the Hamming top preselect x k rows (see Codec.preselect_depth)
     nprobe: int | None = None  # IVF lists to scan (None: the index's setting)
     scored: bool = True  # False: a rescoring stage replaces the scores, which may be left empty
 
@@ -67,6 +65,10 @@ class Codec(ABC):
     supports_index: ClassVar[bool] = False  # an IVF over ``words``
     offers_bits: ClassVar[bool] = False  # ``words`` can rescore ("binary" rescoring stage)
     create_version: ClassVar[int] = 2  # the lowest format version that describes a new collection
+    # families whose estimator is slower than Hamming score only the Hamming top preselect_depth x k rows;
+    # each depth is the shallowest that costs at most 0.1 point of NDCG@10 against scoring every row on the
+    # worst of the seven shared retrieval sets (benchmarks/bench_defaults.py, docs/results.md)
+    preselect_depth: ClassVar[int] = 16
 
     def __init__(self, manifest: Manifest, codebook: CodeBook | None) -> None:
         self.manifest = manifest
@@ -129,8 +131,11 @@ class Codec(ABC):
     # ---------------------------------------------------------------- search
 
     @abstractmethod
-    def plan(self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None) -> Stage1Plan:
-        """The stage-1 plan for a search (``indexed``: the collection has an approximate index)."""
+    def plan(
+        self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None, preselect: int | None = None
+    ) -> Stage1Plan:
+        """The stage-1 plan for a search (``indexed``: the collection has an approximate index; ``preselect``
+        overrides ``preselect_depth``)."""
 
     @abstractmethod
     def stage1(

@@ -10,7 +10,6 @@ import numpy as np
 
 from ..kernels import as_words, bitplane_topk, hamming_topk, ivf_topk, lut_topk, preselected_topk
 from ..quantize import CodeBook, quantize_embeddings
-from . import base
 from .base import NO_SCORES, CodebookCodec, Stage1Plan
 
 if TYPE_CHECKING:
@@ -87,13 +86,16 @@ class BinaryCodec(CodebookCodec):
         assert state.words is not None
         return state.words[keep].view(np.uint8)[:, : self.width()]
 
-    def plan(self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None) -> Stage1Plan:
-        name, preselect = ("asymmetric" if self.mode == "asymmetric" else "hamming"), False
+    def plan(
+        self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None, preselect: int | None = None
+    ) -> Stage1Plan:
+        name, depth = ("asymmetric" if self.mode == "asymmetric" else "hamming"), 0
         if self.mode == "auto" and not rescoring:
-            name, preselect = "asymmetric", True  # nothing rescores: spend the work on a better stage 1
+            name = "asymmetric"  # nothing rescores: spend the work on a better stage 1
+            depth = 0 if exact else preselect or self.preselect_depth
         if indexed and not exact and (name == "hamming" or self.mode == "auto"):
             name = "ivf"  # the index is for scale: "auto" trades asymmetric scoring for it
-        return Stage1Plan(name, preselect and not exact, nprobe, scored=not rescoring)
+        return Stage1Plan(name, depth, nprobe, scored=not rescoring)
 
     def stage1(
         self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
@@ -114,7 +116,7 @@ class BinaryCodec(CodebookCodec):
         return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
 
     def _asymmetric(
-        self, state: State, q: np.ndarray, n: int, exclude: np.ndarray | None, preselect: bool
+        self, state: State, q: np.ndarray, n: int, exclude: np.ndarray | None, preselect: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """The float query (or, with ``query_bits``, its bit planes) against each bit's level."""
         book = self.levels
@@ -135,9 +137,8 @@ class BinaryCodec(CodebookCodec):
             def score(i: int, c: Any) -> tuple[np.ndarray, np.ndarray]:
                 return lut_topk(luts[i : i + 1], np.ascontiguousarray(codes[c]), n)
 
-        factor = base.ASYMMETRIC_PRESELECT
-        if preselect and state.rows > n * factor:
-            return preselected_topk(book.encode(q), words, n, exclude, score, factor)
+        if preselect and state.rows > n * preselect:
+            return preselected_topk(book.encode(q), words, n, exclude, score, preselect)
         if qbits:
             return bitplane_topk(qp, step, low, base_score, words, n, exclude=exclude)
         return lut_topk(luts, codes, n, exclude=exclude)

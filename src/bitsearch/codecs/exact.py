@@ -35,7 +35,9 @@ class ExactCodec(Codec):
     def compact(self, state: State, keep: np.ndarray) -> None:
         return None  # compaction writes the kept rows
 
-    def plan(self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None) -> Stage1Plan:
+    def plan(
+        self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None, preselect: int | None = None
+    ) -> Stage1Plan:
         return Stage1Plan(self.name, nprobe=nprobe, scored=not rescoring)
 
     def scores_block(self, state: State, q: np.ndarray, block: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..kernels import lut_planes_topk, lut_topk, preselected_topk
-from . import base
 from .base import CodebookCodec, Stage1Plan, words_of
 
 if TYPE_CHECKING:
@@ -72,9 +71,12 @@ class LowBitCodec(CodebookCodec):
         hi = state.words[keep].view(np.uint8)[:, : self.plane_bytes]
         return np.concatenate([hi, state.ram_rows[keep]], axis=1)
 
-    def plan(self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None) -> Stage1Plan:
+    def plan(
+        self, *, rescoring: bool, indexed: bool, exact: bool, nprobe: int | None, preselect: int | None = None
+    ) -> Stage1Plan:
         # pre-selection by the sign-like plane (format 2's packed 1.5bit has none: it scans in full)
-        return Stage1Plan(self.name, preselect=not exact, nprobe=nprobe, scored=not rescoring)
+        depth = 0 if exact else preselect or self.preselect_depth
+        return Stage1Plan(self.name, preselect=depth, nprobe=nprobe, scored=not rescoring)
 
     def stage1(
         self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
@@ -87,8 +89,8 @@ class LowBitCodec(CodebookCodec):
         hi = state.words.view(np.uint8)[:, : book.plane_bytes]
         luts = book.lut_planes(q)
         lo, pairs = state.ram_rows, book.pairs
-        factor = base.ASYMMETRIC_PRESELECT
-        if plan.preselect and state.rows > k * factor:
+        factor = plan.preselect
+        if factor and state.rows > k * factor:
             hq = np.packbits(book.levels_of(q) >= 2, axis=-1)  # the median split, like sign bits
 
             def score(i: int, c: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +106,7 @@ class TwoBitCodec(LowBitCodec):
     name = "2bit"
     rank = 1.5
     default_rotation = True
+    preselect_depth = 32
 
 
 class OneAndHalfBitCodec(LowBitCodec):
@@ -113,6 +116,7 @@ class OneAndHalfBitCodec(LowBitCodec):
     name = "1.5bit"
     rank = 1.3
     create_version = 3
+    preselect_depth = 128
 
     @property
     def planes(self) -> bool:

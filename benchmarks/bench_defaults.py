@@ -1,0 +1,223 @@
+"""Defaults chosen by the worst dataset: rotation and pre-selection depth per code family (issue 17, part 1).
+
+Every retrieval set in shared/data, embedded with the packaged all-MiniLM-L6-v2 (cached), is searched through
+the real Collection path with each candidate setting: NDCG@10 kept (% of exact float32), stage 1 alone (no
+rescoring) and with int8 rescoring of 4 x k. A setting is chosen by its worst set, never its mean, and checked
+leave-one-dataset-out: the rule picks a setting on all sets but one, and the held-out set reports it.
+Stage-1 time of the chosen defaults at --n synthetic rows, as a ratio to plain Hamming in the same run.
+
+    python benchmarks/bench_defaults.py [--datasets ...] [--n 1000000] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import RESULTS, machine, write_section
+from _synthetic import synthetic_embeddings
+
+from bitsearch import Collection
+from bitsearch.encode import Encoder
+from bitsearch.evaluate import compute_metrics, embed_dataset, load_dataset
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEPTHS = (16, 32, 64, 128, 256)  # pre-selection: the Hamming top depth x k are scored by the code's estimator
+TOLERANCE = 0.1  # points of NDCG kept a shallower pre-selection may lose to the full scan, on the worst set
+# family -> rotation choices (Collection.create options)
+FAMILIES: dict[str, dict[str, dict]] = {
+    "binary": {"not rotated": {}, "rotated": {"rotation": True}},
+    "1.5bit": {"not rotated": {"precision": "1.5bit"}, "rotated": {"precision": "1.5bit", "rotation": True}},
+    "2bit": {
+        "rotated": {"precision": "2bit", "rotation": True},
+        "not rotated": {"precision": "2bit", "rotation": False},
+    },
+}
+
+
+def shared_sets() -> list[str]:
+    return sorted(p.name for p in DATA.iterdir() if (p / "corpus.jsonl").is_file() and (p / "qrels").is_dir())
+
+
+def measure(datasets: list[str]) -> tuple[dict, dict]:
+    """kept[(family, rotation, depth or 'full', rescored)][dataset] = NDCG@10 as % of float32; base[dataset]."""
+    enc = Encoder()
+    kept: dict = {}
+    base: dict[str, float] = {}
+    for name in datasets:
+        ds = load_dataset(DATA / name)
+        doc, qry = embed_dataset(ds, enc, show_progress=True)
+
+        def ndcg(col: Collection, ds=ds, qry=qry, **kw: object) -> float:
+            res = col.search(qry, k=10, **kw)
+            run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(ds.query_ids, res, strict=True)}
+            return compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"]
+
+        with tempfile.TemporaryDirectory() as tmp:
+            ref = Collection.create(Path(tmp) / "f", doc.shape[1], precision="float32", keyword_index=False)
+            ref.add(doc, ids=list(ds.doc_ids))
+            base[name] = ndcg(ref)
+            for family, rotations in FAMILIES.items():
+                for rot, opts in rotations.items():
+                    col = Collection.create(Path(tmp) / f"{family}-{rot}", doc.shape[1], keyword_index=False, **opts)
+                    col.add(doc, ids=list(ds.doc_ids))
+                    for depth in (*DEPTHS, "full"):
+                        search = {"exact": True} if depth == "full" else {"preselect": depth}
+                        for rescored, extra in ((False, {"rescore": None}), (True, {"rescore_multiplier": 4})):
+                            value = 100 * ndcg(col, **search, **extra) / base[name]
+                            kept.setdefault((family, rot, depth, rescored), {})[name] = value
+                    col.close()
+        print(name, "float32", round(base[name], 4), flush=True)
+    return kept, base
+
+
+def choose(kept: dict, family: str, sets: list[str]) -> tuple[str, int]:
+    """The rule: the rotation with the best worst set (full scan, no rescoring), then the shallowest depth whose
+    worst loss to that full scan on `sets` is at most TOLERANCE points."""
+    worst = {rot: min(kept[(family, rot, "full", False)][s] for s in sets) for rot in FAMILIES[family]}
+    rot = max(worst, key=lambda r: worst[r])
+    for depth in DEPTHS:
+        loss = max(kept[(family, rot, "full", False)][s] - kept[(family, rot, depth, False)][s] for s in sets)
+        if loss <= TOLERANCE:
+            return rot, depth
+    return rot, DEPTHS[-1]
+
+
+def stage1_speed(n: int, chosen: dict[str, tuple[str, int]], reps: int = 15) -> dict[str, tuple[float, float]]:
+    """Median stage-1 seconds (one query, batch of 100 per query) of plain Hamming and each chosen default."""
+    gen, _ = synthetic_embeddings(384, seed=0)
+    doc = np.concatenate([gen(min(200_000, n - i)) for i in range(0, n, 200_000)])
+    q = gen(100)
+    setups = {"plain Hamming": ({"stage1": "hamming"}, {})}
+    for family, (rot, depth) in chosen.items():
+        setups[f"{family} default ({rot}, top {depth} x k)"] = (FAMILIES[family][rot], {"preselect": depth})
+    out = {}
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        cols = {}
+        for name, (opts, _) in setups.items():
+            col = Collection.create(Path(tmp) / str(len(cols)), 384, keyword_index=False, keep_int8=False, **opts)
+            col.add(doc)
+            cols[name] = col
+            col.search(q[:2], k=10, rescore=None, **setups[name][1])  # compile
+        single = {name: [] for name in setups}
+        batch = {name: [] for name in setups}
+        for r in range(reps):  # interleaved: load on the machine hits every setting alike
+            for name, col in cols.items():
+                kw = setups[name][1]
+                single[name].append(col.search(q[r % 100], k=10, rescore=None, **kw).timings["stage1"])
+                if r < 3:
+                    t0 = time.perf_counter()
+                    col.search(q, k=10, rescore=None, **kw)
+                    batch[name].append((time.perf_counter() - t0) / len(q))
+        for name in setups:
+            out[name] = (statistics.median(single[name]), statistics.median(batch[name]))
+    return out
+
+
+def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int) -> str:
+    lines = [
+        "## Defaults chosen by the worst dataset (issue 17)",
+        "",
+        f"Command: `python benchmarks/bench_defaults.py --datasets {' '.join(datasets)} --n {n}`  ",
+        f"Machine: {machine()}  ",
+        "Model: all-MiniLM-L6-v2 (packaged); float32 NDCG@10: " + ", ".join(f"{d} {base[d]:.4f}" for d in datasets),
+        "",
+        f"**The rule.** For each code family: the rotation whose *worst* set is best (full scan, no rescoring), "
+        f"then the shallowest pre-selection (the Hamming top depth x k, scored by the code's estimator) whose "
+        f"worst loss against the full scan is at most {TOLERANCE} points. The mean never decides.",
+        "",
+        "### Leave one dataset out: the rule applied to the other sets, judged on the held-out one",
+        "",
+        "| code family | held out | chosen on the others | held-out NDCG kept, no rescoring | full scan | "
+        "loss to full scan | best setting on the held-out set |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for family in FAMILIES:
+        for held in datasets:
+            others = [d for d in datasets if d != held]
+            rot, depth = choose(kept, family, others)
+            got = kept[(family, rot, depth, False)][held]
+            full = kept[(family, rot, "full", False)][held]
+            best = max(
+                ((r, d) for r in FAMILIES[family] for d in (*DEPTHS, "full")),
+                key=lambda rd, held=held: kept[(family, rd[0], rd[1], False)][held],
+            )
+            best_v = kept[(family, best[0], best[1], False)][held]
+            lines.append(
+                f"| {family} | {held} | {rot}, top {depth} x k | {got:.2f}% | {full:.2f}% | {full - got:+.2f} | "
+                f"{best[0]}, {best[1]}: {best_v:.2f}% |"
+            )
+    chosen = {family: choose(kept, family, datasets) for family in FAMILIES}
+    lines += [
+        "",
+        "### The defaults, chosen on every set, per set (NDCG@10 kept; no rescoring / int8 rescoring of 4 x k)",
+        "",
+        "| code family | default | " + " | ".join(datasets) + " | worst | mean |",
+        "|---|---|" + "---|" * (len(datasets) + 2),
+    ]
+    for family, (rot, depth) in chosen.items():
+        for label, key in ((f"{rot}, top {depth} x k", depth), (f"{rot}, full scan", "full")):
+            vals = [kept[(family, rot, key, False)][d] for d in datasets]
+            resc = [kept[(family, rot, key, True)][d] for d in datasets]
+            cells = " | ".join(f"{v:.2f} / {r:.2f}" for v, r in zip(vals, resc, strict=True))
+            lines.append(
+                f"| {family} | {label} | {cells} | {min(vals):.2f} / {min(resc):.2f} | "
+                f"{statistics.mean(vals):.2f} / {statistics.mean(resc):.2f} |"
+            )
+    lines += [
+        "",
+        "### Every setting measured (no rescoring), for the record",
+        "",
+        "| code family | rotation | depth | " + " | ".join(datasets) + " | worst | mean |",
+        "|---|---|---|" + "---|" * (len(datasets) + 2),
+    ]
+    for family, rotations in FAMILIES.items():
+        for rot in rotations:
+            for depth in (*DEPTHS, "full"):
+                vals = [kept[(family, rot, depth, False)][d] for d in datasets]
+                lines.append(
+                    f"| {family} | {rot} | {depth} | "
+                    + " | ".join(f"{v:.2f}" for v in vals)
+                    + f" | {min(vals):.2f} | {statistics.mean(vals):.2f} |"
+                )
+    s0, b0 = speed["plain Hamming"]
+    lines += [
+        "",
+        f"### Stage-1 time of the defaults at {n:,} x 384 synthetic rows (Gaussian fitted to MiniLM), k=10, medians",
+        "",
+        "| setting | one query ms | x plain Hamming | batch of 100, ms/query | x plain Hamming |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {1e3 * s:.2f} | {s / s0:.2f} | {1e3 * b:.3f} | {b / b0:.2f} |"
+            for name, (s, b) in speed.items()
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="*", default=None, help="default: every retrieval set in shared/data")
+    ap.add_argument("--n", type=int, default=1_000_000, help="rows for the stage-1 timing")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    datasets = args.datasets or shared_sets()
+    kept, base = measure(datasets)
+    chosen = {family: choose(kept, family, datasets) for family in FAMILIES}
+    print("chosen:", chosen, flush=True)
+    speed = stage1_speed(args.n, chosen)
+    body = report(kept, base, datasets, speed, args.n)
+    print(body)
+    if not args.no_write:
+        write_section("defaults", body, doc=RESULTS)
+
+
+if __name__ == "__main__":
+    main()
