@@ -1,5 +1,5 @@
 """Rows read from disk by global row number: one compiled loop of ``pread`` calls for the rows a
-search rescores, not one Python call per row (``collection.RowFiles`` drives it)."""
+search rescores, not one Python call per row (``storage.diskrows.RowFiles`` drives it)."""
 
 from __future__ import annotations
 
