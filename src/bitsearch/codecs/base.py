@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from ..checks import ManifestCheck
 from ..quantize import CODE_KINDS, CodeBook
 
-if TYPE_CHECKING:
-    from ..storage.manifest import Manifest
-    from ..storage.state import State
-    from ..storage.validate import ManifestCheck
-
-__all__ = ["ASYMMETRIC_PRESELECT", "NO_SCORES", "ROTATION", "Codec", "CodebookCodec", "Stage1Plan", "words_of"]
+__all__ = [
+    "ASYMMETRIC_PRESELECT", "NO_SCORES", "ROTATION", "CodecManifest", "CodecState", "Codec", "CodebookCodec",
+    "Stage1Plan", "words_of",
+]  # fmt: skip
 
 # stage1="auto" and low-bit codes: asymmetric scoring of the Hamming top ASYMMETRIC_PRESELECT x k
 ASYMMETRIC_PRESELECT = 16
@@ -38,6 +37,39 @@ class Stage1Plan:
     preselect: bool = False  # score only the Hamming-nearest rows (see ASYMMETRIC_PRESELECT)
     nprobe: int | None = None  # IVF lists to scan (None: the index's setting)
     scored: bool = True  # False: a rescoring stage replaces the scores, which may be left empty
+
+
+class CodecManifest(Protocol):
+    """The manifest fields a codec reads (``bitsearch.storage.Manifest`` provides them).
+
+    Codecs sit below the storage package: they state what they read here instead of importing it.
+    """
+
+    @property
+    def dim(self) -> int | None: ...
+    @property
+    def stage1(self) -> str | None: ...
+    @property
+    def codes(self) -> dict[str, Any] | None: ...
+    @property
+    def codebook(self) -> dict[str, Any] | None: ...
+    @property
+    def ann(self) -> dict[str, Any] | None: ...
+
+
+class CodecState(Protocol):
+    """The snapshot fields a codec reads (``bitsearch.storage.State`` provides them)."""
+
+    @property
+    def words(self) -> np.ndarray | None: ...
+    @property
+    def ram_rows(self) -> np.ndarray | None: ...
+    @property
+    def ann(self) -> Any: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def ranges(self) -> np.ndarray | None: ...
 
 
 def words_of(codes: np.ndarray, nbytes: int) -> np.ndarray:
@@ -68,7 +100,7 @@ class Codec(ABC):
     offers_bits: ClassVar[bool] = False  # ``words`` can rescore ("binary" rescoring stage)
     create_version: ClassVar[int] = 2  # the lowest format version that describes a new collection
 
-    def __init__(self, manifest: Manifest, codebook: CodeBook | None) -> None:
+    def __init__(self, manifest: CodecManifest, codebook: CodeBook | None) -> None:
         self.manifest = manifest
         self.dim = 0 if manifest.dim is None else int(manifest.dim)
         self.codebook = codebook
@@ -119,10 +151,10 @@ class Codec(ABC):
         return _concat(words, new_words), _concat(rows, new_rows)
 
     @abstractmethod
-    def compact(self, state: State, keep: np.ndarray) -> np.ndarray | None:
+    def compact(self, state: CodecState, keep: np.ndarray) -> np.ndarray | None:
         """The codes file's rows for the kept rows (global row numbers), from RAM."""
 
-    def ram_bytes(self, state: State) -> int:
+    def ram_bytes(self, state: CodecState) -> int:
         """Bytes the stage-1 codes hold in RAM."""
         return sum(int(a.nbytes) for a in (state.words, state.ram_rows) if a is not None)
 
@@ -134,7 +166,7 @@ class Codec(ABC):
 
     @abstractmethod
     def stage1(
-        self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
+        self, state: CodecState, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the best ``k`` rows per query, rows ``exclude`` marks left out; ties go
         to the lower row. Scores may be ``NO_SCORES`` when ``plan.scored`` is False."""
