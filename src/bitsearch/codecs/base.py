@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from ..checks import ManifestCheck
 from ..quantize import CODE_KINDS, CodeBook
 
-if TYPE_CHECKING:
-    from ..storage.manifest import Manifest
-    from ..storage.state import State
-    from ..storage.validate import ManifestCheck
-
-__all__ = ["NO_SCORES", "ROTATION", "Codec", "CodebookCodec", "Stage1Plan", "words_of"]
+__all__ = [
+    "NO_SCORES", "ROTATION", "CodecManifest", "CodecState", "Codec", "CodebookCodec", "Stage1Plan", "words_of",
+]  # fmt: skip
 
 ROTATION = "rotation.npy"  # a codebook's rotation matrix, beside the manifest
 NO_SCORES = np.zeros((0, 0), dtype=np.float32)  # stage-1 scores not computed: a rescoring stage follows
@@ -36,6 +34,39 @@ class Stage1Plan:
     preselect: int = 0  # > 0: score only the Hamming top preselect x k rows (see Codec.preselect_depth)
     nprobe: int | None = None  # IVF lists to scan (None: the index's setting)
     scored: bool = True  # False: a rescoring stage replaces the scores, which may be left empty
+
+
+class CodecManifest(Protocol):
+    """The manifest fields a codec reads (``bitsearch.storage.Manifest`` provides them).
+
+    Codecs sit below the storage package: they state what they read here instead of importing it.
+    """
+
+    @property
+    def dim(self) -> int | None: ...
+    @property
+    def stage1(self) -> str | None: ...
+    @property
+    def codes(self) -> dict[str, Any] | None: ...
+    @property
+    def codebook(self) -> dict[str, Any] | None: ...
+    @property
+    def ann(self) -> dict[str, Any] | None: ...
+
+
+class CodecState(Protocol):
+    """The snapshot fields a codec reads (``bitsearch.storage.State`` provides them)."""
+
+    @property
+    def words(self) -> np.ndarray | None: ...
+    @property
+    def ram_rows(self) -> np.ndarray | None: ...
+    @property
+    def ann(self) -> Any: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def ranges(self) -> np.ndarray | None: ...
 
 
 def words_of(codes: np.ndarray, nbytes: int) -> np.ndarray:
@@ -70,7 +101,7 @@ class Codec(ABC):
     # worst of the seven shared retrieval sets (benchmarks/bench_defaults.py, docs/results.md)
     preselect_depth: ClassVar[int] = 16
 
-    def __init__(self, manifest: Manifest, codebook: CodeBook | None) -> None:
+    def __init__(self, manifest: CodecManifest, codebook: CodeBook | None) -> None:
         self.manifest = manifest
         self.dim = 0 if manifest.dim is None else int(manifest.dim)
         self.codebook = codebook
@@ -121,10 +152,10 @@ class Codec(ABC):
         return _concat(words, new_words), _concat(rows, new_rows)
 
     @abstractmethod
-    def compact(self, state: State, keep: np.ndarray) -> np.ndarray | None:
+    def compact(self, state: CodecState, keep: np.ndarray) -> np.ndarray | None:
         """The codes file's rows for the kept rows (global row numbers), from RAM."""
 
-    def ram_bytes(self, state: State) -> int:
+    def ram_bytes(self, state: CodecState) -> int:
         """Bytes the stage-1 codes hold in RAM."""
         return sum(int(a.nbytes) for a in (state.words, state.ram_rows) if a is not None)
 
@@ -139,7 +170,7 @@ class Codec(ABC):
 
     @abstractmethod
     def stage1(
-        self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
+        self, state: CodecState, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
     ) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the best ``k`` rows per query, rows ``exclude`` marks left out; ties go
         to the lower row. Scores may be ``NO_SCORES`` when ``plan.scored`` is False."""

@@ -4,16 +4,13 @@ asymmetric scoring of the float query against each bit's bucket mean."""
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..kernels import as_words, bitplane_topk, hamming_topk, ivf_topk, lut_topk, preselected_topk
 from ..quantize import CodeBook, quantize_embeddings
-from .base import NO_SCORES, CodebookCodec, Stage1Plan
-
-if TYPE_CHECKING:
-    from ..storage.state import State
+from .base import NO_SCORES, CodebookCodec, CodecState, Stage1Plan
 
 __all__ = ["BinaryCodec"]
 
@@ -82,7 +79,7 @@ class BinaryCodec(CodebookCodec):
         new_words = as_words(part)
         return (new_words if words is None or words.shape[0] == 0 else np.concatenate([words, new_words])), rows
 
-    def compact(self, state: State, keep: np.ndarray) -> np.ndarray:
+    def compact(self, state: CodecState, keep: np.ndarray) -> np.ndarray:
         assert state.words is not None
         return state.words[keep].view(np.uint8)[:, : self.width()]
 
@@ -98,7 +95,7 @@ class BinaryCodec(CodebookCodec):
         return Stage1Plan(name, depth, nprobe, scored=not rescoring)
 
     def stage1(
-        self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
+        self, state: CodecState, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
     ) -> tuple[np.ndarray, np.ndarray]:
         if plan.name == "asymmetric":
             return self._asymmetric(state, q, k, exclude, plan.preselect)
@@ -116,7 +113,7 @@ class BinaryCodec(CodebookCodec):
         return rows, 1.0 - 2.0 * dist.astype(np.float32) / self.dim
 
     def _asymmetric(
-        self, state: State, q: np.ndarray, n: int, exclude: np.ndarray | None, preselect: int
+        self, state: CodecState, q: np.ndarray, n: int, exclude: np.ndarray | None, preselect: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """The float query (or, with ``query_bits``, its bit planes) against each bit's level."""
         book = self.levels

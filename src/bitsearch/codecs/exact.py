@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ..kernels import dot_topk, int8_block_scores, int8_query_weights, topk_by_row
-from .base import Codec, Stage1Plan
-
-if TYPE_CHECKING:
-    from ..storage.state import State
+from .base import Codec, CodecState, Stage1Plan
 
 __all__ = ["Float32Codec", "Int8Codec"]
 
@@ -32,7 +27,7 @@ class ExactCodec(Codec):
             return None, np.zeros((0, self.dim), dtype=dtype)
         return None, parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def compact(self, state: State, keep: np.ndarray) -> None:
+    def compact(self, state: CodecState, keep: np.ndarray) -> None:
         return None  # compaction writes the kept rows
 
     def plan(
@@ -40,18 +35,18 @@ class ExactCodec(Codec):
     ) -> Stage1Plan:
         return Stage1Plan(self.name, nprobe=nprobe, scored=not rescoring)
 
-    def scores_block(self, state: State, q: np.ndarray, block: np.ndarray) -> np.ndarray:
+    def scores_block(self, state: CodecState, q: np.ndarray, block: np.ndarray) -> np.ndarray:
         """Scores (nq, rows) of many queries against a block of rows (BLAS)."""
         return q @ block.T
 
     def numba_topk(
-        self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None
+        self, state: CodecState, q: np.ndarray, k: int, exclude: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         assert state.ram_rows is not None
         return dot_topk(q, state.ram_rows, k, exclude)
 
     def stage1(
-        self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
+        self, state: CodecState, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
     ) -> tuple[np.ndarray, np.ndarray]:
         data = state.ram_rows
         assert data is not None
@@ -83,12 +78,12 @@ class Int8Codec(ExactCodec):
     codes_dtype = np.int8
     keeps = "int8"
 
-    def scores_block(self, state: State, q: np.ndarray, block: np.ndarray) -> np.ndarray:
+    def scores_block(self, state: CodecState, q: np.ndarray, block: np.ndarray) -> np.ndarray:
         assert state.ranges is not None
         return int8_block_scores(q, block, state.ranges)
 
     def numba_topk(
-        self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None
+        self, state: CodecState, q: np.ndarray, k: int, exclude: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         assert state.ram_rows is not None and state.ranges is not None
         w, const = int8_query_weights(q, state.ranges)

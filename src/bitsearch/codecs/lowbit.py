@@ -7,16 +7,13 @@ dimensions). 1.5bit collections of format 2 hold packed ternary codes instead, s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ..checks import ManifestCheck
 from ..kernels import lut_planes_topk, lut_topk, preselected_topk
-from .base import CodebookCodec, Stage1Plan, words_of
-
-if TYPE_CHECKING:
-    from ..storage.state import State
-    from ..storage.validate import ManifestCheck
+from .base import CodebookCodec, CodecState, Stage1Plan, words_of
 
 __all__ = ["OneAndHalfBitCodec", "TwoBitCodec"]
 
@@ -63,7 +60,7 @@ class LowBitCodec(CodebookCodec):
         splits = [self._split(p) for p in parts] or [self._split(np.zeros((0, self.width()), np.uint8))]
         return np.concatenate([w for w, _ in splits]), np.concatenate([lo for _, lo in splits])
 
-    def compact(self, state: State, keep: np.ndarray) -> np.ndarray:
+    def compact(self, state: CodecState, keep: np.ndarray) -> np.ndarray:
         assert state.ram_rows is not None
         if not self.planes:
             return state.ram_rows[keep]
@@ -79,7 +76,7 @@ class LowBitCodec(CodebookCodec):
         return Stage1Plan(self.name, preselect=depth, nprobe=nprobe, scored=not rescoring)
 
     def stage1(
-        self, state: State, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
+        self, state: CodecState, q: np.ndarray, k: int, exclude: np.ndarray | None, plan: Stage1Plan
     ) -> tuple[np.ndarray, np.ndarray]:
         book = self.codebook
         assert book is not None and state.ram_rows is not None

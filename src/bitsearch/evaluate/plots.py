@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .cache import slug
 from .configs import DEFAULT_MULTIPLIER
-
-if TYPE_CHECKING:
-    from .report import ConfigResult, Report
+from .records import ConfigResult, Report
 
 __all__ = ["label_groups", "label_points", "pareto_front", "plot_report"]
 

@@ -1,12 +1,11 @@
-"""What an evaluation measured (`Report`, one `ConfigResult` per configuration) and how it is written:
-a markdown table, a JSON file that `load_report` reads back, and the plots."""
+"""How an evaluation's `Report` is written: a markdown table, a JSON file that `load_report` reads back,
+and the plots."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from bitsearch.files import write_atomic
 
 from .cache import slug
 from .plots import plot_report
+from .records import ConfigResult, Report
 
 __all__ = [
     "SUMMARY_CONFIGS",
@@ -28,52 +28,6 @@ __all__ = [
 ]
 
 SUMMARY_CONFIGS = ("int8", "binary", "binary+binary@4", "binary+int8@4", "binary+int8+float32@4", "binary+int8@4/d128")
-
-
-@dataclass
-class ConfigResult:
-    """Quality, memory and speed of one configuration on one dataset."""
-
-    name: str
-    precision: str
-    rescore: list[str]
-    multiplier: int
-    dim: int
-    truncate_dim: int | None
-    metrics: dict[str, float]
-    kept: dict[str, float] = field(default_factory=dict)  # % of the float32 reference
-    ram_bytes_per_doc: float = 0.0
-    disk_bytes_per_doc: float = 0.0
-    build_s: float = 0.0
-    latency_p50_ms: float = 0.0
-    latency_p95_ms: float = 0.0
-    batch_qps: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
-    mode: str = "dense"  # "dense", "keyword" or "hybrid"
-
-
-@dataclass
-class Report:
-    """Everything one evaluation measured, plus how it was produced."""
-
-    dataset: str
-    documents: int
-    queries: int
-    model: str
-    k: int
-    recall_k: int
-    metrics: list[str]
-    results: list[ConfigResult]
-    environment: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def result(self, name: str) -> ConfigResult:
-        for r in self.results:
-            if r.name == name:
-                return r
-        raise KeyError(name)
 
 
 def _fmt_bytes(b: float) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from .cache import EncoderLike, embed_dataset
 from .configs import Config, select_configs, with_reference
 from .datasets import Dataset, load_dataset
-from .report import ConfigResult, Report
+from .records import ConfigResult, Report
 
 if TYPE_CHECKING:
     from bitsearch.collection import Collection

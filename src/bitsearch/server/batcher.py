@@ -419,7 +419,7 @@ async def answer_search(state: ServerState, req: SearchRequest | SearchJob, rece
     """POST /search for a validated request: checks, then the batcher (or a worker thread), then JSON bytes."""
     try:
         job = req if isinstance(req, SearchJob) else SearchJob(req, state)
-        if state.batcher is not None:
+        if isinstance(state.batcher, SearchBatcher):
             payload = await _batched(receive, state.batcher, job)
         else:
             payload = await offload(receive, state, lambda: job.run_alone(state))

@@ -14,7 +14,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import numpy as np
@@ -24,10 +24,7 @@ from bitsearch.distributed import MANIFEST as SHARDED_MANIFEST
 from bitsearch.distributed import ShardedCollection
 from bitsearch.errors import BitsearchError, ModelLoadError, NoModelError
 
-if TYPE_CHECKING:
-    from .batcher import SearchBatcher
-
-__all__ = ["MAX_ENCODE_BATCH", "EncoderThread", "Served", "ServerState", "model_info", "open_served"]
+__all__ = ["MAX_ENCODE_BATCH", "Batcher", "EncoderThread", "Served", "ServerState", "model_info", "open_served"]
 
 log = logging.getLogger("bitsearch.server")
 
@@ -173,6 +170,13 @@ def _settle(fut: Future[np.ndarray], fn: Any, texts: list[str]) -> None:
         fut.set_exception(exc)
 
 
+class Batcher(Protocol):
+    """What the state needs of its micro-batcher (``batcher.SearchBatcher``, which sits above this module)."""
+
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
 class ServerState:
     """What the endpoints share: the collection, its encoder thread, the thread limiter, the batcher."""
 
@@ -192,7 +196,7 @@ class ServerState:
         self.max_body_bytes = max_body_bytes  # what /info reports
         self.search_lock: threading.Lock | None = None  # set when numba's threading layer is not thread-safe
         self._local = threading.local()
-        self.batcher: SearchBatcher | None = None  # set by create_app when micro-batching is on
+        self.batcher: Batcher | None = None  # set by create_app when micro-batching is on
         self.has_index = False  # whether the collection has an ANN index (checked when it is refreshed)
         self.check_index()
 

@@ -16,6 +16,7 @@ Opening loads the stage-1 codes into RAM; int8 and float32 rows stay on disk, re
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -28,15 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptCollectionError, ReadOnlyCollectionError
+from ..errors import CorruptCollectionError, DiskFullError, ReadOnlyCollectionError
 from ..store import DocId, DocStore, filter_sql, normalize_id
-from . import writes
 from .loading import load_state
 from .manifest import Manifest, read_manifest
 from .paths import DOCS, check_layout, remove_inside
 from .state import State
 
-__all__ = ["Document", "Store"]
+__all__ = ["Document", "Store", "failed_write", "is_disk_full", "read_checked"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,34 @@ def read_checked(path: Path) -> Manifest:
     m = read_manifest(path)
     check_layout(path, m)
     return m
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` reports a full disk (or quota), from the file system or from SQLite."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+
+
+def failed_write(store: Store, exc: BaseException, generation: int | None) -> DiskFullError | None:
+    """Remove what a failed write left (best effort); for a full disk, the error to raise instead.
+
+    ``generation`` is the state's when the write began (None: it failed before, writing nothing).
+    """
+    m = None
+    if generation is not None:
+        try:
+            m = read_checked(store.path)
+            store.remove_unlisted(m)
+        except Exception as cleanup:  # the write's own error is the one to report
+            log.warning("could not remove the files of a failed write to %s: %s", store.path, cleanup)
+    if not is_disk_full(exc):
+        return None
+    if m is not None and generation is not None and m.generation == generation:
+        outcome = "nothing was changed; free some space and retry"
+    else:
+        outcome = "the write may have committed; open the collection again to see"
+    return DiskFullError(f"no space left on device while writing to the collection at {store.path}: {outcome}")
 
 
 class Store:
@@ -211,7 +239,7 @@ class Store:
                     self.docs.purge_from(state.manifest.next_seq)  # rows of adds that never committed
                     yield state
                 except BaseException as exc:
-                    error = writes.failed_write(self, exc, generation)
+                    error = failed_write(self, exc, generation)
                     if error is not None:
                         raise error from exc
                     raise

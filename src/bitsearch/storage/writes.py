@@ -6,11 +6,9 @@ commits with one manifest write; the new ``State`` is installed after the commit
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
-import sqlite3
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..codecs import CodebookCodec, Codec, codec_class
-from ..errors import CollectionError, DiskFullError, DuplicateIdError, InvalidInputError, UnknownIdError
+from ..errors import CollectionError, DuplicateIdError, InvalidInputError, UnknownIdError
 from ..files import fsync_dir, save_npy
 from ..kernels import BinaryIVF
 from ..quantize import calibrate_ranges, quantize_embeddings
@@ -39,7 +37,6 @@ __all__ = [
     "compact",
     "delete",
     "drop_index",
-    "failed_write",
     "fit_codebook",
     "write_documents",
 ]
@@ -49,36 +46,6 @@ log = logging.getLogger(__name__)
 # a write with more int8 values clipped than this share warns; compact() recalibrates (from kept float32
 # rows) when more than this share of the values written since the last calibration were clipped
 INT8_CLIP_WARN = 0.01
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` reports a full disk (or quota), from the file system or from SQLite."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
-
-
-def failed_write(store: Store, exc: BaseException, generation: int | None) -> DiskFullError | None:
-    """Remove what a failed write left (best effort); for a full disk, the error to raise instead.
-
-    ``generation`` is the state's when the write began (None: it failed before, writing nothing).
-    """
-    from .store import read_checked
-
-    m = None
-    if generation is not None:
-        try:
-            m = read_checked(store.path)
-            store.remove_unlisted(m)
-        except Exception as cleanup:  # the write's own error is the one to report
-            log.warning("could not remove the files of a failed write to %s: %s", store.path, cleanup)
-    if not _is_disk_full(exc):
-        return None
-    if m is not None and generation is not None and m.generation == generation:
-        outcome = "nothing was changed; free some space and retry"
-    else:
-        outcome = "the write may have committed; open the collection again to see"
-    return DiskFullError(f"no space left on device while writing to the collection at {store.path}: {outcome}")
 
 
 # ----------------------------------------------------------------------------- files of a write

@@ -4,16 +4,13 @@ It also holds the keyword index (SQLite FTS5, Porter stemming, BM25 ranking), ke
 documents by triggers inside the same transactions, and translates metadata filters to SQL.
 
 The collection's manifest is the source of truth: rows here whose sequence number the manifest has not
-committed (an interrupted ``add``) or has tombstoned are garbage, removed by ``purge_*`` before writes.
-"""
+committed (an interrupted ``add``) or has tombstoned are garbage, removed by ``purge_*`` before writes."""
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import math
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -22,33 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptCollectionError, DuplicateIdError, InvalidInputError, UnknownIdError
+from ..errors import CorruptCollectionError, DuplicateIdError, InvalidInputError, UnknownIdError
+from .filters import field_path
+from .keywords import keyword_query, query_phrases, varints
+from .values import DocId
 
-DocId = str | int
+__all__ = ["DocStore"]
 
-__all__ = [
-    "MAX_FILTER_CONDITIONS",
-    "MAX_FILTER_DEPTH",
-    "MAX_METADATA_DEPTH",
-    "DocId",
-    "DocStore",
-    "check_metadata",
-    "check_unicode",
-    "field_path",
-    "filter_fields",
-    "filter_sql",
-    "keyword_query",
-    "normalize_id",
-]
-
-# Integer ids and filter values are stored and compared as SQLite INTEGERs: signed 64-bit.
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# Metadata objects/arrays nest at most this deep (json.dumps and json.loads recurse per level).
-MAX_METADATA_DEPTH = 64
-# A filter's $and/$or nest at most this deep, and hold at most this many conditions (each field
-# comparison and each $in/$nin value counts one): SQLite's parser and expression tree have fixed depths.
-MAX_FILTER_DEPTH = 16
-MAX_FILTER_CONDITIONS = 512
 
 # An id may have several rows for a moment: an upsert stores a document's new version (above the
 # manifest's next_seq, invisible) before its commit tombstones the old one; the manifest says which
@@ -80,134 +57,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS docs_fts USING fts5(
 )
 # Lucene's default English stop set: dropped from keyword queries (not from the index), which keeps
 # OR-queries off the longest posting lists (3-4x faster on the shared datasets, same NDCG@10).
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "for",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "such",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "to",
-        "was",
-        "will",
-        "with",
-    ]
-)
-_MAX_QUERY_TERMS = 64
 _CHUNK = 500  # SQLite host parameters per statement stay well under its limit
-
-
-def normalize_id(value: object) -> DocId:
-    """Return a document id as a plain ``str`` or ``int``; anything else is an error.
-
-    Strings must be non-empty valid Unicode (no lone surrogates); integers (Python or numpy) must
-    fit SQLite's signed 64 bits, -2**63 to 2**63 - 1.
-    """
-    if isinstance(value, bool):
-        raise InvalidInputError(f"document ids must be str or int, got bool {value!r}")
-    if isinstance(value, str):
-        if not value:
-            raise InvalidInputError("document ids must not be empty strings")
-        check_unicode(value, f"document id {value!r}")
-        return str(value)
-    try:
-        import numpy as np
-
-        if isinstance(value, np.integer):
-            value = int(value)
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
-    if isinstance(value, int):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise InvalidInputError(
-                f"integer document id {value} does not fit SQLite's 64-bit integers (-2**63 to 2**63 - 1)"
-            )
-        return int(value)
-    raise InvalidInputError(f"document ids must be str or int, got {type(value).__name__} {value!r}")
-
-
-def check_unicode(text: str, where: str) -> None:
-    """Raise InvalidInputError naming ``where`` if ``text`` cannot be encoded as UTF-8 (a lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(
-            f"{where} contains a lone surrogate {text[exc.start]!r} at position {exc.start}: not valid Unicode"
-        ) from None
-
-
-def check_metadata(value: object, where: str = "metadata") -> str:
-    """Check one document's metadata and return its JSON text; raise InvalidInputError naming the place.
-
-    A JSON object: str keys, values str / int / finite float / bool / None / list / dict, nested at most
-    ``MAX_METADATA_DEPTH`` deep, every string valid Unicode (no lone surrogates, which no JSON reader
-    could return). Walked iteratively, so a deep object cannot exhaust the stack before it is refused.
-    """
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"{where} must be a dict or None, got {type(value).__name__}")
-    # each entry: (node, depth, path); a path is None (the top) or (parent path, key), named only on error
-    stack: list[tuple[object, int, Any]] = [(value, 1, None)]
-    while stack:
-        node, depth, path = stack.pop()
-        if isinstance(node, str):
-            if not node.isascii():
-                check_unicode(node, _place(where, path))
-        elif isinstance(node, dict):
-            if depth > MAX_METADATA_DEPTH:
-                raise InvalidInputError(f"{where} nests deeper than MAX_METADATA_DEPTH={MAX_METADATA_DEPTH} levels")
-            for key, sub in node.items():
-                if not isinstance(key, str):
-                    kind = type(key).__name__
-                    raise InvalidInputError(f"{_place(where, path)} has a key {key!r} of type {kind}: keys must be str")
-                if not key.isascii():
-                    check_unicode(key, f"{_place(where, path)} key {key!r}")
-                stack.append((sub, depth + 1, (path, key)))
-        elif isinstance(node, (list, tuple)):
-            if depth > MAX_METADATA_DEPTH:
-                raise InvalidInputError(f"{where} nests deeper than MAX_METADATA_DEPTH={MAX_METADATA_DEPTH} levels")
-            stack.extend((sub, depth + 1, (path, i)) for i, sub in enumerate(node))
-        elif isinstance(node, float):
-            if not math.isfinite(node):
-                raise InvalidInputError(f"{_place(where, path)} is {node}: JSON has no NaN or infinity")
-        elif node is not None and not isinstance(node, int):  # bool is an int
-            raise InvalidInputError(f"{_place(where, path)} is a {type(node).__name__}: not a JSON value")
-    try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:  # e.g. an int of more than 4,300 digits
-        raise InvalidInputError(f"{where} is not JSON-serializable: {exc}") from None
-
-
-def _place(where: str, path: Any) -> str:
-    """``where`` followed by the keys and indices of ``path`` (see ``check_metadata``), e.g. metadata[3]['a'][0]."""
-    keys = []
-    while path is not None:
-        path, key = path
-        keys.append(f"[{key!r}]")
-    return where + "".join(reversed(keys))
 
 
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -514,7 +364,7 @@ class DocStore:
         ``{"df": [documents containing each phrase of the query], "rows": documents indexed, "tokens":
         tokens indexed}``; the phrases are ``keyword_query``'s, tokenized by the index's own tokenizer.
         """
-        phrases = _query_phrases(query)
+        phrases = query_phrases(query)
         rows, tokens = self._fts_totals()
         return {"df": [self._phrase_df(p) for p in phrases], "rows": rows, "tokens": tokens}
 
@@ -533,7 +383,7 @@ class DocStore:
         its own table's N, n and average length. With this store's own statistics it equals
         ``keyword_search``'s scores; every document matching a phrase is scored (the cost of a MATCH).
         """
-        phrases = _query_phrases(query)
+        phrases = query_phrases(query)
         df = [int(x) for x in statistics["df"]]
         if len(df) != len(phrases):
             raise InvalidInputError(f"statistics give {len(df)} document frequencies for {len(phrases)} phrases")
@@ -576,7 +426,7 @@ class DocStore:
             raise
         if row is None or not row[0]:
             return 0, 0
-        values = _varints(bytes(row[0]))
+        values = varints(bytes(row[0]))
         return values[0], sum(values[1:])
 
     def _vocab(self, kind: str = "instance") -> str:
@@ -631,243 +481,7 @@ class DocStore:
         for part in _chunks(seqs.tolist()):
             marks = ",".join("?" * len(part))
             for d, sz in con.execute(f"SELECT id, sz FROM docs_fts_docsize WHERE id IN ({marks})", part):
-                found[d] = sz[0] if len(sz) == 1 and sz[0] < 0x80 else sum(_varints(bytes(sz)))
+                found[d] = sz[0] if len(sz) == 1 and sz[0] < 0x80 else sum(varints(bytes(sz)))
         for i, d in enumerate(seqs.tolist()):
             out[i] = found.get(d, 0)
         return out
-
-
-def _varints(blob: bytes) -> list[int]:
-    """Decode SQLite's big-endian varints (7 bits a byte, the 9th byte whole), as FTS5 stores them."""
-    out, i = [], 0
-    while i < len(blob):
-        v = 0
-        for j in range(9):
-            c = blob[i]
-            i += 1
-            if j == 8:
-                v = (v << 8) | c
-                break
-            v = (v << 7) | (c & 0x7F)
-            if not c & 0x80:
-                break
-        out.append(v)
-    return out
-
-
-_TOKENIZER = threading.local()
-
-
-def _query_phrases(query: str) -> list[list[str]]:
-    """The phrases of ``keyword_query(query)``, each as the tokens the index's tokenizer makes of it."""
-    match = keyword_query(query)
-    if match is None:
-        return []
-    words = [w.strip('"') for w in match.split(" OR ")]
-    con = getattr(_TOKENIZER, "con", None)
-    if con is None:  # an in-memory FTS5 table with the index's tokenizer: the exact tokens of each word
-        con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        con.execute("CREATE VIRTUAL TABLE q USING fts5(text, tokenize='porter unicode61 remove_diacritics 2')")
-        con.execute("CREATE VIRTUAL TABLE q_instance USING fts5vocab(q, instance)")
-        _TOKENIZER.con = con
-    con.execute("DELETE FROM q")
-    con.executemany("INSERT INTO q(rowid, text) VALUES (?, ?)", list(enumerate(words)))
-    phrases: list[list[str]] = [[] for _ in words]
-    for doc, term in con.execute("SELECT doc, term FROM q_instance ORDER BY doc, offset"):
-        phrases[int(doc)].append(str(term))
-    return phrases
-
-
-def keyword_query(text: str) -> str | None:
-    """An FTS5 MATCH expression OR-ing the query's words (stop words dropped, each quoted)."""
-    if not isinstance(text, str):
-        raise InvalidInputError(f"keyword queries must be strings, got {type(text).__name__}")
-    words = [w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS]
-    if not words:
-        words = re.findall(r"\w+", text.lower())  # a query of only stop words still searches them
-    terms = list(dict.fromkeys(words))[:_MAX_QUERY_TERMS]
-    return " OR ".join(f'"{t}"' for t in terms) if terms else None
-
-
-_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
-_OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-
-
-def filter_fields(flt: dict[str, Any]) -> list[str]:
-    """The metadata fields a filter (one ``filter_sql`` accepts) names, each once, in order."""
-    fields: list[str] = []
-    todo: list[object] = [flt]
-    while todo:
-        sub = todo.pop(0)
-        if not isinstance(sub, dict):
-            continue
-        for key, cond in sub.items():
-            if key in ("$and", "$or"):
-                todo.extend(cond if isinstance(cond, list) else [])
-            elif key == "$not":
-                todo.append(cond)
-            elif isinstance(key, str) and key not in fields:
-                fields.append(key)
-    return fields
-
-
-def field_path(field: str) -> str:
-    """The SQLite JSON path of a (validated) dotted metadata field."""
-    return "$." + ".".join(f'"{seg}"' for seg in field.split("."))
-
-
-def filter_sql(flt: dict[str, Any]) -> tuple[str, list[Any]]:
-    """Translate a metadata filter into an SQL condition on ``docs.metadata`` and its parameters.
-
-    ``{"field": value}`` is equality; ``{"field": {"$gt": 1, "$lte": 5}}`` ranges ($eq $ne $gt $gte
-    $lt $lte); ``{"field": {"$in": [...]}}`` / ``$nin`` membership; ``{"$and": [...]}`` / ``{"$or": [...]}``
-    combine filters and ``{"$not": filter}`` matches the documents the filter does not (those without
-    its fields too). Dotted fields reach into nested objects. Several keys are AND-ed.
-
-    Ranges compare like with like: a number matches stored numbers (and booleans, as 1 and 0), a string
-    stored strings (by code point); SQLite alone would order every string after every number.
-    ``{"$date": "1972-12-11T19:54:58"}`` in place of a value ($eq $ne $gt $gte $lt $lte) compares
-    stored ISO 8601 strings as points in time, to the millisecond: offsets are applied, times without
-    one are read as UTC, and stored values that are not ISO dates never match (``$ne``: always do).
-
-    Values are str (valid Unicode), int (within SQLite's 64 bits), finite-or-infinite float, bool or
-    None. ``$and``/``$or`` nest at most ``MAX_FILTER_DEPTH`` (16) deep and a filter holds at most
-    ``MAX_FILTER_CONDITIONS`` (512) conditions, each comparison and each ``$in``/``$nin`` value
-    counting one; anything else raises InvalidInputError before SQLite sees it.
-    """
-    count = [0]
-    return _filter_sql(flt, 1, count)
-
-
-def _filter_sql(flt: object, depth: int, count: list[int]) -> tuple[str, list[Any]]:
-    """``filter_sql`` of one (sub)filter at nesting ``depth``; ``count`` tallies conditions so far."""
-    if not isinstance(flt, dict) or not flt:
-        raise InvalidInputError(f"a filter must be a non-empty dict, got {_short(flt)}")
-    if depth > MAX_FILTER_DEPTH:
-        raise InvalidInputError(f"filter nests $and/$or deeper than MAX_FILTER_DEPTH={MAX_FILTER_DEPTH} levels")
-    parts: list[str] = []
-    params: list[Any] = []
-
-    def tally(n: int) -> None:
-        count[0] += n
-        if count[0] > MAX_FILTER_CONDITIONS:
-            raise InvalidInputError(
-                f"filter has more than MAX_FILTER_CONDITIONS={MAX_FILTER_CONDITIONS} conditions "
-                "(each comparison and each $in/$nin value counts one)"
-            )
-
-    for key, cond in flt.items():
-        if key == "$not":
-            sql, sub_params = _filter_sql(cond, depth + 1, count)
-            parts.append(f"NOT COALESCE(({sql}), 0)")  # a comparison with a missing field is NULL: not a match
-            params.extend(sub_params)
-            continue
-        if key in ("$and", "$or"):
-            if not isinstance(cond, list) or not cond:
-                raise InvalidInputError(f"{key} takes a non-empty list of filters")
-            subs = [_filter_sql(c, depth + 1, count) for c in cond]
-            joiner = " AND " if key == "$and" else " OR "
-            parts.append("(" + joiner.join(f"({sql})" for sql, _ in subs) + ")")
-            for _, p in subs:
-                params.extend(p)
-            continue
-        if not isinstance(key, str) or not _FIELD_RE.fullmatch(key):
-            raise InvalidInputError(
-                f"invalid filter field {_short(key)}: use letters, digits, _ and - (dots for nesting)"
-            )
-        path = field_path(key)
-        col = "json_extract(docs.metadata, ?)"
-        ops = cond if isinstance(cond, dict) and set(cond) != {"$date"} else {"$eq": cond}
-        if not ops:
-            raise InvalidInputError(f"empty condition for filter field {key!r}")
-        for op, value in ops.items():
-            if op in _OPS and isinstance(value, dict):
-                tally(1)
-                when = _date_value(key, value)
-                # strftime reads a number as a Julian day and a few words ("now") as times: text shaped
-                # like a date only
-                date = (
-                    f"(json_type(docs.metadata, ?) = 'text' AND {col} GLOB '{_DATE_GLOB}' "
-                    f"AND strftime('{_DATE_FORMAT}', {col}) {_OPS['$eq' if op == '$ne' else op]} "
-                    f"strftime('{_DATE_FORMAT}', ?))"
-                )
-                parts.append(f"NOT COALESCE({date}, 0)" if op == "$ne" else date)
-                params.extend([path, path, path, when])
-            elif op in _OPS:
-                tally(1)
-                _check_filter_value(key, value)
-                if value is None:
-                    parts.append(f"{col} IS {'NOT ' if op == '$ne' else ''}NULL")
-                    params.append(path)
-                elif op == "$ne":  # documents without the field also differ
-                    parts.append(f"({col} IS NULL OR {col} != ?)")
-                    params.extend([path, path, value])
-                elif op == "$eq":
-                    parts.append(f"{col} = ?")
-                    params.extend([path, value])
-                else:  # a range: stored values of the value's kind only
-                    kinds = "'text'" if isinstance(value, str) else "'integer', 'real', 'true', 'false'"
-                    parts.append(f"(json_type(docs.metadata, ?) IN ({kinds}) AND {col} {_OPS[op]} ?)")
-                    params.extend([path, path, value])
-            elif op in ("$in", "$nin"):
-                if not isinstance(value, (list, tuple)) or not value:
-                    raise InvalidInputError(f"{op} for filter field {key!r} takes a non-empty list")
-                tally(len(value))
-                for v in value:
-                    _check_filter_value(key, v)
-                marks = ",".join("?" * len(value))
-                if op == "$in":
-                    parts.append(f"{col} IN ({marks})")
-                    params.extend([path, *value])
-                else:
-                    parts.append(f"({col} IS NULL OR {col} NOT IN ({marks}))")
-                    params.extend([path, path, *value])
-            else:
-                raise InvalidInputError(
-                    f"unknown filter operator {_short(op)} for field {key!r}; use $eq $ne $gt $gte $lt $lte $in $nin"
-                )
-    return " AND ".join(parts), params
-
-
-_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"
-_DATE_FORMAT = "%Y-%m-%dT%H:%M:%f"
-
-
-def _date_value(key: str, value: dict[str, Any]) -> str:
-    """The ISO 8601 text of a ``{"$date": ...}`` filter value, in UTC when it names an offset."""
-    if set(value) != {"$date"} or not isinstance(value["$date"], str):
-        raise InvalidInputError(
-            f'filter values for {key!r} are scalars or {{"$date": "ISO 8601 string"}}, got {_short(value)}'
-        )
-    text = value["$date"]
-    try:
-        when = datetime.datetime.fromisoformat(text) if re.match(r"\d{4}-\d\d-\d\d", text) else None
-    except ValueError:
-        when = None
-    if when is None:
-        raise InvalidInputError(f"filter value for {key!r} is not an ISO 8601 date (YYYY-MM-DD...): {_short(text)}")
-    if when.tzinfo is not None:
-        when = when.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return when.isoformat(sep="T", timespec="microseconds")
-
-
-def _short(value: object, limit: int = 80) -> str:
-    """``repr`` cut to ``limit`` characters: error messages about huge filters stay readable."""
-    try:
-        text = repr(value)
-    except RecursionError:  # a self-containing list or dict
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _check_filter_value(key: str, value: object) -> None:
-    if value is not None and not isinstance(value, (str, int, float, bool)):
-        raise InvalidInputError(f"filter value for {key!r} must be a str, number, bool or null, got {_short(value)}")
-    if isinstance(value, float) and value != value:
-        raise InvalidInputError(f"filter value for {key!r} is NaN")
-    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
-        raise InvalidInputError(
-            f"filter value {value} for {key!r} does not fit SQLite's 64-bit integers (-2**63 to 2**63 - 1)"
-        )
-    if isinstance(value, str):
-        check_unicode(value, f"filter value for {key!r}")

@@ -1,38 +1,10 @@
-"""ShardedCollection: one collection spread over N ordinary collection directories, each held by a Ray actor.
-
-Layout of a sharded collection directory::
-
-    sharded.json      format, format_version, dim, shard names, the collection options, the shared int8
-                      ranges and the sha256 of the shared codebook, the id counter
-    shard-000/ ...    each an ordinary bitsearch collection (``Collection.open`` reads it)
-
-Documents go to the shard ``blake2b(canonical id) mod shards`` (stable across processes and versions,
-unlike ``hash()``). Every shard encodes identically: all are created with the same ``ranges`` and the
-same ``calibration_embeddings`` (the ones given to ``create``, else the first ``add``'s embeddings), so
-the int8 ranges and the codebook (levels, thresholds, centering, rotation) agree; ``open`` checks it.
-
-Searches fan out (one call per shard for a whole batch of queries) and merge: dense scores are
-comparable across shards, so the global top k is the top k of the shards' top k (ties: shard order,
-then the shard's own order). Keyword (BM25) scores are not comparable as they stand, because each
-shard's FTS5 index knows only its own document count, document frequencies and average length; a
-first round gathers those statistics for the query's phrases, a second scores with their sums, which
-is what one collection holding every document computes. Hybrid fuses the merged rankings.
-
-Ray is imported on first use; ``create`` and ``open`` start a local Ray when none is running. The
-shard directories must be reachable from the nodes that run the actors (one machine, or a shared
-file system).
-"""
+"""``ShardedCollection``: ``Collection``'s surface over shards held by Ray actors (see ``bitsearch.distributed``)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import inspect
 import json
 import os
-import re
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,10 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .collection import Collection
-from .errors import (
+from ..errors import (
     BitsearchError,
-    CollectionError,
     CorruptCollectionError,
     DuplicateIdError,
     InvalidInputError,
@@ -52,210 +22,18 @@ from .errors import (
     ShardUnavailableError,
     UnknownIdError,
 )
-from .files import read_versioned_json, write_atomic
-from .hybrid import reciprocal_rank_fusion
-from .kernels import topk_by_row
-from .options import MODES
-from .quantize import check_documents, check_queries
-from .results import Hit, SearchResults
-from .search import HYBRID_DEPTH
-from .storage.inputs import check_meta, check_payload, check_text
-from .storage.paths import DOCS
-from .store import DocId, DocStore, filter_sql, normalize_id
+from ..files import write_atomic
+from ..options import MODES
+from ..quantize import check_documents, check_queries
+from ..results import Hit, SearchResults
+from ..search import HYBRID_DEPTH
+from ..storage.inputs import check_meta, check_payload, check_text
+from ..store import DocId, filter_sql, normalize_id
+from .layout import MANIFEST, create_layout, create_shards, locked, read_manifest, shard_of
+from .merge import fuse_ranked, merge_ranked, split_queries, sum_statistics
+from .shard import DEFAULT_ACTOR_OPTIONS, Shard, ensure_ray
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "Shard", "ShardedCollection", "shard_of"]
-
-MANIFEST = "sharded.json"
-FORMAT_NAME = "bitsearch-sharded"
-FORMAT_VERSION = 1
-SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a plain name inside the directory
-# shards spread over the cluster's nodes; an actor reserves no CPU (it serves calls, numba threads do the work)
-DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {
-    "max_restarts": 3,
-    "max_task_retries": 3,
-    "num_cpus": 0,
-    "scheduling_strategy": "SPREAD",
-}
-_CREATE_OPTIONS = frozenset(inspect.signature(Collection.create).parameters) - {"cls", "path", "dim", "exist_ok"}
-_CODEBOOK_PRECISIONS = ("binary", "1.5bit", "2bit")
-_INLINE_BYTES = 64 * 1024  # stage-1 codes calibrated on embeddings
-
-
-def shard_of(doc_id: object, shards: int) -> int:
-    """The shard (0 .. shards-1) that holds ``doc_id``: blake2b of its canonical form, modulo ``shards``.
-
-    The canonical form keeps the id's type (the int 7 and the string "7" are different ids).
-    """
-    norm = normalize_id(doc_id)
-    key = b"i" + str(norm).encode() if isinstance(norm, int) else b"s" + norm.encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % int(shards)
-
-
-def codebook_digest(manifest: dict[str, Any]) -> str | None:
-    """sha256 of a collection manifest's codebook (its JSON, keys sorted; rotation by its checksum)."""
-    book = manifest.get("codebook")
-    if book is None:
-        return None
-    return hashlib.sha256(json.dumps(book, sort_keys=True).encode()).hexdigest()
-
-
-# ----------------------------------------------------------------------------- the actor body
-
-
-class Shard:
-    """One shard: an ordinary collection directory opened in a Ray actor (``ray.remote(Shard)``).
-
-    Writes are idempotent by id so that Ray may retry them after an actor restart: ``add`` skips ids
-    already stored, ``delete`` ids already gone.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-        self.col = Collection.open(self.path)
-        self.docs = DocStore(self.path / DOCS)
-
-    def info(self) -> dict[str, Any]:
-        """The shard's shared encoding parameters, for ``ShardedCollection.open`` to compare."""
-        m = self.col.manifest
-        return {"dim": m["dim"], "precision": m["precision"], "ranges": m["ranges"], "codebook": codebook_digest(m)}
-
-    def existing_ids(self, ids: list[DocId]) -> list[DocId]:
-        self.col.refresh()
-        return self.col.existing_ids(ids)
-
-    def add(
-        self,
-        embeddings: np.ndarray,
-        ids: list[DocId],
-        texts: list[str | None] | None,
-        metadata: list[dict[str, Any] | None] | None,
-    ) -> list[DocId]:
-        """Add the documents whose ids are not stored yet; returns the ids it stored."""
-        present = set(self.col.existing_ids(ids))
-        keep = [i for i, d in enumerate(ids) if d not in present]
-        if keep:
-            self.col.add(
-                embeddings[keep],
-                ids=[ids[i] for i in keep],
-                texts=None if texts is None else [texts[i] for i in keep],
-                metadata=None if metadata is None else [metadata[i] for i in keep],
-            )
-        return [ids[i] for i in keep]
-
-    def upsert(
-        self,
-        embeddings: np.ndarray,
-        ids: list[DocId],
-        texts: list[str | None] | None,
-        metadata: list[dict[str, Any] | None] | None,
-    ) -> list[DocId]:
-        """Store the documents, replacing stored versions (idempotent: a retry stores the same); returns the ids."""
-        return self.col.upsert(embeddings, ids=ids, texts=texts, metadata=metadata)
-
-    def delete(self, ids: list[DocId]) -> list[DocId]:
-        """Delete the ids still stored; returns them."""
-        present = self.col.existing_ids(ids)
-        if present:
-            self.col.delete(present)
-        return present
-
-    def search(
-        self, queries: np.ndarray, options: dict[str, Any]
-    ) -> tuple[list[list[tuple[Any, ...]]], dict, list[str]]:
-        """Dense search: per query, up to k (id, score, text, metadata), the stage timings and the warnings."""
-        self.col.refresh()  # another handle's actors may have written to this directory
-        res = self.col.search(queries, mode="dense", **options)
-        hits = [[(h.id, h.score, h.text, h.metadata) for h in hits] for hits in res]
-        return hits, dict(res.timings), list(res.warnings)
-
-    def keyword_statistics(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Per query string, its phrases' document frequencies and this shard's document and token counts."""
-        self.col.refresh()
-        return [self.docs.keyword_statistics(t) for t in texts]
-
-    def keyword_search(
-        self, texts: list[str], k: int, statistics: list[dict[str, Any]], flt: dict[str, Any] | None, with_text: bool
-    ) -> list[list[tuple[Any, ...]]]:
-        """BM25 with the given (global) statistics: per query, up to k (id, score, text, metadata)."""
-        where = filter_sql(flt) if flt is not None else None
-        max_seq = int(self.col.manifest["next_seq"])
-        out = []
-        for text, stats in zip(texts, statistics, strict=True):
-            limit = k
-            while True:
-                ranked = self.docs.keyword_search_global(text, limit, stats, where, max_seq)
-                docs = self.docs.fetch([s for s, _ in ranked], with_text)
-                found = [(docs[s], score) for s, score in ranked if s in docs]
-                live = set(self.col.existing_ids([d[0] for d, _ in found]))  # tombstoned, not yet purged
-                hits = [(d[0], score, d[1], d[2]) for d, score in found if d[0] in live]
-                if len(hits) >= k or len(ranked) < limit:
-                    out.append(hits[:k])
-                    break
-                limit *= 2
-        return out
-
-    def size(self) -> int:
-        self.col.refresh()
-        return len(self.col)
-
-    def stats(self) -> dict[str, Any]:
-        self.col.refresh()
-        return self.col.stats()
-
-    def compact(self) -> None:
-        self.col.compact()
-
-    def build_index(self, nlist: int | None, nprobe: int, seed: int) -> bool:
-        """Build the shard's approximate index; False (nothing built) when the shard is empty."""
-        if len(self.col) == 0:
-            return False
-        self.col.build_index(nlist=nlist, nprobe=nprobe, seed=seed)
-        return True
-
-
-# ----------------------------------------------------------------------------- the driver side
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise BitsearchError("sharded collections need Ray: pip install 'bitsearch[ray]'") from None
-    return ray
-
-
-def _ensure_ray(num_cpus: int | None) -> Any:
-    """Ray, initialized: a local instance when none is running."""
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-    return ray
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    m = read_versioned_json(path, MANIFEST, FORMAT_NAME, FORMAT_VERSION, "sharded collection")
-    mpath = path / MANIFEST
-    for key in ("dim", "shards", "options", "created", "next_id", "generation"):
-        if key not in m:
-            raise CorruptCollectionError(f"{mpath} lacks {key}")
-    names = m["shards"]
-    if not isinstance(names, list) or not names or len(set(map(str, names))) != len(names):
-        raise CorruptCollectionError(f"{mpath} names no shards, or one twice")
-    for name in names:
-        if not isinstance(name, str) or not SHARD_NAME.match(name):
-            raise CorruptCollectionError(f"{mpath} names an invalid shard directory {name!r}: a plain name is required")
-    return m
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Any:
-    """The sharded manifest's write lock (across processes)."""
-    with open(path / ".lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+INLINE_BYTES = 64 * 1024  # stage-1 codes calibrated on embeddings
 
 
 class ShardedCollection:
@@ -281,7 +59,7 @@ class ShardedCollection:
         self._manifest = manifest
         self._actor_options = {**DEFAULT_ACTOR_OPTIONS, **(actor_options or {})}
         self._timeout = timeout
-        self._ray = _ensure_ray(num_cpus)
+        self._ray = ensure_ray(num_cpus)
         self._actors: list[Any] = []
         self._encoder: Any = None
         if manifest["created"]:
@@ -317,46 +95,7 @@ class ShardedCollection:
         subclass, e.g. instrumented).
         """
         p = Path(path)
-        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-            raise InvalidInputError(f"shards must be a positive integer, got {shards!r}")
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
-        unknown = sorted(set(collection_options) - _CREATE_OPTIONS)
-        if unknown:
-            raise InvalidInputError(f"unknown collection option(s) {', '.join(unknown)}")
-        if (p / MANIFEST).exists():
-            raise CollectionError(f"a sharded collection already exists at {p}")
-        if p.exists() and any(p.iterdir()):
-            raise CollectionError(f"{p} exists and is not an empty directory")
-        try:
-            json.dumps(collection_options)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"collection options must be JSON values: {exc}") from None
-        precision = collection_options.get("precision", "binary")
-        keep_int8 = collection_options.get("keep_int8", True) or precision == "int8"
-        if ranges is not None:
-            ranges = np.asarray(ranges, dtype=np.float32)
-        if calibration_embeddings is not None:
-            calibration_embeddings = check_documents(calibration_embeddings, int(dim), name="calibration_embeddings")
-        width = len(str(shards - 1))
-        manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "dim": int(dim),
-            "shards": [f"shard-{i:0{max(3, width)}d}" for i in range(shards)],
-            "options": collection_options,
-            "ranges": None if ranges is None else ranges.tolist(),
-            "codebook_sha256": None,
-            "created": False,
-            "next_id": 0,
-            "generation": 0,
-        }
-        p.mkdir(parents=True, exist_ok=True)
-        with _locked(p):
-            needs_sample = precision in _CODEBOOK_PRECISIONS or (keep_int8 and ranges is None)
-            if calibration_embeddings is not None or not needs_sample:
-                _create_shards(p, manifest, ranges, calibration_embeddings)
-            write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())
+        manifest = create_layout(p, dim, shards, ranges, calibration_embeddings, collection_options)
         return cls(
             p, manifest, actor_options=actor_options, timeout=timeout, num_cpus=num_cpus, shard_class=shard_class
         )
@@ -373,7 +112,7 @@ class ShardedCollection:
     ) -> ShardedCollection:
         """Open the sharded collection at ``path``: one actor per shard; their encodings are checked."""
         p = Path(path)
-        m = _read_manifest(p)
+        m = read_manifest(p)
         return cls(p, m, actor_options=actor_options, timeout=timeout, num_cpus=num_cpus, shard_class=shard_class)
 
     def _start_actors(self) -> None:
@@ -760,7 +499,7 @@ class ShardedCollection:
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         if filter is not None:
             filter_sql(filter)  # a bad filter is an error here, before any shard is asked
-        vectors, texts = _split_queries(queries, query_texts)
+        vectors, texts = split_queries(queries, query_texts)
         timings: dict[str, float] = {}
         if mode != "keyword" and vectors is None:
             if texts is None:
@@ -790,7 +529,7 @@ class ShardedCollection:
             )  # fmt: skip
             t0 = time.perf_counter()
             # a large batch goes to the object store once for every shard; a small one inline (a put costs ~1 ms)
-            q_ref = self._ray.put(q) if q.nbytes > _INLINE_BYTES and len(answered) > 1 else q
+            q_ref = self._ray.put(q) if q.nbytes > INLINE_BYTES and len(answered) > 1 else q
             got, errors = self._call("search", {i: (q_ref, options) for i in answered})
             self._check(errors, failed, allow_partial, "search")
             answered -= set(errors)
@@ -808,7 +547,7 @@ class ShardedCollection:
             stats, errors = self._call("keyword_statistics", {i: (texts,) for i in answered})
             self._check(errors, failed, allow_partial, "keyword search")
             answered -= set(errors)
-            totals = [_sum_statistics([stats[i][j] for i in sorted(stats)]) for j in range(nq)]
+            totals = [sum_statistics([stats[i][j] for i in sorted(stats)]) for j in range(nq)]
             got, errors = self._call("keyword_search", {i: (texts, depth, totals, filter, with_text) for i in answered})
             self._check(errors, failed, allow_partial, "keyword search")
             answered -= set(errors)
@@ -821,14 +560,7 @@ class ShardedCollection:
             ranked = keyword
         else:
             t0 = time.perf_counter()
-            ranked = []
-            for d, kw in zip(dense, keyword, strict=True):
-                payload = {h[0]: h for h in kw}
-                payload.update({h[0]: h for h in d})
-                fused = reciprocal_rank_fusion(
-                    [[h[0] for h in d], [h[0] for h in kw]], int(k), rrf_k=rrf_k, weights=weights
-                )
-                ranked.append([(key, score, payload[key][2], payload[key][3]) for key, score in fused])
+            ranked = fuse_ranked(dense, keyword, int(k), rrf_k, weights)
             timings["fusion"] = time.perf_counter() - t0
         hits = [[Hit(h[0], float(h[1]), h[2], h[3]) for h in r[: int(k)]] for r in ranked]
         timings["total"] = sum(timings.values())
@@ -879,8 +611,8 @@ class ShardedCollection:
 
     def _reserve_ids(self, n: int) -> list[DocId]:
         """n consecutive int ids from the manifest's counter, committed before use."""
-        with _locked(self.path):
-            m = _read_manifest(self.path)
+        with locked(self.path):
+            m = read_manifest(self.path)
             first = int(m["next_id"])
             m["next_id"] = first + n
             m["generation"] = int(m["generation"]) + 1
@@ -890,79 +622,12 @@ class ShardedCollection:
 
     def _create_on_first_add(self, emb: np.ndarray) -> None:
         """Create the shards, calibrated on the first add's embeddings, and start their actors."""
-        with _locked(self.path):
-            m = _read_manifest(self.path)
+        with locked(self.path):
+            m = read_manifest(self.path)
             if not m["created"]:
                 ranges = None if m["ranges"] is None else np.asarray(m["ranges"], dtype=np.float32)
-                _create_shards(self.path, m, ranges, emb)
+                create_shards(self.path, m, ranges, emb)
                 m["generation"] = int(m["generation"]) + 1
                 write_atomic(self.path / MANIFEST, json.dumps(m, indent=1).encode())
             self._manifest = m
         self._start_actors()
-
-
-def _create_shards(path: Path, m: dict[str, Any], ranges: np.ndarray | None, calibration: np.ndarray | None) -> None:
-    """Create every shard directory with the same encoding; record the shared parameters in ``m``."""
-    infos = []
-    for name in m["shards"]:
-        shard = path / name
-        shutil.rmtree(shard, ignore_errors=True)  # left by an earlier attempt that never committed
-        col = Collection.create(shard, m["dim"], ranges=ranges, calibration_embeddings=calibration, **m["options"])
-        man = col.manifest
-        col.close()
-        infos.append((man["ranges"], codebook_digest(man)))
-    if any(info != infos[0] for info in infos):
-        raise CorruptCollectionError("the shards were created with different encodings")  # pragma: no cover
-    m["ranges"], m["codebook_sha256"] = infos[0]
-    m["created"] = True
-
-
-def merge_ranked(per_shard: list[list[list[tuple[Any, ...]]]], k: int) -> list[list[tuple[Any, ...]]]:
-    """Per query, the k best (id, score, ...) of every shard's ranking: score descending, then shard
-    order, then the shard's own order (a deterministic tie-break): ``kernels.topk_by_row`` over the
-    hits laid end to end, their positions as rows."""
-    if not per_shard:
-        return []
-    merged = []
-    for q in range(len(per_shard[0])):
-        hits = [h for s in per_shard for h in s[q]]
-        scores = np.fromiter((h[1] for h in hits), np.float64, len(hits))
-        pos, _ = topk_by_row(scores[None], np.arange(len(hits))[None], k)
-        merged.append([hits[i] for i in pos[0].tolist()])
-    return merged
-
-
-def _sum_statistics(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """BM25 statistics of the whole collection: the shards' counts summed."""
-    if not parts:
-        return {"df": [], "rows": 0, "tokens": 0}
-    return {
-        "df": [int(sum(col)) for col in zip(*(p["df"] for p in parts), strict=True)],
-        "rows": int(sum(p["rows"] for p in parts)),
-        "tokens": int(sum(p["tokens"] for p in parts)),
-    }
-
-
-def _split_queries(
-    queries: np.ndarray | str | Sequence[str] | None, query_texts: str | Sequence[str] | None
-) -> tuple[np.ndarray | None, list[str] | None]:
-    """Query vectors and query strings, as ``Collection.search`` takes them."""
-    vectors: np.ndarray | None = None
-    texts: list[str] | None = None
-    if isinstance(queries, str):
-        texts = [queries]
-    elif isinstance(queries, (list, tuple)) and queries and all(isinstance(x, str) for x in queries):
-        texts = list(queries)
-    elif queries is not None:
-        vectors = queries  # type: ignore[assignment]
-    if query_texts is not None:
-        if texts is not None:
-            raise InvalidInputError("query strings given twice: as queries and as query_texts")
-        texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
-    if texts is not None:
-        if not texts:
-            raise InvalidInputError("no query strings given")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise InvalidInputError(f"query text {i} must be a non-empty str, got {t!r}")
-    return vectors, texts
