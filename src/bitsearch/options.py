@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import STAGE1_PRECISIONS, codec_class
+from .codecs import STAGE1_MODES, STAGE1_PRECISIONS, codec_class
 from .errors import InvalidInputError
 from .hybrid import check_fusion_args
-from .storage.validate import STAGE1_MODES
 
 __all__ = ["MAX_SEARCH_INT", "MODES", "RESCORE_STAGES", "CodesConfig", "SearchOptions", "rescore_stages"]
 

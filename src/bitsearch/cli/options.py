@@ -10,11 +10,10 @@ from typing import Annotated
 
 import typer
 
-from bitsearch.codecs import STAGE1_PRECISIONS
+from bitsearch.codecs import STAGE1_MODES, STAGE1_PRECISIONS
 from bitsearch.encode import BACKENDS
 from bitsearch.options import MODES, RESCORE_STAGES
 from bitsearch.readers import INPUT_FORMATS
-from bitsearch.storage.validate import STAGE1_MODES
 
 __all__ = [
     "NO_RESCORE",

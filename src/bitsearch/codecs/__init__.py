@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from ..errors import InvalidInputError
 from .base import NO_SCORES, ROTATION, CodebookCodec, Codec, Stage1Plan
-from .binary import BinaryCodec
+from .binary import STAGE1_MODES, BinaryCodec
 from .exact import Float32Codec, Int8Codec
 from .lowbit import OneAndHalfBitCodec, TwoBitCodec
 
 __all__ = [
+    "STAGE1_MODES",
     "CODEBOOK_PRECISIONS",
     "CODECS",
     "NO_SCORES",

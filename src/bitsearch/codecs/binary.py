@@ -12,7 +12,9 @@ from ..kernels import as_words, bitplane_topk, hamming_topk, ivf_topk, lut_topk,
 from ..quantize import CodeBook, quantize_embeddings
 from .base import NO_SCORES, CodebookCodec, CodecState, Stage1Plan
 
-__all__ = ["BinaryCodec"]
+__all__ = ["STAGE1_MODES", "BinaryCodec"]
+
+STAGE1_MODES = ("auto", "hamming", "asymmetric")  # a binary collection's stage1 setting
 
 
 class BinaryCodec(CodebookCodec):

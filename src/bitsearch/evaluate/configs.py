@@ -19,9 +19,8 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
-from bitsearch.codecs import CODEBOOK_PRECISIONS, STAGE1_PRECISIONS
+from bitsearch.codecs import CODEBOOK_PRECISIONS, STAGE1_MODES, STAGE1_PRECISIONS
 from bitsearch.options import MODES, RESCORE_STAGES
-from bitsearch.storage.validate import STAGE1_MODES
 
 __all__ = [
     "DEFAULT_MULTIPLIER",

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..checks import ManifestCheck
-from ..codecs import CODECS, codec_class
+from ..codecs import CODECS, STAGE1_MODES, codec_class
 
-__all__ = ["STAGE1_MODES", "ManifestCheck", "validate_manifest"]
+__all__ = ["STAGE1_MODES", "ManifestCheck", "validate_manifest"]  # STAGE1_MODES: from codecs, for old importers
 
-STAGE1_MODES = ("auto", "hamming", "asymmetric")
 
 _SEGMENT_NAME = re.compile(r"\d{6}")
 _ANN_DIR = re.compile(r"ann-(\d{6})")
