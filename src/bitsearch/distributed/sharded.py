@@ -587,7 +587,7 @@ class ShardedCollection:
             info = self._manifest["options"].get("model")
             if not info:
                 raise NoModelError("this collection records no embedding model: search it with vectors")
-            from .encode import Encoder
+            from ..encode import Encoder
 
             self._encoder = Encoder.for_manifest(info)
         return self._encoder
