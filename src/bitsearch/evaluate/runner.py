@@ -40,8 +40,9 @@ def compute_metrics(
         hits = run.get(q) or {}
         # ranx needs every judged query in the run; an empty answer is one impossible document.
         full_run[q] = {d: float(s) for d, s in hits.items()} or {"\x00no-hit": 0.0}
-    with warnings.catch_warnings():  # ranx's ndcg kernel casts uint64 -> int64: a warning per call, harmless
-        warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")
+    # ranx's ndcg kernel casts uint64 -> int64: a harmless warning when numba compiles it (in colour on a terminal)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(\x1b\[[0-9;]*m)*unsafe cast from uint64 to int64")
         scores = ranx_evaluate(Qrels(judged), Run(full_run), list(metrics), make_comparable=False)
     if isinstance(scores, float | np.floating):
         scores = {metrics[0]: scores}
