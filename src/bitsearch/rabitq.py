@@ -35,11 +35,11 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from .errors import CorruptCollectionError, DimensionMismatchError, InvalidInputError
 from .files import read_versioned_json, write_atomic
+from .kernels.bits import popcount64
 from .quantize import check_documents, check_queries
 
 __all__ = [
@@ -304,17 +304,6 @@ _BYTE_BITS = ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1).astype(np.
 # ----------------------------------------------------------------------------- kernels
 
 
-@intrinsic
-def _popcount64(typingctx, x):
-    """Hardware popcount of a uint64 (LLVM ctpop)."""
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
-
-    return sig, codegen
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _score_float(codes, i, qi, lut, nbytes, bits):  # pragma: no cover - compiled
     s = 0.0
@@ -342,11 +331,11 @@ def _score_q4(words, i, qi, planes, nwords, bits, lo, delta):  # pragma: no cove
         p3 = 0
         for j in range(nwords):
             c = words[i, off + j]
-            pu += _popcount64(c)
-            p0 += _popcount64(c & planes[qi, 0, j])
-            p1 += _popcount64(c & planes[qi, 1, j])
-            p2 += _popcount64(c & planes[qi, 2, j])
-            p3 += _popcount64(c & planes[qi, 3, j])
+            pu += popcount64(c)
+            p0 += popcount64(c & planes[qi, 0, j])
+            p1 += popcount64(c & planes[qi, 1, j])
+            p2 += popcount64(c & planes[qi, 2, j])
+            p3 += popcount64(c & planes[qi, 3, j])
         acc_u += pu << b
         acc_uv += (p0 + 2 * p1 + 4 * p2 + 8 * p3) << b
     return lo[qi] * acc_u + delta[qi] * acc_uv
