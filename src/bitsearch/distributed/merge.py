@@ -7,9 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import (
-    InvalidInputError,
-)
 from ..hybrid import reciprocal_rank_fusion
 from ..kernels import topk_by_row
 
@@ -38,31 +35,6 @@ def sum_statistics(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": int(sum(p["rows"] for p in parts)),
         "tokens": int(sum(p["tokens"] for p in parts)),
     }
-
-
-def split_queries(
-    queries: np.ndarray | str | Sequence[str] | None, query_texts: str | Sequence[str] | None
-) -> tuple[np.ndarray | None, list[str] | None]:
-    """Query vectors and query strings, as ``Collection.search`` takes them."""
-    vectors: np.ndarray | None = None
-    texts: list[str] | None = None
-    if isinstance(queries, str):
-        texts = [queries]
-    elif isinstance(queries, (list, tuple)) and queries and all(isinstance(x, str) for x in queries):
-        texts = list(queries)
-    elif queries is not None:
-        vectors = queries  # type: ignore[assignment]
-    if query_texts is not None:
-        if texts is not None:
-            raise InvalidInputError("query strings given twice: as queries and as query_texts")
-        texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
-    if texts is not None:
-        if not texts:
-            raise InvalidInputError("no query strings given")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise InvalidInputError(f"query text {i} must be a non-empty str, got {t!r}")
-    return vectors, texts
 
 
 def fuse_ranked(

@@ -26,11 +26,11 @@ from ..files import write_atomic
 from ..options import MODES
 from ..quantize import check_documents, check_queries
 from ..results import Hit, SearchResults
-from ..search import HYBRID_DEPTH
+from ..search import HYBRID_DEPTH, split_queries
 from ..storage.inputs import check_meta, check_payload, check_text
 from ..store import DocId, filter_sql, normalize_id
 from .layout import MANIFEST, create_layout, create_shards, locked, read_manifest, shard_of
-from .merge import fuse_ranked, merge_ranked, split_queries, sum_statistics
+from .merge import fuse_ranked, merge_ranked, sum_statistics
 from .shard import DEFAULT_ACTOR_OPTIONS, Shard, ensure_ray
 
 INLINE_BYTES = 64 * 1024  # stage-1 codes calibrated on embeddings
