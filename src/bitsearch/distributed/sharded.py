@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -290,26 +290,11 @@ class ShardedCollection:
         for s, rows in groups.items():
             rows = [j for j in rows if doc_ids[j] not in stored]
             if rows:
-                calls[s] = (
-                    emb[rows],
-                    [doc_ids[j] for j in rows],
-                    None if texts_l is None else [texts_l[j] for j in rows],
-                    None if meta_l is None else [meta_l[j] for j in rows],
-                )
+                calls[s] = _part(rows, emb, doc_ids, texts_l, meta_l)
         done, errors = self._call("add", calls)
         if errors:
-            ok = {d for s in done for d in calls[s][1]}
-            failed = [d for s in errors for d in calls[s][1]]
-            if not ok and len(errors) == 1 and isinstance(next(iter(errors.values())), BitsearchError):
-                raise next(iter(errors.values()))  # nothing was written: the shard's own error
-            names = [self.shard_names[s] for s in sorted(errors)]
-            first = errors[min(errors)]
-            raise PartialWriteError(
-                f"add stored {len(ok)} of {len(doc_ids)} documents; shard(s) {', '.join(names)} failed "
-                f"({type(first).__name__}: {str(first)[:200]}); re-run add with the same ids and skip_existing=True",
-                [d for d in doc_ids if d in ok],
-                failed,
-                names,
+            self._raise_partial_write(
+                "add", calls, done, errors, doc_ids, "add with the same ids and skip_existing=True"
             )
         return doc_ids
 
@@ -342,31 +327,36 @@ class ShardedCollection:
             seen.add(d)
         if not self._manifest["created"]:
             self._create_on_first_add(emb)
-        calls = {
-            s: (
-                emb[rows],
-                [doc_ids[j] for j in rows],
-                None if texts_l is None else [texts_l[j] for j in rows],
-                None if meta_l is None else [meta_l[j] for j in rows],
-            )
-            for s, rows in self._route(doc_ids).items()
-        }
+        calls = {s: _part(rows, emb, doc_ids, texts_l, meta_l) for s, rows in self._route(doc_ids).items()}
         done, errors = self._call("upsert", calls)
         if errors:
-            ok = {d for s in done for d in calls[s][1]}
-            failed = [d for s in errors for d in calls[s][1]]
-            if not ok and len(errors) == 1 and isinstance(next(iter(errors.values())), BitsearchError):
-                raise next(iter(errors.values()))  # nothing was written: the shard's own error
-            names = [self.shard_names[s] for s in sorted(errors)]
-            first = errors[min(errors)]
-            raise PartialWriteError(
-                f"upsert stored {len(ok)} of {n} documents; shard(s) {', '.join(names)} failed "
-                f"({type(first).__name__}: {str(first)[:200]}); re-run the same upsert",
-                [d for d in doc_ids if d in ok],
-                failed,
-                names,
-            )
+            self._raise_partial_write("upsert", calls, done, errors, doc_ids, "the same upsert")
         return doc_ids
+
+    def _raise_partial_write(
+        self,
+        verb: str,
+        calls: dict[int, tuple[Any, ...]],
+        done: dict[int, Any],
+        errors: dict[int, BaseException],
+        doc_ids: list[DocId],
+        rerun: str,
+    ) -> NoReturn:
+        """A write that failed on some shards: the shard's own error when nothing was written, else a
+        PartialWriteError naming the ids stored and the ids on the failed shards."""
+        ok = {d for s in done for d in calls[s][1]}
+        failed = [d for s in errors for d in calls[s][1]]
+        if not ok and len(errors) == 1 and isinstance(next(iter(errors.values())), BitsearchError):
+            raise next(iter(errors.values()))  # nothing was written: the shard's own error
+        names = [self.shard_names[s] for s in sorted(errors)]
+        first = errors[min(errors)]
+        raise PartialWriteError(
+            f"{verb} stored {len(ok)} of {len(doc_ids)} documents; shard(s) {', '.join(names)} failed "
+            f"({type(first).__name__}: {str(first)[:200]}); re-run {rerun}",
+            [d for d in doc_ids if d in ok],
+            failed,
+            names,
+        )
 
     def delete(self, ids: Sequence[object]) -> int:
         """Delete documents by id; returns how many. An unknown id is an UnknownIdError, nothing deleted."""
@@ -631,3 +621,19 @@ class ShardedCollection:
                 write_atomic(self.path / MANIFEST, json.dumps(m, indent=1).encode())
             self._manifest = m
         self._start_actors()
+
+
+def _part(
+    rows: list[int],
+    emb: np.ndarray,
+    doc_ids: list[DocId],
+    texts: list[str | None] | None,
+    metadata: list[dict[str, Any] | None] | None,
+) -> tuple[np.ndarray, list[DocId], list[str | None] | None, list[dict[str, Any] | None] | None]:
+    """The rows of one write that go to one shard: (embeddings, ids, texts, metadata)."""
+    return (
+        emb[rows],
+        [doc_ids[j] for j in rows],
+        None if texts is None else [texts[j] for j in rows],
+        None if metadata is None else [metadata[j] for j in rows],
+    )
