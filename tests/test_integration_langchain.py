@@ -12,7 +12,7 @@ import pytest
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
-from word_vectors import DIM, word_vector
+from word_vectors import DIM, METAS, TEXTS, word_vector
 
 from bitsearch import Collection, InvalidInputError
 from bitsearch.integrations.langchain import BitsearchVectorStore
@@ -51,22 +51,6 @@ class NaNEmbeddings(WordEmbeddings):
         return [[float("nan")] * self.dim for _ in texts]
 
 
-TEXTS = [
-    "vitamin d prevents bone fractures in older adults",
-    "vitamin d and calcium supplements for bones",
-    "solar panels convert sunlight into electricity",
-    "wind turbines and solar energy on the grid",
-    "fractures of the hip need surgery",
-    "the grid stores energy in batteries",
-]
-METAS = [
-    {"topic": "health", "year": 2019, "lang": "en"},
-    {"topic": "health", "year": 2021, "lang": "de"},
-    {"topic": "energy", "year": 2020, "lang": "en"},
-    {"topic": "energy", "year": 2022, "lang": "de"},
-    {"topic": "health", "year": 2023, "lang": "en"},
-    {"topic": "energy", "year": 2018, "lang": "en"},
-]
 IDS = [f"doc-{i}" for i in range(len(TEXTS))]
 
 

@@ -19,7 +19,7 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
-from word_vectors import DIM, word_vector
+from word_vectors import DIM, METAS, TEXTS, word_vector
 
 from bitsearch import Collection, InvalidInputError
 from bitsearch.hybrid import reciprocal_rank_fusion
@@ -41,22 +41,6 @@ class WordEmbedding(BaseEmbedding):
         return word_vector(text, self.dim)
 
 
-TEXTS = [
-    "vitamin d prevents bone fractures in older adults",
-    "vitamin d and calcium supplements for bones",
-    "solar panels convert sunlight into electricity",
-    "wind turbines and solar energy on the grid",
-    "fractures of the hip need surgery",
-    "the grid stores energy in batteries",
-]
-METAS = [
-    {"topic": "health", "year": 2019, "lang": "en"},
-    {"topic": "health", "year": 2021, "lang": "de"},
-    {"topic": "energy", "year": 2020, "lang": "en"},
-    {"topic": "energy", "year": 2022, "lang": "de"},
-    {"topic": "health", "year": 2023, "lang": "en"},
-    {"topic": "energy", "year": 2018, "lang": "en"},
-]
 SOURCES = ["src-a", "src-a", "src-b", "src-b", "src-c", "src-c"]
 IDS = [f"node-{i}" for i in range(len(TEXTS))]
 

@@ -12,6 +12,24 @@ import numpy as np
 
 DIM = 64
 
+# a small corpus the adapter tests share: two topics, years and languages to filter on
+TEXTS = [
+    "vitamin d prevents bone fractures in older adults",
+    "vitamin d and calcium supplements for bones",
+    "solar panels convert sunlight into electricity",
+    "wind turbines and solar energy on the grid",
+    "fractures of the hip need surgery",
+    "the grid stores energy in batteries",
+]
+METAS = [
+    {"topic": "health", "year": 2019, "lang": "en"},
+    {"topic": "health", "year": 2021, "lang": "de"},
+    {"topic": "energy", "year": 2020, "lang": "en"},
+    {"topic": "energy", "year": 2022, "lang": "de"},
+    {"topic": "health", "year": 2023, "lang": "en"},
+    {"topic": "energy", "year": 2018, "lang": "en"},
+]
+
 
 def word_vector(text: str, dim: int = DIM) -> list[float]:
     """The bag-of-words vector of ``text``: each word adds +-1 at a coordinate chosen by its hash."""
