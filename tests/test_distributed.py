@@ -116,6 +116,17 @@ def test_a_filter_field_no_shard_has_is_reported_like_one_collection(pair, corpu
     assert sharded.search(q, k=5, filter={"group": 1}).warnings == []
 
 
+def test_preselect_reaches_the_shards(pair, corpus):
+    """A pre-selection deep enough to keep every row is the full scan, on shards as on one collection;
+    a bad depth is refused like Collection's."""
+    single, sharded = pair
+    q = corpus["qvec"][:5]
+    full = dict(k=10, rescore=None, preselect=len(corpus["ids"]))
+    assert _pairs(sharded.search(q, **full)) == _pairs(single.search(q, k=10, rescore=None, exact=True))
+    with pytest.raises(InvalidInputError, match="preselect"):
+        sharded.search(q, k=10, rescore=None, preselect=0)
+
+
 def test_rescored_search_is_never_worse_than_one_collection(pair, corpus):
     """Each shard rescores its own top k x m, a superset of one collection's global k x m."""
     single, sharded = pair

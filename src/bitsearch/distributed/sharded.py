@@ -466,6 +466,7 @@ class ShardedCollection:
         nprobe: int | None = None,
         exact: bool = False,
         with_text: bool = True,
+        preselect: int | None = None,
         allow_partial: bool = False,
     ) -> SearchResults:
         """``Collection.search`` over every shard, merged; the results also say which shards answered.
@@ -515,7 +516,7 @@ class ShardedCollection:
             assert q is not None
             options = dict(
                 k=depth, rescore_multiplier=int(rescore_multiplier), rescore=rescore, filter=filter,
-                nprobe=nprobe, exact=exact, with_text=with_text,
+                nprobe=nprobe, exact=exact, with_text=with_text, preselect=preselect,
             )  # fmt: skip
             t0 = time.perf_counter()
             # a large batch goes to the object store once for every shard; a small one inline (a put costs ~1 ms)
