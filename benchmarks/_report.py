@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = DOC.with_name("results.md")  # retrieval quality: what each precision and default keeps
@@ -60,3 +61,11 @@ def write_section(name: str, body: str, doc: Path = DOC) -> None:
     tmp = doc.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(doc)
+
+
+def results_ndcg(ds: Any, results: Any) -> float:
+    """NDCG@10 of ``SearchResults`` (one list of hits per query of the dataset ``ds``) against its qrels."""
+    from bitsearch.evaluate import compute_metrics
+
+    run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(ds.query_ids, results, strict=True)}
+    return compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"]

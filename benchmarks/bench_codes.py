@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section
+from _report import machine, results_ndcg, write_section
 from _synthetic import synthetic_embeddings
 
 from bitsearch import Collection
 from bitsearch.encode import Encoder
-from bitsearch.evaluate import compute_metrics, embed_dataset, load_dataset
+from bitsearch.evaluate import embed_dataset, load_dataset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -60,9 +60,7 @@ def quality(datasets: list[str]) -> tuple[list[str], dict[str, dict[str, tuple[f
         doc, qry = embed_dataset(ds, enc, show_progress=True)
 
         def ndcg(col: Collection, ds=ds, qry=qry, **kw: object) -> float:
-            res = col.search(qry, k=10, **kw)
-            run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(ds.query_ids, res, strict=True)}
-            return compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"]
+            return results_ndcg(ds, col.search(qry, k=10, **kw))
 
         with tempfile.TemporaryDirectory() as tmp:
             ref = Collection.create(Path(tmp) / "f", doc.shape[1], precision="float32", keyword_index=False)

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, median_time, write_section
+from _report import machine, median_time, results_ndcg, write_section
 from _synthetic import synthetic_embeddings
 
 from bitsearch import Collection
 from bitsearch.distributed import ShardedCollection, merge_ranked
-from bitsearch.evaluate import compute_metrics, load_dataset
+from bitsearch.evaluate import load_dataset
 
 DATA = next(
     (p for p in (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")) if p.is_dir()),
@@ -111,16 +111,11 @@ def keyword(datasets: list[str], shards: int) -> list[tuple]:
                 res = c.search(query_texts=list(ds.query_texts), k=10, mode="keyword")
                 per_q = (time.perf_counter() - t0) / len(ds.query_ids)
                 hybrid = c.search(qvec, query_texts=list(ds.query_texts), k=10, mode="hybrid")
-                out.append((_ndcg(ds, res), per_q, _ndcg(ds, hybrid)))
+                out.append((results_ndcg(ds, res), per_q, results_ndcg(ds, hybrid)))
             sc.close()
         rows.append((name, len(texts), *out))
         print(name, out, flush=True)
     return rows
-
-
-def _ndcg(ds: object, results: list) -> float:
-    run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(ds.query_ids, results, strict=True)}
-    return compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"]
 
 
 def keyword_section(kw: list[tuple], shards: int, datasets: list[str]) -> str:
