@@ -284,4 +284,6 @@ def _records_int8(out: Path) -> bool:
     """Whether `out` is a collection indexed with int8 document embeddings (older versions allowed it)."""
     if not is_collection(out):
         return False
-    return (Collection.open(out).manifest.get("model") or {}).get("encoder") == _INT8_DOCUMENTS
+    from bitsearch.storage.manifest import read_manifest
+
+    return ((read_manifest(out).model or {}).get("encoder")) == _INT8_DOCUMENTS
