@@ -27,7 +27,7 @@ from ..options import MODES
 from ..quantize import check_documents, check_queries
 from ..results import Hit, SearchResults
 from ..search import HYBRID_DEPTH, split_queries
-from ..storage.inputs import check_meta, check_payload, check_text
+from ..storage.inputs import check_meta, check_payload, check_text, check_unique
 from ..store import DocId, filter_sql, normalize_id
 from .layout import MANIFEST, create_layout, create_shards, locked, read_manifest, shard_of
 from .merge import fuse_ranked, merge_ranked, sum_statistics
@@ -271,11 +271,7 @@ class ShardedCollection:
             doc_ids = [normalize_id(i) for i in raw]
             if len(doc_ids) != n:
                 raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
-        seen: set[DocId] = set()
-        for d in doc_ids:
-            if d in seen:
-                raise DuplicateIdError(f"document id {d!r} appears more than once in this call")
-            seen.add(d)
+        check_unique(doc_ids)
         if not self._manifest["created"]:
             self._create_on_first_add(emb)
         groups = self._route(doc_ids)
@@ -320,11 +316,7 @@ class ShardedCollection:
         doc_ids = [normalize_id(i) for i in raw]
         if len(doc_ids) != n:
             raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
-        seen: set[DocId] = set()
-        for d in doc_ids:
-            if d in seen:
-                raise DuplicateIdError(f"document id {d!r} appears more than once in this call")
-            seen.add(d)
+        check_unique(doc_ids)
         if not self._manifest["created"]:
             self._create_on_first_add(emb)
         calls = {s: _part(rows, emb, doc_ids, texts_l, meta_l) for s, rows in self._route(doc_ids).items()}
