@@ -33,7 +33,7 @@ def _create(path: Path, dim: int, precision: str, rotation: bool, x: np.ndarray,
 @settings(max_examples=40, deadline=None)
 @given(
     dim=DIMS,
-    precision=st.sampled_from(["binary", "1.5bit", "2bit", "int8", "float32"]),
+    precision=st.sampled_from(["binary", "1.5bit", "2bit", "rabitq", "int8", "float32"]),
     rotation=st.booleans(),
     index=st.booleans(),
     reopen=st.booleans(),
@@ -47,7 +47,7 @@ def test_exact_search_equals_brute_force_for_any_dim(
     x, q = _vectors(n, dim, seed), _vectors(3, dim, seed + 1)
     with tempfile.TemporaryDirectory() as tmp:
         col = _create(Path(tmp) / "c", dim, precision, rotation, x, keep_float32=True)
-        if index and precision == "binary":
+        if index and precision in ("binary", "rabitq"):
             col.build_index(nlist=3, nprobe=1)
         if reopen:
             col.compact()

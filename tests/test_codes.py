@@ -365,8 +365,8 @@ def test_query_bits_collections(tmp_path: Path):
     for bad, match in (
         ({"query_bits": 0}, "from 1 to 8"),
         ({"query_bits": True}, "from 1 to 8"),
-        ({"query_bits": 4, "precision": "2bit"}, "binary codes only"),
-        ({"query_bits": 4, "stage1": "hamming"}, "binary codes only"),
+        ({"query_bits": 4, "precision": "2bit"}, "binary and rabitq codes only"),
+        ({"query_bits": 4, "stage1": "hamming"}, "binary and rabitq codes only"),
     ):
         with pytest.raises(InvalidInputError, match=match):
             Collection.create(tmp_path / "bad", DIM, **bad)

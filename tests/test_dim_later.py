@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bitsearch import Collection, CorruptCollectionError, DimensionMismatchError, FormatVersionError
+from bitsearch.storage.manifest import FORMAT_VERSION
 from bitsearch.storage.validate import validate_manifest
 
 PRECISIONS = ["binary", "1.5bit", "2bit", "int8", "float32"]
@@ -121,7 +122,7 @@ def test_crafted_manifests_are_refused(tmp_path: Path) -> None:
         with pytest.raises(CorruptCollectionError):
             validate_manifest({**empty, **change}, mpath)
     validate_manifest(empty, mpath)
-    bad = {**good, "format_version": 5}
+    bad = {**good, "format_version": FORMAT_VERSION + 1}
     mpath.write_text(json.dumps(bad))
     with pytest.raises(FormatVersionError):
         Collection.open(tmp_path / "c")

@@ -64,15 +64,18 @@ class Collection:
         """Create an empty collection directory at ``path`` and open it.
 
         ``precision`` is the stage-1 code kept in RAM: "binary" (1 bit per dimension), "1.5bit" (a
-        median bit per dimension and a "large" bit per pair), "2bit", "int8" or "float32";
+        median bit per dimension and a "large" bit per pair), "2bit", "rabitq" (1 bit per dimension of
+        the centred, rotated vector plus 8 bytes of RaBitQ factors per vector, scored by RaBitQ's
+        unbiased estimator; see ``bitsearch.codecs.rabitq``), "int8" or "float32";
         ``keep_int8`` / ``keep_float32`` keep those rows on disk for rescoring.
         For binary, ``stage1`` picks Hamming distance or "asymmetric" scoring (the float query against
         the bits' bucket means: better ranking, more work); "auto" uses asymmetric scoring when no
         rescoring stage follows and Hamming when one does. ``centering`` (subtract the corpus mean) and
         ``rotation`` (a seeded random orthogonal rotation; an int is the seed) apply before the codes of
-        binary, 1.5bit and 2bit collections; both are measured options (benchmarks/bench_codes.py):
-        centering is off, rotation (None) is on for 2bit only, where it won on every shared dataset.
-        ``query_bits`` (1 to 8; binary) makes asymmetric scoring round the query to that many bits
+        binary, 1.5bit, 2bit and rabitq collections; both are measured options (benchmarks/bench_defaults.py):
+        centering is off (rabitq always centres), rotation (None) is on for 2bit and rabitq, chosen by the
+        worst of the shared datasets (docs/results.md).
+        ``query_bits`` (1 to 8 for binary; 4 for rabitq) makes asymmetric scoring round the query to that many bits
         and score by popcounts per query bit plane, as Qdrant and BBQ do, instead of the float query
         (the default: better ranking, and no slower after the Hamming pre-selection).
         int8 ranges come from ``ranges``,

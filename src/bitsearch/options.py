@@ -42,10 +42,11 @@ class CodesConfig:
         codec = codec_class(self.precision)
         if self.query_bits is not None:
             if not codec.takes_query_bits or self.stage1 == "hamming":
-                raise InvalidInputError("query_bits applies to asymmetric scoring of binary codes only")
-            qb = self.query_bits
-            if isinstance(qb, bool) or not isinstance(qb, int) or not 1 <= qb <= 8:
-                raise InvalidInputError(f"query_bits must be an integer from 1 to 8, got {qb!r}")
+                raise InvalidInputError("query_bits applies to asymmetric scoring of binary and rabitq codes only")
+            qb, choices = self.query_bits, codec.query_bits_choices
+            if isinstance(qb, bool) or not isinstance(qb, int) or qb not in choices:
+                allowed = f"from {choices[0]} to {choices[-1]}" if len(choices) > 1 else str(choices[0])
+                raise InvalidInputError(f"query_bits of {self.precision} codes must be {allowed}, got {qb!r}")
         if self.stage1 not in STAGE1_MODES:
             raise InvalidInputError(f"unknown stage1 {self.stage1!r}; expected one of {', '.join(STAGE1_MODES)}")
         rotation = codec.default_rotation if self.rotation is None else self.rotation
@@ -54,7 +55,7 @@ class CodesConfig:
             keep_int8=bool(self.keep_int8) or codec.keeps == "int8",
             keep_float32=bool(self.keep_float32) or codec.keeps == "float32",
             stage1=self.stage1,
-            centering=bool(self.centering),
+            centering=bool(self.centering) or codec.always_centres,
             rotation=rotation if isinstance(rotation, int) and not isinstance(rotation, bool) else bool(rotation),
             query_bits=self.query_bits,
         )

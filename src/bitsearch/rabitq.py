@@ -100,6 +100,25 @@ class RabitqParams:
         """``(x - centre) @ rotation`` in float64 (the space the codes live in)."""
         return transform(self, x)
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe record of everything but the rotation matrix (a collection stores it beside)."""
+        return {"kind": "rabitq", "bits": self.bits, "centre": self.centre.tolist(), "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object], rotation: np.ndarray | None) -> RabitqParams:
+        """The parameters of a ``to_dict`` record (already validated) and the rotation matrix read back."""
+        centre = np.asarray(d["centre"], dtype=np.float32)
+        seed = d.get("seed")
+        return cls(int(centre.shape[0]), int(d["bits"]), centre, rotation, None if seed is None else int(seed))  # type: ignore[call-overload]
+
+    def encode_signs(self, x: np.ndarray) -> np.ndarray:
+        """The sign plane of ``x`` (n, dim) as ``encode`` packs it (n, ``plane_bytes``) uint8: what
+        Hamming distance between a query and 1-bit codes compares."""
+        r = self.transform(x)
+        padded = np.zeros((r.shape[0], self.pdim), dtype=np.uint8)
+        padded[:, : self.dim] = r > 0
+        return np.packbits(padded, axis=1, bitorder="little")
+
     def describe(self) -> dict[str, object]:
         return {
             "family": "rabitq",

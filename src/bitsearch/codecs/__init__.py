@@ -10,6 +10,7 @@ from .base import NO_SCORES, ROTATION, CodebookCodec, Codec, Stage1Plan
 from .binary import STAGE1_MODES, BinaryCodec
 from .exact import Float32Codec, Int8Codec
 from .lowbit import OneAndHalfBitCodec, TwoBitCodec
+from .rabitq import RabitqCodec
 
 __all__ = [
     "STAGE1_MODES",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 CODECS: dict[str, type[Codec]] = {
-    c.name: c for c in (BinaryCodec, OneAndHalfBitCodec, TwoBitCodec, Int8Codec, Float32Codec)
+    c.name: c for c in (BinaryCodec, OneAndHalfBitCodec, TwoBitCodec, RabitqCodec, Int8Codec, Float32Codec)
 }
 STAGE1_PRECISIONS = tuple(CODECS)
 # the families whose codes come from a fitted codebook (centering and rotation apply)

@@ -93,6 +93,8 @@ class Codec(ABC):
     default_rotation: ClassVar[bool] = False
     stage1_modes: ClassVar[bool] = False  # the "stage1" setting (auto, hamming, asymmetric) applies
     takes_query_bits: ClassVar[bool] = False
+    query_bits_choices: ClassVar[tuple[int, ...]] = tuple(range(1, 9))  # the query_bits it can take
+    always_centres: ClassVar[bool] = False  # its codes centre on the corpus mean whatever ``centering`` says
     supports_index: ClassVar[bool] = False  # an IVF over ``words``
     offers_bits: ClassVar[bool] = False  # ``words`` can rescore ("binary" rescoring stage)
     create_version: ClassVar[int] = 2  # the lowest format version that describes a new collection
@@ -197,14 +199,7 @@ class CodebookCodec(Codec):
     @classmethod
     def validate(cls, c: ManifestCheck, m: dict[str, Any], dim: int, total: int) -> None:
         """The code options and the fitted codebook (thresholds, levels, offset, rotation, pairs)."""
-        codes = m.get("codes")
-        if codes is not None:
-            c.mapping(codes, "codes", ("centering", "rotation"))
-            c.boolean(codes["centering"], "codes.centering")
-            if not isinstance(codes["rotation"], bool):
-                c.integer(codes["rotation"], "codes.rotation")
-            if "query_bits" in codes:
-                c.integer(codes["query_bits"], "codes.query_bits", 1, 8)
+        codes = cls.validate_codes(c, m)
         book = m.get("codebook")
         if book is None:
             if cls.needs_codebook() and total:
@@ -219,6 +214,26 @@ class CodebookCodec(Codec):
         c.floats(book["levels"], "codebook.levels", (base, dim))
         if book.get("offset") is not None:
             c.floats(book["offset"], "codebook.offset", (dim,))
+        cls.validate_rotation(c, book)
+
+    @classmethod
+    def validate_codes(cls, c: ManifestCheck, m: dict[str, Any]) -> dict[str, Any] | None:
+        """Check the codes options (centering, rotation, query_bits); returns them."""
+        codes = m.get("codes")
+        if codes is not None:
+            c.mapping(codes, "codes", ("centering", "rotation"))
+            c.boolean(codes["centering"], "codes.centering")
+            if not isinstance(codes["rotation"], bool):
+                c.integer(codes["rotation"], "codes.rotation")
+            if "query_bits" in codes:
+                qb = c.integer(codes["query_bits"], "codes.query_bits", 1, 8)
+                if qb not in cls.query_bits_choices:
+                    c.fail(f"codes.query_bits {qb} does not apply to {cls.name} codes")
+        return codes
+
+    @staticmethod
+    def validate_rotation(c: ManifestCheck, book: dict[str, Any]) -> None:
+        """The codebook's rotation record, when it has one: the matrix file beside the manifest."""
         if book.get("rotation") is not None:
             rot = c.file_info(book["rotation"], "codebook.rotation")
             c.mapping(rot, "codebook.rotation", ("file",))

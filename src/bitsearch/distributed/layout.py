@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs import CODEBOOK_PRECISIONS
 from ..collection import Collection
 from ..errors import (
     CollectionError,
@@ -30,7 +31,6 @@ FORMAT_NAME = "bitsearch-sharded"
 FORMAT_VERSION = 1
 SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a plain name inside the directory
 _CREATE_OPTIONS = frozenset(inspect.signature(Collection.create).parameters) - {"cls", "path", "dim", "exist_ok"}
-_CODEBOOK_PRECISIONS = ("binary", "1.5bit", "2bit")
 
 
 def shard_of(doc_id: object, shards: int) -> int:
@@ -139,7 +139,7 @@ def create_layout(
     }
     p.mkdir(parents=True, exist_ok=True)
     with locked(p):
-        needs_sample = precision in _CODEBOOK_PRECISIONS or (keep_int8 and ranges is None)
+        needs_sample = precision in CODEBOOK_PRECISIONS or (keep_int8 and ranges is None)
         if calibration_embeddings is not None or not needs_sample:
             create_shards(p, manifest, ranges, calibration_embeddings)
         write_atomic(p / MANIFEST, json.dumps(manifest, indent=1).encode())

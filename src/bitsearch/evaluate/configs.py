@@ -214,6 +214,8 @@ def default_grid(dim: int = 384) -> list[Config]:
         Config("binary"),
         Config("1.5bit"),
         Config("2bit"),
+        Config("rabitq"),
+        Config("rabitq", ("int8",)),
         *(Config("binary", ("int8",), m) for m in MULTIPLIERS),
         Config("binary", ("binary",)),
         Config("binary", ("int8", "float32")),

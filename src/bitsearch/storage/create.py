@@ -82,7 +82,7 @@ def create_store(
     elif cal is not None:
         ranges = calibrate_ranges(cal)
     manifest = Manifest(
-        format_version=4 if dim is None else codec.create_version,
+        format_version=max(4, codec.create_version) if dim is None else codec.create_version,
         dim=dim,
         ranges=None if ranges is None else np.asarray(ranges, dtype=np.float32).tolist(),
         ranges_given=ranges_given,

@@ -27,8 +27,8 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "Manifest", "read_manife
 # A new collection gets the lowest version that describes it, so older releases still open all
 # but the new 1.5bit ones, and refuse those rather than misread them.
 # 4: documents without vectors (a "novec" list of sequence numbers) and a dim left unset (null) until
-# the first write of vectors.
-FORMAT_VERSION = 4
+# the first write of vectors.  5: rabitq codes (sign plane + per-vector factors, ``codecs.rabitq``).
+FORMAT_VERSION = 5
 FORMAT_NAME = "bitsearch-collection"
 MANIFEST = "manifest.json"
 
