@@ -69,3 +69,14 @@ def results_ndcg(ds: Any, results: Any) -> float:
 
     run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(ds.query_ids, results, strict=True)}
     return compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"]
+
+
+def rows_ndcg(ds: Any, rows: Any, scores: Any) -> float:
+    """NDCG@10 of row numbers into ``ds.doc_ids`` and their scores (nq, k) (a peer's output; -1: no row)."""
+    from bitsearch.evaluate import compute_metrics
+
+    run = {
+        q: {ds.doc_ids[int(j)]: float(s) for j, s in zip(r, sc, strict=True) if j >= 0}
+        for q, r, sc in zip(ds.query_ids, rows, scores, strict=True)
+    }
+    return compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"]

@@ -1,12 +1,15 @@
 """Defaults chosen by the worst dataset: rotation and pre-selection depth per code family (issue 17, part 1).
 
-Every retrieval set in shared/data, embedded with the packaged all-MiniLM-L6-v2 (cached), is searched through
+Every retrieval set in shared/data, embedded with the packaged all-MiniLM-L6-v2 or the model --model names
+(embeddings cached), is searched through
 the real Collection path with each candidate setting: NDCG@10 kept (% of exact float32), stage 1 alone (no
 rescoring) and with int8 rescoring of 4 x k. A setting is chosen by its worst set, never its mean, and checked
 leave-one-dataset-out: the rule picks a setting on all sets but one, and the held-out set reports it.
-Stage-1 time of the chosen defaults at --n synthetic rows, as a ratio to plain Hamming in the same run.
+FAISS IndexRaBitQ (1 bit, float and 4-bit query) on the same vectors stands beside rabitq when faiss is
+installed. Stage-1 time of the chosen defaults at --n synthetic rows (0: not timed), as a ratio to plain
+Hamming in the same run.
 
-    python benchmarks/bench_defaults.py [--datasets ...] [--n 1000000] [--no-write]
+    python benchmarks/bench_defaults.py [--datasets ...] [--n 1000000] [--model PATH --model-name NAME] [--no-write]
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import RESULTS, machine, results_ndcg, write_section
+from _report import RESULTS, machine, results_ndcg, rows_ndcg, write_section
 from _synthetic import synthetic_embeddings
 
 from bitsearch import Collection
 from bitsearch.encode import Encoder
 from bitsearch.evaluate import embed_dataset, load_dataset
+from bitsearch.evaluate.cache import slug
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEPTHS = (16, 32, 64, 128, 256)  # pre-selection: the Hamming top depth x k are scored by the code's estimator
@@ -39,16 +43,32 @@ FAMILIES: dict[str, dict[str, dict]] = {
         "rotated": {"precision": "2bit", "rotation": True},
         "not rotated": {"precision": "2bit", "rotation": False},
     },
+    "rabitq": {
+        "rotated": {"precision": "rabitq", "rotation": True},
+        "not rotated": {"precision": "rabitq", "rotation": False},
+    },
 }
+# peers on the same vectors, stage 1 alone: name -> (FAISS IndexRaBitQ bits, query bits)
+PEERS = {"FAISS IndexRaBitQ 1-bit, qb=0": (1, 0), "FAISS IndexRaBitQ 1-bit, qb=4": (1, 4)}
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 def shared_sets() -> list[str]:
     return sorted(p.name for p in DATA.iterdir() if (p / "corpus.jsonl").is_file() and (p / "qrels").is_dir())
 
 
-def measure(datasets: list[str]) -> tuple[dict, dict]:
-    """kept[(family, rotation, depth or 'full', rescored)][dataset] = NDCG@10 as % of float32; base[dataset]."""
-    enc = Encoder()
+def encoder(model: str | None, model_name: str | None) -> Encoder:
+    """The packaged model, or the one at ``model`` named ``model_name`` (the name keys the embedding cache)."""
+    if model is None:
+        return Encoder()
+    enc = Encoder(model)
+    enc.name = model_name or Path(model).name
+    return enc
+
+
+def measure(datasets: list[str], enc: Encoder) -> tuple[dict, dict]:
+    """kept[(family, rotation, depth or 'full', rescored)][dataset] = NDCG@10 as % of float32; base[dataset].
+    Peers (when faiss is installed) under kept[(peer name, None, None, False)]."""
     kept: dict = {}
     base: dict[str, float] = {}
     for name in datasets:
@@ -72,8 +92,26 @@ def measure(datasets: list[str]) -> tuple[dict, dict]:
                             value = 100 * ndcg(col, **search, **extra) / base[name]
                             kept.setdefault((family, rot, depth, rescored), {})[name] = value
                     col.close()
+        for peer, value in faiss_peers(ds, doc, qry).items():
+            kept.setdefault((peer, None, None, False), {})[name] = 100 * value / base[name]
         print(name, "float32", round(base[name], 4), flush=True)
     return kept, base
+
+
+def faiss_peers(ds: object, doc: np.ndarray, qry: np.ndarray) -> dict[str, float]:
+    """NDCG@10 of FAISS IndexRaBitQ on the same vectors (empty when faiss is not installed)."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return {}
+    from bench_rabitq import faiss_index, faiss_search
+
+    out = {}
+    for name, (bits, qb) in PEERS.items():
+        idx, inner, _ = faiss_index(doc, bits, rotate=False)
+        scores, rows = faiss_search(idx, inner, qry, 10, qb)
+        out[name] = rows_ndcg(ds, rows, scores)
+    return out
 
 
 def choose(kept: dict, family: str, sets: list[str]) -> tuple[str, int]:
@@ -119,13 +157,14 @@ def stage1_speed(n: int, chosen: dict[str, tuple[str, int]], reps: int = 15) -> 
     return out
 
 
-def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int) -> str:
+def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, model: str, command: str) -> str:
+    title = "" if model == DEFAULT_MODEL else f", {model}"
     lines = [
-        "## Defaults chosen by the worst dataset (issue 17)",
+        f"## Defaults chosen by the worst dataset (issue 17){title}",
         "",
-        f"Command: `python benchmarks/bench_defaults.py --datasets {' '.join(datasets)} --n {n}`  ",
+        f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
-        "Model: all-MiniLM-L6-v2 (packaged); float32 NDCG@10: " + ", ".join(f"{d} {base[d]:.4f}" for d in datasets),
+        f"Model: {model}; float32 NDCG@10: " + ", ".join(f"{d} {base[d]:.4f}" for d in datasets),
         "",
         f"**The rule.** For each code family: the rotation whose *worst* set is best on the default search "
         f"(int8 rescoring of 4 x k; the tables show stage 1 alone too), then the shallowest pre-selection (the "
@@ -171,6 +210,12 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int) -> 
                 f"| {family} | {label} | {cells} | {min(vals):.2f} / {min(resc):.2f} | "
                 f"{statistics.mean(vals):.2f} / {statistics.mean(resc):.2f} |"
             )
+    for peer in PEERS:
+        if (peer, None, None, False) in kept:
+            vals = [kept[(peer, None, None, False)][d] for d in datasets]
+            cells = " | ".join(f"{v:.2f} / -" for v in vals)
+            worst, mean = min(vals), statistics.mean(vals)
+            lines.append(f"| {peer} | same vectors, flat | {cells} | {worst:.2f} / - | {mean:.2f} / - |")
     lines += [
         "",
         "### Every setting measured, for the record (no rescoring / int8 rescoring of 4 x k)",
@@ -188,6 +233,8 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int) -> 
                     f"| {family} | {rot} | {depth} | {cells} | {min(vals):.2f} / {min(resc):.2f} | "
                     f"{statistics.mean(vals):.2f} / {statistics.mean(resc):.2f} |"
                 )
+    if not speed:
+        return "\n".join(lines)
     s0, b0 = speed["plain Hamming"]
     lines += [
         "",
@@ -206,18 +253,25 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="*", default=None, help="default: every retrieval set in shared/data")
-    ap.add_argument("--n", type=int, default=1_000_000, help="rows for the stage-1 timing")
+    ap.add_argument("--n", type=int, default=1_000_000, help="rows for the stage-1 timing (0: not timed)")
+    ap.add_argument("--model", default=None, help="a sentence-transformers folder (default: the packaged MiniLM)")
+    ap.add_argument("--model-name", default=None, help="the model's name (keys the embedding cache and the section)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     datasets = args.datasets or shared_sets()
-    kept, base = measure(datasets)
+    enc = encoder(args.model, args.model_name)
+    kept, base = measure(datasets, enc)
     chosen = {family: choose(kept, family, datasets) for family in FAMILIES}
     print("chosen:", chosen, flush=True)
-    speed = stage1_speed(args.n, chosen)
-    body = report(kept, base, datasets, speed, args.n)
+    speed = stage1_speed(args.n, chosen) if args.n else {}
+    command = f"python benchmarks/bench_defaults.py --datasets {' '.join(datasets)} --n {args.n}"
+    if args.model:
+        command += f" --model <folder of {enc.name}> --model-name {enc.name}"
+    body = report(kept, base, datasets, speed, args.n, enc.name, command)
     print(body)
     if not args.no_write:
-        write_section("defaults", body, doc=RESULTS)
+        section = "defaults" if enc.name == DEFAULT_MODEL else f"defaults-{slug(enc.name)}"
+        write_section(section, body, doc=RESULTS)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section
+from _report import machine, results_ndcg, rows_ndcg, write_section
 from _synthetic import synthetic_embeddings
 
 from bitsearch import Collection
 from bitsearch import rabitq as rb
 from bitsearch.encode import Encoder
-from bitsearch.evaluate import compute_metrics, embed_dataset, load_dataset
+from bitsearch.evaluate import embed_dataset, load_dataset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -97,11 +97,7 @@ def quality(
         doc, qry = embed_dataset(ds, enc, show_progress=True)
 
         def ndcg(rows: np.ndarray, scores: np.ndarray, ds=ds) -> float:
-            run = {
-                q: {ds.doc_ids[int(j)]: float(s) for j, s in zip(r, sc, strict=True) if j >= 0}
-                for q, r, sc in zip(ds.query_ids, rows, scores, strict=True)
-            }
-            return compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"]
+            return rows_ndcg(ds, rows, scores)
 
         exact = qry @ doc.T
         top = np.argsort(-exact, axis=1, kind="stable")[:, :10]
@@ -126,10 +122,7 @@ def quality(
                 col = Collection.create(Path(tmp) / str(abs(hash(name))), doc.shape[1], keyword_index=False, **opts)
                 col.add(doc, ids=list(ds.doc_ids))
                 res = col.search(qry, k=10, rescore=None, **search_opts)
-                run = {q: {str(h.id): h.score for h in hits} for q, hits in zip(ds.query_ids, res, strict=True)}
-                table.setdefault(name, {})[ds_name] = (
-                    compute_metrics(ds.qrels, run, ("ndcg@10",))["ndcg@10"] / base[ds_name]
-                )
+                table.setdefault(name, {})[ds_name] = results_ndcg(ds, res) / base[ds_name]
                 nbytes[name] = size
         print(ds_name, "float32 NDCG@10", round(base[ds_name], 4), flush=True)
     return table, by_seed, base, nbytes
