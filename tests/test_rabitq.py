@@ -133,7 +133,10 @@ def test_kernel_matches_numpy_reference(bits, qb, d):
 
 @pytest.mark.parametrize("qb", [None, 4])
 @pytest.mark.parametrize("bits", [1, 2])
-def test_search_is_topk_of_estimate(qb, bits):
+@pytest.mark.parametrize("serial", [False, True])
+def test_search_is_topk_of_estimate(qb, bits, serial, monkeypatch):
+    """The threaded scan (row blocks merged) and the scan on the calling thread give the same answer."""
+    monkeypatch.setattr(rb, "SERIAL_WORK", 10**9 if serial else 0)
     rng = np.random.default_rng(11)
     x = unit(rng, 5000, 64)
     x[100:110] = x[100]  # duplicates: tied scores, lower row first

@@ -394,35 +394,56 @@ def _push(ts, ti, k, s, i):  # pragma: no cover - compiled
     ti[p] = i
 
 
-@njit(cache=True, parallel=True)
-def _topk_scan(
-    codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, k, block, tops, topi
+@njit(cache=True, nogil=True)
+def _scan_rows(
+    codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, r0, r1, qi, ts, ti
 ):  # pragma: no cover - compiled
-    """Each task scans one block of rows for every query and keeps its own top k per query."""
-    n = scale.shape[0]
-    nq = qc.shape[0]
-    nblocks = tops.shape[0]
+    """Rows r0..r1 against query qi, kept in the descending top list ts/ti."""
+    k = ts.shape[0]
     quant = planes.shape[0] > 0
     nbytes = lut.shape[1]
     nwords = planes.shape[2]
-    for t in prange(nblocks):
+    base = qc[qi]
+    corr = m * qsum[qi]
+    for i in range(r0, r1):
+        if use_excl and excluded[i]:
+            continue
+        if quant:
+            s = _score_q4(words, i, qi, planes, nwords, bits, lo, delta)
+        else:
+            s = _score_float(codes, i, qi, lut, nbytes, bits)
+        est = base + scale[i] * (s - corr)
+        if est > ts[k - 1]:
+            _push(ts, ti, k, est, i)
+
+
+@njit(cache=True, parallel=True)
+def _topk_scan(
+    codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, block, tops, topi
+):  # pragma: no cover - compiled
+    """Each task scans one block of rows for every query and keeps its own top k per query."""
+    n = scale.shape[0]
+    for t in prange(tops.shape[0]):
         r0 = t * block
         r1 = min(n, r0 + block)
-        for qi in range(nq):
-            ts = tops[t, qi]
-            ti = topi[t, qi]
-            base = qc[qi]
-            corr = m * qsum[qi]
-            for i in range(r0, r1):
-                if use_excl and excluded[i]:
-                    continue
-                if quant:
-                    s = _score_q4(words, i, qi, planes, nwords, bits, lo, delta)
-                else:
-                    s = _score_float(codes, i, qi, lut, nbytes, bits)
-                est = base + scale[i] * (s - corr)
-                if est > ts[k - 1]:
-                    _push(ts, ti, k, est, i)
+        for qi in range(qc.shape[0]):
+            _scan_rows(codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl,
+                       r0, r1, qi, tops[t, qi], topi[t, qi])  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _topk_serial(
+    codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, tops, topi
+):  # pragma: no cover - compiled
+    """One block, on the calling thread: for a few rows (a pre-selection's candidates), where starting the
+    thread pool costs more than the scan."""
+    for qi in range(qc.shape[0]):
+        _scan_rows(codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl,
+                   0, scale.shape[0], qi, tops[0, qi], topi[0, qi])  # fmt: skip
+
+
+# at most this many rows x queries are scanned on the calling thread (see _topk_serial)
+SERIAL_WORK = 1 << 15
 
 
 def _check_codes(params: RabitqParams, codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -489,8 +510,9 @@ def search(
     nq = pq.qc.shape[0]
     m = (2**params.bits - 1) / 2
     threads = numba.get_num_threads()
-    block = max(1024, -(-n // (8 * threads)))
-    nblocks = max(1, -(-n // block))
+    serial = n * nq <= SERIAL_WORK
+    block = n if serial else max(1024, -(-n // (8 * threads)))
+    nblocks = max(1, -(-n // max(block, 1)))
     tops = np.full((nblocks, nq, k), -np.inf, dtype=np.float64)
     topi = np.full((nblocks, nq, k), -1, dtype=np.int64)
     if n:
@@ -498,8 +520,12 @@ def search(
         planes = pq.planes if pq.planes is not None else np.zeros((0, 4, 1), np.uint64)
         lo = pq.lo if pq.lo is not None else np.zeros(1)
         delta = pq.delta if pq.delta is not None else np.zeros(1)
-        _topk_scan(codes, codes.view(np.uint64), scale, lut, planes, lo, delta, pq.qc, pq.qsum, m, params.bits,
-                   excl, use_excl, k, block, tops, topi)  # fmt: skip
+        args = (codes, codes.view(np.uint64), scale, lut, planes, lo, delta, pq.qc, pq.qsum, m, params.bits, excl,
+                use_excl)  # fmt: skip
+        if serial:
+            _topk_serial(*args, tops, topi)
+        else:
+            _topk_scan(*args, block, tops, topi)
     s = tops.transpose(1, 0, 2).reshape(nq, -1)
     r = topi.transpose(1, 0, 2).reshape(nq, -1)
     # best first; among equal scores the lower row (blocks are in row order, each list stable)
