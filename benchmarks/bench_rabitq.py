@@ -48,9 +48,14 @@ FAISS: dict[str, tuple[int, int, bool]] = {
 } | {"FAISS IndexRaBitQ 1-bit, qb=0, random rotation (IndexPreTransform)": (1, 0, True)}
 # bitsearch's existing codes through Collection: name -> (create options, search options, RAM bytes/doc at 384-d)
 EXISTING: dict[str, tuple[dict, dict, int]] = {
+    "bitsearch Collection precision=rabitq (default: Hamming top depth x k, then the estimator)": (
+        {"precision": "rabitq"},
+        {},
+        56,
+    ),
     "bitsearch binary (default: Hamming top 16 x k, then asymmetric)": ({}, {}, 48),
     "bitsearch binary, asymmetric, full scan": ({"stage1": "asymmetric"}, {"exact": True}, 48),
-    "bitsearch 2bit (default: rotated, top 16 x k)": ({"precision": "2bit"}, {}, 96),
+    "bitsearch 2bit (default: rotated, top 32 x k)": ({"precision": "2bit"}, {}, 96),
     "bitsearch 2bit, rotated, full scan": ({"precision": "2bit"}, {"exact": True}, 96),
 }
 

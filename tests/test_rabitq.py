@@ -23,18 +23,21 @@ def reference(params: rb.RabitqParams, codes: np.ndarray, factors: np.ndarray, q
     u = rb.unpack_codes(params, codes).astype(np.float64)
     m = (2**params.bits - 1) / 2
     q = queries.astype(np.float32).astype(np.float64)
-    qc = q @ params.centre.astype(np.float64)
-    rq = q @ params.rotation.astype(np.float64) if params.rotation is not None else q
+    c = params.centre.astype(np.float64)
+    qc = q @ c
+    rq = q - c  # the query is centred like the vectors: the estimated term is <x - c, q - c>
+    rq = rq @ params.rotation.astype(np.float64) if params.rotation is not None else rq
     scale = factors[:, 0].astype(np.float64)
+    qc = qc[:, None] + factors[:, 1].astype(np.float64)[None, :]  # + <x - c, c>, exact
     if qb is None:
         rq = rq.astype(np.float32).astype(np.float64)
-        return qc[:, None] + scale[None, :] * (rq @ u.T - m * rq.sum(axis=1)[:, None])
+        return qc + scale[None, :] * (rq @ u.T - m * rq.sum(axis=1)[:, None])
     levels, lo, delta = rb.quantize_query(rq, params.dim)
     acc_u = u.sum(axis=1)[None, :]
     acc_uv = levels.astype(np.float64) @ u.T
     s = lo[:, None] * acc_u + delta[:, None] * acc_uv
     qsum = lo * params.dim + delta * levels.sum(axis=1)
-    return qc[:, None] + scale[None, :] * (s - m * qsum[:, None])
+    return qc + scale[None, :] * (s - m * qsum[:, None])
 
 
 def pairs(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -283,14 +286,16 @@ finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32)
     bits=st.sampled_from([1, 2, 4]),
     rotation=st.booleans(),
 )
-def test_exact_for_the_query_that_is_the_centred_vector(x, bits, rotation):
-    """scale = |r|^2 / <xbar, r> makes the estimate exact for q = x - centre; and scores scale with q."""
+def test_exact_for_the_vector_itself(x, bits, rotation):
+    """scale = |r|^2 / <xbar, r> makes the estimate exact when the centred query is the centred vector
+    (q = x: the estimate of <x, x> is exact); and the estimate is affine in the query."""
     p = rb.fit(x, bits=bits, rotation=rotation)
     codes, f = rb.encode(p, x)
-    q = x.astype(np.float64) - p.centre
+    q = x.astype(np.float64)
     est = rb.estimate(p, codes, f, q)
-    true = np.einsum("ij,ij->i", x.astype(np.float64), q)
+    true = np.einsum("ij,ij->i", q, q)
     tol = 1e-4 * (np.abs(x).max() ** 2 * x.shape[1] + 1)
     np.testing.assert_allclose(np.diag(est), true, atol=tol)
     assert np.isfinite(est).all()
-    np.testing.assert_allclose(rb.estimate(p, codes, f, 2 * q), 2 * est, rtol=1e-4, atol=tol)
+    at_zero = rb.estimate(p, codes, f, np.zeros_like(q))
+    np.testing.assert_allclose(rb.estimate(p, codes, f, 2 * q), 2 * est - at_zero, rtol=1e-4, atol=3 * tol)

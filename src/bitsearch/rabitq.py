@@ -17,9 +17,12 @@ What a vector ``x`` (dimension ``dim``) becomes, given the fitted ``RabitqParams
   vector is ``xbar = u - m`` with ``m = (2**bits - 1) / 2`` (for 1 bit: +-1/2, the sign);
 * two float32 factors (8 bytes): ``scale = |r|**2 / <xbar, r>``, the RaBitQ correction, which makes
   ``<r, q'> ~ scale * <xbar, q'>`` unbiased over the random rotation and exact when ``q' = r``; and
-  ``norm = |r|`` (what an L2 estimate or an error bound needs).
+  ``offset = <x - centre, centre>``.
 
-A query ``q`` is scored against every code as ``<centre, q> + scale * <xbar, q @ rotation>``: with a
+A query ``q`` is scored against every code as ``<centre, q> + offset + scale * <xbar, (q - centre) @ rotation>``:
+``<x, q> = <centre, q> + <x - centre, centre> + <x - centre, q - centre>``, the first two terms exact and the
+last estimated. Estimating it with the centred query, as FAISS does, makes the error proportional to
+``|q - centre|`` instead of ``|q|``: smaller for embeddings, whose mean is far from zero. With a
 float32 query (a per-byte table of partial sums, exact up to float rounding) or with the rotated query
 rounded to 4 bits per dimension (RaBitQ's B_q = 4) and scored with popcounts of bit-plane ANDs. Padding
 bits are zero in every code and the padded query coordinates are zero, so they never change a score.
@@ -168,9 +171,15 @@ def transform(params: RabitqParams, x: np.ndarray) -> np.ndarray:
     return out
 
 
+def r_centre(params: RabitqParams, x: np.ndarray) -> np.ndarray:
+    """``<x - centre, centre>`` per row (the exact term of the estimate that depends on the vector)."""
+    c = params.centre.astype(np.float64)
+    return (np.asarray(x, dtype=np.float64) - c) @ c
+
+
 def encode(params: RabitqParams, embeddings: object) -> tuple[np.ndarray, np.ndarray]:
     """Codes (n, ``code_bytes``) uint8 (bit planes, least significant first, little-endian bits) and
-    factors (n, 2) float32: ``scale`` (the RaBitQ correction) and ``norm`` (|x - centre|).
+    factors (n, 2) float32: ``scale`` (the RaBitQ correction) and ``offset`` (<x - centre, centre>).
 
     A vector equal to the centre gets scale 0: its estimate is ``<centre, q>``, which is exact.
     """
@@ -188,7 +197,7 @@ def encode(params: RabitqParams, embeddings: object) -> tuple[np.ndarray, np.nda
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(dot > 0, norm2 / dot, 0.0)
         factors[s : s + step, 0] = scale
-        factors[s : s + step, 1] = np.sqrt(norm2)
+        factors[s : s + step, 1] = r_centre(params, x[s : s + step])
         codes[s : s + step] = _pack_planes(u, params.bits, params.pdim)
     return codes, factors
 
@@ -266,7 +275,7 @@ class PreparedQueries:
     """Rotated queries and what the kernels need from them (see ``prepare_queries``)."""
 
     qc: np.ndarray  # (nq,) float64: <centre, q>
-    rq: np.ndarray  # (nq, pdim) float32: rotated query, zero-padded
+    rq: np.ndarray  # (nq, pdim) float32: centred, rotated query, zero-padded
     qsum: np.ndarray  # (nq,) float64: sum of the rotated query's coordinates (the quantized ones for 4 bits)
     lut: np.ndarray | None  # (nq, plane_bytes, 256) float32: per byte, sum of rq over its set bits
     planes: np.ndarray | None  # (nq, 4, words) uint64: bit planes of the 4-bit query
@@ -290,13 +299,13 @@ def quantize_query(rq: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np
 
 
 def prepare_queries(params: RabitqParams, queries: object, query_bits: int | None = None) -> PreparedQueries:
-    """Validate, rotate and (for ``query_bits=4``) quantize ``queries``; build the float table otherwise."""
+    """Validate, centre, rotate and (for ``query_bits=4``) quantize ``queries``; build the float table otherwise."""
     if query_bits not in QUERY_BITS:
         raise InvalidInputError(f"query_bits must be None (float32) or 4, got {query_bits!r}")
     q = check_queries(queries, params.dim, name="queries").astype(np.float64)
     nq = q.shape[0]
     qc = q @ params.centre.astype(np.float64)
-    r = q @ params.rotation.astype(np.float64) if params.rotation is not None else q
+    r = transform(params, q)
     rq = np.zeros((nq, params.pdim), dtype=np.float32)
     rq[:, : params.dim] = r
     if query_bits is None:
@@ -361,25 +370,25 @@ def _score_q4(words, i, qi, planes, nwords, bits, lo, delta):  # pragma: no cove
 
 
 @njit(cache=True, parallel=True)
-def _estimate_float(codes, scale, lut, qc, qsum, m, bits, out):  # pragma: no cover - compiled
+def _estimate_float(codes, scale, offset, lut, qc, qsum, m, bits, out):  # pragma: no cover - compiled
     n = codes.shape[0]
     nq = lut.shape[0]
     nbytes = lut.shape[1]
     for i in prange(n):
         for qi in range(nq):
             s = _score_float(codes, i, qi, lut, nbytes, bits)
-            out[qi, i] = qc[qi] + scale[i] * (s - m * qsum[qi])
+            out[qi, i] = qc[qi] + offset[i] + scale[i] * (s - m * qsum[qi])
 
 
 @njit(cache=True, parallel=True)
-def _estimate_q4(words, scale, planes, lo, delta, qc, qsum, m, bits, out):  # pragma: no cover - compiled
+def _estimate_q4(words, scale, offset, planes, lo, delta, qc, qsum, m, bits, out):  # pragma: no cover - compiled
     n = words.shape[0]
     nq = planes.shape[0]
     nwords = planes.shape[2]
     for i in prange(n):
         for qi in range(nq):
             s = _score_q4(words, i, qi, planes, nwords, bits, lo, delta)
-            out[qi, i] = qc[qi] + scale[i] * (s - m * qsum[qi])
+            out[qi, i] = qc[qi] + offset[i] + scale[i] * (s - m * qsum[qi])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -396,7 +405,7 @@ def _push(ts, ti, k, s, i):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _scan_rows(
-    codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, r0, r1, qi, ts, ti
+    codes, words, scale, offset, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, r0, r1, qi, ts, ti
 ):  # pragma: no cover - compiled
     """Rows r0..r1 against query qi, kept in the descending top list ts/ti."""
     k = ts.shape[0]
@@ -412,14 +421,14 @@ def _scan_rows(
             s = _score_q4(words, i, qi, planes, nwords, bits, lo, delta)
         else:
             s = _score_float(codes, i, qi, lut, nbytes, bits)
-        est = base + scale[i] * (s - corr)
+        est = base + offset[i] + scale[i] * (s - corr)
         if est > ts[k - 1]:
             _push(ts, ti, k, est, i)
 
 
 @njit(cache=True, parallel=True)
 def _topk_scan(
-    codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, block, tops, topi
+    codes, words, scale, offset, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, block, tops, topi
 ):  # pragma: no cover - compiled
     """Each task scans one block of rows for every query and keeps its own top k per query."""
     n = scale.shape[0]
@@ -427,18 +436,18 @@ def _topk_scan(
         r0 = t * block
         r1 = min(n, r0 + block)
         for qi in range(qc.shape[0]):
-            _scan_rows(codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl,
+            _scan_rows(codes, words, scale, offset, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl,
                        r0, r1, qi, tops[t, qi], topi[t, qi])  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
 def _topk_serial(
-    codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, tops, topi
+    codes, words, scale, offset, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl, tops, topi
 ):  # pragma: no cover - compiled
     """One block, on the calling thread: for a few rows (a pre-selection's candidates), where starting the
     thread pool costs more than the scan."""
     for qi in range(qc.shape[0]):
-        _scan_rows(codes, words, scale, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl,
+        _scan_rows(codes, words, scale, offset, lut, planes, lo, delta, qc, qsum, m, bits, excluded, use_excl,
                    0, scale.shape[0], qi, tops[0, qi], topi[0, qi])  # fmt: skip
 
 
@@ -446,7 +455,10 @@ def _topk_serial(
 SERIAL_WORK = 1 << 15
 
 
-def _check_codes(params: RabitqParams, codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_codes(
+    params: RabitqParams, codes: np.ndarray, factors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes, scale, offset) as the kernels take them, shapes and finiteness checked."""
     codes = np.ascontiguousarray(codes)
     if codes.dtype != np.uint8 or codes.ndim != 2 or codes.shape[1] != params.code_bytes:
         raise DimensionMismatchError(
@@ -457,25 +469,27 @@ def _check_codes(params: RabitqParams, codes: np.ndarray, factors: np.ndarray) -
     if factors.shape != (codes.shape[0], 2):
         raise DimensionMismatchError(f"factors must be ({codes.shape[0]}, 2), got {factors.shape}")
     scale = np.ascontiguousarray(factors[:, 0], dtype=np.float64)
-    if not np.isfinite(scale).all():
+    offset = np.ascontiguousarray(factors[:, 1], dtype=np.float64)
+    if not (np.isfinite(scale).all() and np.isfinite(offset).all()):
         raise CorruptCollectionError("rabitq factors hold NaN or inf")
-    return codes, scale
+    return codes, scale, offset
 
 
 def estimate(
     params: RabitqParams, codes: np.ndarray, factors: np.ndarray, queries: object, query_bits: int | None = None
 ) -> np.ndarray:
     """Estimated inner products ``<x, q>`` (nq, n) float64 of every query with every coded vector."""
-    codes, scale = _check_codes(params, codes, factors)
+    codes, scale, offset = _check_codes(params, codes, factors)
     pq = prepare_queries(params, queries, query_bits)
     m = (2**params.bits - 1) / 2
     out = np.empty((pq.qc.shape[0], codes.shape[0]), dtype=np.float64)
     if codes.shape[0] == 0:
         return out
     if query_bits is None:
-        _estimate_float(codes, scale, pq.lut, pq.qc, pq.qsum, m, params.bits, out)
+        _estimate_float(codes, scale, offset, pq.lut, pq.qc, pq.qsum, m, params.bits, out)
     else:
-        _estimate_q4(codes.view(np.uint64), scale, pq.planes, pq.lo, pq.delta, pq.qc, pq.qsum, m, params.bits, out)
+        words = codes.view(np.uint64)
+        _estimate_q4(words, scale, offset, pq.planes, pq.lo, pq.delta, pq.qc, pq.qsum, m, params.bits, out)
     return out
 
 
@@ -494,7 +508,7 @@ def search(
     ``exclude``: a boolean mask over rows (deleted or filtered out) never returned. Ties keep the lower
     row. One pass over the codes for the whole batch: each thread scans a block of rows for all queries.
     """
-    codes, scale = _check_codes(params, codes, factors)
+    codes, scale, offset = _check_codes(params, codes, factors)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     k = int(k)
@@ -520,8 +534,8 @@ def search(
         planes = pq.planes if pq.planes is not None else np.zeros((0, 4, 1), np.uint64)
         lo = pq.lo if pq.lo is not None else np.zeros(1)
         delta = pq.delta if pq.delta is not None else np.zeros(1)
-        args = (codes, codes.view(np.uint64), scale, lut, planes, lo, delta, pq.qc, pq.qsum, m, params.bits, excl,
-                use_excl)  # fmt: skip
+        args = (codes, codes.view(np.uint64), scale, offset, lut, planes, lo, delta, pq.qc, pq.qsum, m,
+                params.bits, excl, use_excl)  # fmt: skip
         if serial:
             _topk_serial(*args, tops, topi)
         else:

@@ -4,7 +4,7 @@
 Gao & Long, "RaBitQ: Quantizing High-Dimensional Vectors with a Theoretical Error Bound for
 Approximate Nearest Neighbor Search", SIGMOD 2024; the estimator and its kernels are
 ``bitsearch.rabitq``. Each row of ``rabitq.npy`` is the sign plane (padded to whole 64-bit words)
-followed by the two float32 factors (scale, norm) as 8 bytes. In RAM the sign plane is ``words``, so
+followed by the two float32 factors (scale, offset) as 8 bytes. In RAM the sign plane is ``words``, so
 Hamming pre-selection, the IVF and filters work on it as on sign bits; the factors are ``rows``.
 """
 
@@ -21,11 +21,11 @@ from .base import CodebookCodec, CodecState, Stage1Plan
 
 __all__ = ["RabitqCodec"]
 
-FACTOR_BYTES = 8  # scale and norm, float32 each
+FACTOR_BYTES = 8  # scale and offset, float32 each
 
 
 class RabitqCodec(CodebookCodec):
-    """1-bit RaBitQ: sign plane + (scale, norm) per row; the fitted ``RabitqParams`` are its codebook."""
+    """1-bit RaBitQ: sign plane + (scale, offset) per row; the fitted ``RabitqParams`` are its codebook."""
 
     name = "rabitq"
     rank = 1.2  # better than Hamming and asymmetric sign bits, below int8 rows
