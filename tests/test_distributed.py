@@ -431,3 +431,19 @@ def test_merge_ranked_orders_by_score_then_shard_then_rank():
             ref = list(itertools.islice(heapq.merge(*(s[q] for s in per_shard), key=lambda h: -h[1]), k))
             assert got[q] == ref, trial
     assert merge_ranked([], 3) == []
+
+
+def test_rabitq_shards_share_one_fit(ray_cluster, tmp_path, corpus):
+    """rabitq's centre and rotation are fitted once on the calibration sample, so every shard estimates
+    exactly as one collection does."""
+    c = corpus
+    opts = dict(precision="rabitq", keyword_index=False)
+    single = Collection.create(tmp_path / "one", DIM, calibration_embeddings=c["emb"], **opts)
+    single.add(c["emb"], ids=c["ids"])
+    sharded = ShardedCollection.create(tmp_path / "s", DIM, shards=2, calibration_embeddings=c["emb"], **opts)
+    try:
+        sharded.add(c["emb"], ids=c["ids"])
+        kw = dict(k=10, rescore=None, exact=True)
+        assert _pairs(sharded.search(c["qvec"][:5], **kw)) == _pairs(single.search(c["qvec"][:5], **kw))
+    finally:
+        sharded.close()
