@@ -17,6 +17,7 @@ import numpy as np
 
 from ..checks import ManifestCheck
 from ..quantize import CODE_KINDS, CodeBook
+from ..rabitq import RabitqParams
 
 __all__ = [
     "NO_SCORES", "ROTATION", "CodecManifest", "CodecState", "Codec", "CodebookCodec", "Stage1Plan", "words_of",
@@ -103,7 +104,7 @@ class Codec(ABC):
     # worst of the seven shared retrieval sets (benchmarks/bench_defaults.py, docs/results.md)
     preselect_depth: ClassVar[int] = 16
 
-    def __init__(self, manifest: CodecManifest, codebook: CodeBook | None) -> None:
+    def __init__(self, manifest: CodecManifest, codebook: CodeBook | RabitqParams | None) -> None:
         self.manifest = manifest
         self.dim = 0 if manifest.dim is None else int(manifest.dim)
         self.codebook = codebook
