@@ -100,6 +100,15 @@ def measure(datasets: list[str], enc: Encoder) -> tuple[dict, dict]:
     return kept, base
 
 
+def shipped_defaults() -> dict[str, tuple[str, int]]:
+    """Each family's default in the library (``Codec.default_rotation``, ``Codec.preselect_depth``)."""
+    from bitsearch.codecs import CODECS
+
+    return {
+        f: ("rotated" if CODECS[f].default_rotation else "not rotated", CODECS[f].preselect_depth) for f in FAMILIES
+    }
+
+
 def faiss_peers(ds: object, doc: np.ndarray, qry: np.ndarray) -> dict[str, float]:
     """NDCG@10 of FAISS IndexRaBitQ on the same vectors (empty when faiss is not installed)."""
     try:
@@ -237,6 +246,25 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, mod
             cells = " | ".join(f"{v:.2f} / -" for v in vals)
             worst, mean = min(vals), statistics.mean(vals)
             lines.append(f"| {peer} | same vectors, flat | {cells} | {worst:.2f} / - | {mean:.2f} / - |")
+    if model != DEFAULT_MODEL:
+        lines += [
+            "",
+            f"### The shipped defaults (chosen on {DEFAULT_MODEL}) on {model}, against this model's own choice",
+            "",
+            "| code family | shipped default | " + " | ".join(datasets) + " | worst | own choice's worst |",
+            "|---|---|" + "---|" * (len(datasets) + 2),
+        ]
+        for family, (rot, depth) in shipped_defaults().items():
+            vals = [kept[(family, rot, depth, False)][d] for d in datasets]
+            resc = [kept[(family, rot, depth, True)][d] for d in datasets]
+            own_rot, own_depth = chosen[family]
+            own = [kept[(family, own_rot, own_depth, False)][d] for d in datasets]
+            own_r = [kept[(family, own_rot, own_depth, True)][d] for d in datasets]
+            cells = " | ".join(f"{v:.2f} / {r:.2f}" for v, r in zip(vals, resc, strict=True))
+            lines.append(
+                f"| {family} | {rot}, top {depth} x k | {cells} | {min(vals):.2f} / {min(resc):.2f} | "
+                f"{min(own):.2f} / {min(own_r):.2f} ({own_rot}, {own_depth}) |"
+            )
     lines += [
         "",
         "### Every setting measured, for the record (no rescoring / int8 rescoring of 4 x k)",
