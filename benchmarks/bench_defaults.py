@@ -10,11 +10,13 @@ installed. Stage-1 time of the chosen defaults at --n synthetic rows (0: not tim
 Hamming in the same run.
 
     python benchmarks/bench_defaults.py [--datasets ...] [--n 1000000] [--model PATH --model-name NAME] [--no-write]
+    python benchmarks/bench_defaults.py --combine all-MiniLM-L6-v2 all-mpnet-base-v2   # the rule over both runs
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -287,7 +289,8 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, mod
     s0, b0 = speed["plain Hamming"]
     lines += [
         "",
-        f"### Stage-1 time of the defaults at {n:,} x 384 synthetic rows (Gaussian fitted to MiniLM), k=10, medians",
+        f"### Stage-1 time of the shipped defaults at {n:,} x 384 synthetic rows (Gaussian fitted to MiniLM), k=10, "
+        "medians",
         "",
         "bitsearch: the search's stage-1 timing; FAISS: its whole search call, on the same number of threads.",
         "",
@@ -301,20 +304,86 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, mod
     return "\n".join(lines)
 
 
+def saved_path(model: str) -> Path:
+    """Where a run keeps its measurements for ``--combine`` (outside the project, beside the embedding cache)."""
+    from bitsearch.evaluate import cache_dir
+
+    return cache_dir().parent / "bench" / f"defaults-{slug(model)}.json"
+
+
+def save(kept: dict, model: str) -> None:
+    path = saved_path(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [[list(key), values] for key, values in kept.items()]
+    path.write_text(json.dumps({"model": model, "kept": rows}))
+
+
+def combined(models: list[str]) -> tuple[dict, list[str]]:
+    """Every saved model's measurements as one table whose sets are "model: set"."""
+    kept: dict = {}
+    sets: list[str] = []
+    for model in models:
+        data = json.loads(saved_path(model).read_text())
+        for key, values in data["kept"]:
+            depth = key[2] if key[2] in (None, "full") else int(key[2])
+            for name, v in values.items():
+                kept.setdefault((key[0], key[1], depth, key[3]), {})[f"{model}: {name}"] = v
+                if f"{model}: {name}" not in sets:
+                    sets.append(f"{model}: {name}")
+    return kept, sets
+
+
+def combined_report(models: list[str]) -> str:
+    """The rule applied over every (model, set) pair that the runs saved, beside each model's own choice."""
+    kept, sets = combined(models)
+    shipped = shipped_defaults()
+    lines = [
+        "## Defaults chosen by the worst (model, set) pair over both models (issue 17)",
+        "",
+        f"Command: `python benchmarks/bench_defaults.py --combine {' '.join(models)}` (after one run per model)  ",
+        f"The same rule over the {len(sets)} (model, set) pairs: the rotation whose worst pair is best with int8 "
+        "rescoring, then the shallowest depth within 0.1 point of the full scan on every pair.",
+        "",
+        "| code family | chosen over both models | worst pair, int8 rescoring | worst pair, no rescoring | "
+        "the other rotation's worst pair, int8 rescoring | shipped default |",
+        "|---|---|---|---|---|---|",
+    ]
+    for family in FAMILIES:
+        rot, depth = choose(kept, family, sets)
+        other = next(r for r in FAMILIES[family] if r != rot)
+        resc = {s: kept[(family, rot, depth, True)][s] for s in sets}
+        plain = {s: kept[(family, rot, depth, False)][s] for s in sets}
+        oth = {s: kept[(family, other, "full", True)][s] for s in sets}
+        w_r, w_p, w_o = (min(d, key=d.get) for d in (resc, plain, oth))
+        lines.append(
+            f"| {family} | {rot}, top {depth} x k | {resc[w_r]:.2f} ({w_r}) | {plain[w_p]:.2f} ({w_p}) | "
+            f"{other}: {oth[w_o]:.2f} ({w_o}) | {shipped[family][0]}, top {shipped[family][1]} x k |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="*", default=None, help="default: every retrieval set in shared/data")
     ap.add_argument("--n", type=int, default=1_000_000, help="rows for the stage-1 timing (0: not timed)")
     ap.add_argument("--model", default=None, help="a sentence-transformers folder (default: the packaged MiniLM)")
     ap.add_argument("--model-name", default=None, help="the model's name (keys the embedding cache and the section)")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="MODEL", help="apply the rule over the saved runs")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    if args.combine:
+        body = combined_report(args.combine)
+        print(body)
+        if not args.no_write:
+            write_section("defaults-combined", body, doc=RESULTS)
+        return
     datasets = args.datasets or shared_sets()
     enc = encoder(args.model, args.model_name)
     kept, base = measure(datasets, enc)
+    save(kept, enc.name)
     chosen = {family: choose(kept, family, datasets) for family in FAMILIES}
     print("chosen:", chosen, flush=True)
-    speed = stage1_speed(args.n, chosen) if args.n else {}
+    speed = stage1_speed(args.n, shipped_defaults()) if args.n else {}
     command = f"python benchmarks/bench_defaults.py --datasets {' '.join(datasets)} --n {args.n}"
     if args.model:
         command += f" --model <folder of {enc.name}> --model-name {enc.name}"

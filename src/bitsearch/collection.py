@@ -73,8 +73,8 @@ class Collection:
         rescoring stage follows and Hamming when one does. ``centering`` (subtract the corpus mean) and
         ``rotation`` (a seeded random orthogonal rotation; an int is the seed) apply before the codes of
         binary, 1.5bit, 2bit and rabitq collections; both are measured options (benchmarks/bench_defaults.py):
-        centering is off (rabitq always centres), rotation (None) is on for 2bit and rabitq, chosen by the
-        worst of the shared datasets (docs/results.md).
+        centering is off (rabitq always centres), rotation (None) is on for 1.5bit and 2bit, chosen by the
+        worst (model, dataset) pair over the shared datasets and two models (docs/results.md).
         ``query_bits`` (1 to 8 for binary; 4 for rabitq) makes asymmetric scoring round the query to that many bits
         and score by popcounts per query bit plane, as Qdrant and BBQ do, instead of the float query
         (the default: better ranking, and no slower after the Hamming pre-selection).
@@ -311,8 +311,8 @@ class Collection:
 
         Codes whose estimator is slower than Hamming (1.5bit, 2bit, and binary's asymmetric stage 1 when
         nothing rescores) score only the Hamming top ``preselect x k`` rows; ``None`` takes the family's
-        depth (binary 16, 2bit 32, 1.5bit 128: the shallowest that cost at most 0.1 point of NDCG@10
-        against every row on the worst shared dataset, docs/results.md); ``exact=True`` scores every row.
+        depth (binary 16, 1.5bit, 2bit and rabitq 32: the shallowest that cost at most 0.1 point of NDCG@10
+        against every row on the worst (model, dataset) pair, docs/results.md); ``exact=True`` scores every row.
 
         ``k``, ``rescore_multiplier``, ``nprobe`` and ``preselect`` are ints from 1 to ``MAX_SEARCH_INT``
         (2**31 - 1); ``rrf_k`` a finite number >= 0; ``weights`` two finite numbers >= 0; ``exact`` and ``with_text``
