@@ -192,6 +192,13 @@ def stage1_speed(n: int, chosen: dict[str, tuple[str, int]], reps: int = 15) -> 
     return out
 
 
+def setting_cells(kept: dict, family: str, rot: str, depth: object, datasets: list[str]) -> tuple[list, list, str]:
+    """One setting's NDCG kept per set (no rescoring, int8 rescoring) and its table cells "a / b"."""
+    vals = [kept[(family, rot, depth, False)][d] for d in datasets]
+    resc = [kept[(family, rot, depth, True)][d] for d in datasets]
+    return vals, resc, " | ".join(f"{v:.2f} / {r:.2f}" for v, r in zip(vals, resc, strict=True))
+
+
 def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, model: str, command: str) -> str:
     title = "" if model == DEFAULT_MODEL else f", {model}"
     lines = [
@@ -238,9 +245,7 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, mod
     ]
     for family, (rot, depth) in chosen.items():
         for label, key in ((f"{rot}, top {depth} x k", depth), (f"{rot}, full scan", "full")):
-            vals = [kept[(family, rot, key, False)][d] for d in datasets]
-            resc = [kept[(family, rot, key, True)][d] for d in datasets]
-            cells = " | ".join(f"{v:.2f} / {r:.2f}" for v, r in zip(vals, resc, strict=True))
+            vals, resc, cells = setting_cells(kept, family, rot, key, datasets)
             lines.append(
                 f"| {family} | {label} | {cells} | {min(vals):.2f} / {min(resc):.2f} | "
                 f"{statistics.mean(vals):.2f} / {statistics.mean(resc):.2f} |"
@@ -260,12 +265,9 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, mod
             "|---|---|" + "---|" * (len(datasets) + 2),
         ]
         for family, (rot, depth) in shipped_defaults().items():
-            vals = [kept[(family, rot, depth, False)][d] for d in datasets]
-            resc = [kept[(family, rot, depth, True)][d] for d in datasets]
+            vals, resc, cells = setting_cells(kept, family, rot, depth, datasets)
             own_rot, own_depth = chosen[family]
-            own = [kept[(family, own_rot, own_depth, False)][d] for d in datasets]
-            own_r = [kept[(family, own_rot, own_depth, True)][d] for d in datasets]
-            cells = " | ".join(f"{v:.2f} / {r:.2f}" for v, r in zip(vals, resc, strict=True))
+            own, own_r, _ = setting_cells(kept, family, own_rot, own_depth, datasets)
             lines.append(
                 f"| {family} | {rot}, top {depth} x k | {cells} | {min(vals):.2f} / {min(resc):.2f} | "
                 f"{min(own):.2f} / {min(own_r):.2f} ({own_rot}, {own_depth}) |"
@@ -280,9 +282,7 @@ def report(kept: dict, base: dict, datasets: list[str], speed: dict, n: int, mod
     for family, rotations in FAMILIES.items():
         for rot in rotations:
             for depth in (*DEPTHS, "full"):
-                vals = [kept[(family, rot, depth, False)][d] for d in datasets]
-                resc = [kept[(family, rot, depth, True)][d] for d in datasets]
-                cells = " | ".join(f"{v:.2f} / {r:.2f}" for v, r in zip(vals, resc, strict=True))
+                vals, resc, cells = setting_cells(kept, family, rot, depth, datasets)
                 lines.append(
                     f"| {family} | {rot} | {depth} | {cells} | {min(vals):.2f} / {min(resc):.2f} | "
                     f"{statistics.mean(vals):.2f} / {statistics.mean(resc):.2f} |"
@@ -383,7 +383,8 @@ def main() -> None:
     datasets = args.datasets or shared_sets()
     enc = encoder(args.model, args.model_name)
     kept, base = measure(datasets, enc)
-    save(kept, enc.name)
+    if not args.no_write:
+        save(kept, enc.name)  # for --combine
     chosen = {family: choose(kept, family, datasets) for family in FAMILIES}
     print("chosen:", chosen, flush=True)
     speed = stage1_speed(args.n, shipped_defaults()) if args.n else {}
