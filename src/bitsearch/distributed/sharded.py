@@ -27,7 +27,7 @@ from ..options import MODES
 from ..quantize import check_documents, check_queries
 from ..results import Hit, SearchResults
 from ..search import HYBRID_DEPTH, split_queries
-from ..storage.inputs import check_meta, check_payload, check_text, check_unique
+from ..storage.inputs import check_ids, check_meta, check_payload, check_text
 from ..store import DocId, filter_sql, normalize_id
 from .layout import MANIFEST, create_layout, create_shards, locked, read_manifest, shard_of
 from .merge import fuse_ranked, merge_ranked, sum_statistics
@@ -260,20 +260,7 @@ class ShardedCollection:
         ``stored_ids``: re-run ``add`` with the same ids (``err.stored_ids + err.failed_ids``) and
         ``skip_existing=True`` to store the rest.
         """
-        emb = check_documents(embeddings, self.dim)
-        n = emb.shape[0]
-        texts_l = check_payload(texts, n, "texts", check_text)
-        meta_l = check_payload(metadata, n, "metadata", check_meta)
-        if ids is None:
-            doc_ids: list[DocId] = self._reserve_ids(n)
-        else:
-            raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-            doc_ids = [normalize_id(i) for i in raw]
-            if len(doc_ids) != n:
-                raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
-        check_unique(doc_ids)
-        if not self._manifest["created"]:
-            self._create_on_first_add(emb)
+        emb, doc_ids, texts_l, meta_l = self._checked_write(embeddings, ids, texts, metadata)
         groups = self._route(doc_ids)
         present, errors = self._call("existing_ids", {s: ([doc_ids[j] for j in rows],) for s, rows in groups.items()})
         if errors:
@@ -294,6 +281,20 @@ class ShardedCollection:
             )
         return doc_ids
 
+    def _checked_write(
+        self, embeddings: np.ndarray, ids: Sequence[object] | None, texts: Any, metadata: Any
+    ) -> tuple[np.ndarray, list[DocId], list[Any] | None, list[Any] | None]:
+        """A write's inputs checked as ``Collection`` checks them (ids reserved when none are given), and
+        the shards created on the first write."""
+        emb = check_documents(embeddings, self.dim)
+        n = emb.shape[0]
+        texts_l = check_payload(texts, n, "texts", check_text)
+        meta_l = check_payload(metadata, n, "metadata", check_meta)
+        doc_ids = self._reserve_ids(n) if ids is None else check_ids(ids, n)
+        if not self._manifest["created"]:
+            self._create_on_first_add(emb)
+        return emb, doc_ids, texts_l, meta_l
+
     def upsert(
         self,
         embeddings: np.ndarray,
@@ -308,17 +309,7 @@ class ShardedCollection:
         """
         if ids is None:
             raise InvalidInputError("upsert needs the documents' ids")
-        emb = check_documents(embeddings, self.dim)
-        n = emb.shape[0]
-        texts_l = check_payload(texts, n, "texts", check_text)
-        meta_l = check_payload(metadata, n, "metadata", check_meta)
-        raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-        doc_ids = [normalize_id(i) for i in raw]
-        if len(doc_ids) != n:
-            raise InvalidInputError(f"got {len(doc_ids)} ids for {n} embeddings")
-        check_unique(doc_ids)
-        if not self._manifest["created"]:
-            self._create_on_first_add(emb)
+        emb, doc_ids, texts_l, meta_l = self._checked_write(embeddings, ids, texts, metadata)
         calls = {s: _part(rows, emb, doc_ids, texts_l, meta_l) for s, rows in self._route(doc_ids).items()}
         done, errors = self._call("upsert", calls)
         if errors:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import DuplicateIdError, InvalidInputError
 from ..quantize import check_documents, check_ranges
-from ..store import DocId, check_metadata, check_unicode
+from ..store import DocId, check_metadata, check_unicode, normalize_id
 
 __all__ = [
     "as_list",
@@ -46,6 +46,15 @@ def check_unique(ids: Sequence[DocId]) -> None:
             if i in seen:
                 raise DuplicateIdError(f"document id {i!r} appears more than once in this call")
             seen.add(i)
+
+
+def check_ids(ids: object, n: int) -> list[DocId]:
+    """The ids given for ``n`` embeddings, normalized: one per embedding, none repeated."""
+    given = [normalize_id(i) for i in as_list(ids, "ids", "one id per embedding")]
+    if len(given) != n:
+        raise InvalidInputError(f"got {len(given)} ids for {n} embeddings")
+    check_unique(given)
+    return given
 
 
 def as_list(values: object, name: str, what: str) -> list[Any]:

@@ -22,7 +22,7 @@ from ..files import fsync_dir, save_npy
 from ..kernels import BinaryIVF
 from ..quantize import calibrate_ranges, quantize_embeddings
 from ..store import DocId, normalize_id
-from .inputs import as_list, check_meta, check_payload, check_text, check_unique, check_vectors
+from .inputs import as_list, check_ids, check_meta, check_payload, check_text, check_unique, check_vectors
 from .loading import extend_state, load_codec, load_state, seq_list
 from .manifest import Manifest
 from .paths import ROTATION
@@ -132,12 +132,7 @@ def write_documents(
     """``add`` (``replace=False``) or ``upsert``: checks, then a segment for the rows with vectors, the
     list of documents without, docs rows, tombstones of replaced documents, and one commit."""
     emb, has_vec, n = check_vectors(store.state.manifest.dim, embeddings, ids, texts, metadata)
-    given_ids: list[DocId] | None = None
-    if ids is not None:
-        given_ids = [normalize_id(i) for i in as_list(ids, "ids", "one id per embedding")]
-        if len(given_ids) != n:
-            raise InvalidInputError(f"got {len(given_ids)} ids for {n} embeddings")
-        check_unique(given_ids)
+    given_ids = None if ids is None else check_ids(ids, n)
     texts = check_payload(texts, n, "texts", check_text)
     metadata = check_payload(metadata, n, "metadata", check_meta)
     with store.writing() as state:
